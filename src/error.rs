@@ -1,0 +1,56 @@
+//! Typed errors of the library, and the one place that maps them to exit codes.
+
+use std::path::PathBuf;
+
+/// Everything that can stop a run. Each variant carries what the user needs to act on it.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The input is not what the API returns: bad JSON, a bad field, a missing list.
+    #[error("invalid input: {0}")]
+    Input(String),
+
+    /// The saved response carries a WeCom error instead of a list.
+    #[error("{}", crate::wecom::describe_api_error(*errcode, errmsg))]
+    Api { errcode: i64, errmsg: String },
+
+    /// A safety guard refused to produce an allowlist that would cut WeCom off or open a hole.
+    #[error("refused: {0}")]
+    Guard(String),
+
+    /// A name (chain, table, interface) that the target would reject or misread.
+    #[error("invalid option: {0}")]
+    Option(String),
+
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+
+    #[error("cannot write {}: {source}", path.display())]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+
+    /// A template failed to render: a bug in a template, never the user's fault.
+    #[error("template {template}: {source:#}")]
+    Render {
+        template: String,
+        source: minijinja::Error,
+    },
+}
+
+impl Error {
+    /// The exit code documented in README.md.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Error::Input(_) | Error::Option(_) | Error::Read { .. } | Error::Write { .. } => 2,
+            Error::Api { .. } => 3,
+            Error::Guard(_) => 4,
+            Error::Render { .. } => 70,
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,287 @@
+//! Validated values. Once a value is one of these types it is safe to print into any target:
+//! templates never see a raw string from the input except free-text descriptions.
+
+use std::fmt;
+
+use ipnet::IpNet;
+use serde::Serialize;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    Tcp,
+    Udp,
+}
+
+impl Protocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+        }
+    }
+}
+
+/// What a destination is matched by. `Dns` groups hold names, which only Squid and pfSense enforce.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Family {
+    Ipv4,
+    Ipv6,
+    Dns,
+}
+
+impl Family {
+    pub fn short(self) -> &'static str {
+        match self {
+            Family::Ipv4 => "v4",
+            Family::Ipv6 => "v6",
+            Family::Dns => "dns",
+        }
+    }
+}
+
+/// An inclusive port range; a single port has `start == end`. `start >= 1` always holds.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, serde::Deserialize,
+)]
+pub struct PortRange {
+    pub start: u16,
+    pub end: u16,
+}
+
+impl PortRange {
+    pub fn new(start: u16, end: u16) -> Option<Self> {
+        (start >= 1 && start <= end).then_some(PortRange { start, end })
+    }
+
+    pub fn is_single(&self) -> bool {
+        self.start == self.end
+    }
+}
+
+/// A non-empty set of ports kept as sorted, merged (non-overlapping, non-adjacent) ranges,
+/// so that equal sets compare equal whatever order or overlap the input used.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(transparent)]
+pub struct PortSet(Vec<PortRange>);
+
+impl PortSet {
+    /// Builds the canonical set; `None` when `ranges` is empty (an empty port list would mean
+    /// "any port" in several targets, so it is never representable).
+    pub fn new(mut ranges: Vec<PortRange>) -> Option<Self> {
+        if ranges.is_empty() {
+            return None;
+        }
+        ranges.sort_unstable();
+        let mut merged: Vec<PortRange> = Vec::with_capacity(ranges.len());
+        for r in ranges {
+            match merged.last_mut() {
+                Some(last) if u32::from(r.start) <= u32::from(last.end) + 1 => {
+                    last.end = last.end.max(r.end);
+                }
+                _ => merged.push(r),
+            }
+        }
+        Some(PortSet(merged))
+    }
+
+    pub fn ranges(&self) -> &[PortRange] {
+        &self.0
+    }
+
+    pub fn union(&self, other: &PortSet) -> PortSet {
+        let all = self.0.iter().chain(&other.0).copied().collect();
+        PortSet::new(all).unwrap_or_else(|| self.clone())
+    }
+
+    /// True when every port of `other` is in `self`.
+    pub fn contains_set(&self, other: &PortSet) -> bool {
+        other
+            .0
+            .iter()
+            .all(|o| self.0.iter().any(|s| s.start <= o.start && o.end <= s.end))
+    }
+}
+
+impl fmt::Display for PortSet {
+    /// `80,443,8000-8100`: stable and readable, used in names and messages.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, r) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            if r.is_single() {
+                write!(f, "{}", r.start)?;
+            } else {
+                write!(f, "{}-{}", r.start, r.end)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A lowercase DNS name of at least two labels, letters, digits and inner hyphens only.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Hostname(String);
+
+impl Hostname {
+    /// Validates `raw`; the error says why in a few words.
+    pub fn parse(raw: &str) -> Result<Self, &'static str> {
+        let name = raw.strip_suffix('.').unwrap_or(raw).to_ascii_lowercase();
+        if name.is_empty() {
+            return Err("is empty");
+        }
+        if name.len() > 253 {
+            return Err("is longer than 253 characters");
+        }
+        let labels: Vec<&str> = name.split('.').collect();
+        if labels.len() < 2 {
+            return Err("needs at least two labels (a bare top-level name would match too much)");
+        }
+        for label in &labels {
+            if label.is_empty() {
+                return Err("has an empty label");
+            }
+            if label.len() > 63 {
+                return Err("has a label longer than 63 characters");
+            }
+            if !label
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            {
+                return Err("may hold only letters, digits, hyphens and dots");
+            }
+            if label.starts_with('-') || label.ends_with('-') {
+                return Err("has a label that starts or ends with a hyphen");
+            }
+        }
+        if labels
+            .last()
+            .is_some_and(|tld| tld.bytes().all(|b| b.is_ascii_digit()))
+        {
+            return Err("ends in a numeric label (an IP address belongs in ip_list)");
+        }
+        Ok(Hostname(name))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// True when `self` is `parent` or lies below it.
+    pub fn is_within(&self, parent: &Hostname) -> bool {
+        self.0 == parent.0
+            || (self.0.len() > parent.0.len()
+                && self.0.ends_with(parent.0.as_str())
+                && self.0.as_bytes()[self.0.len() - parent.0.len() - 1] == b'.')
+    }
+
+    /// Labels from the top down (`com`, `qq`, `weixin` ...): sorting by this keeps a zone together.
+    pub fn sort_key(&self) -> Vec<&str> {
+        self.0.rsplit('.').collect()
+    }
+
+    /// Every proper parent with at least two labels: `a.b.c.com` gives `b.c.com`, `c.com`.
+    pub fn parents(&self) -> impl Iterator<Item = &str> {
+        self.0
+            .match_indices('.')
+            .map(|(i, _)| &self.0[i + 1..])
+            .filter(|rest| rest.contains('.'))
+    }
+}
+
+impl fmt::Display for Hostname {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// One destination as the targets see it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Dest {
+    Net(IpNet),
+    /// Exactly this name.
+    Exact(Hostname),
+    /// This name and every name below it (Squid's `.example.com`).
+    Wildcard(Hostname),
+}
+
+impl Dest {
+    pub fn family(&self) -> Family {
+        match self {
+            Dest::Net(IpNet::V4(_)) => Family::Ipv4,
+            Dest::Net(IpNet::V6(_)) => Family::Ipv6,
+            Dest::Exact(_) | Dest::Wildcard(_) => Family::Dns,
+        }
+    }
+}
+
+impl Ord for Dest {
+    /// Addresses numerically, names zone by zone, a wildcard before the names it would cover.
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        fn key(d: &Dest) -> (u8, Option<&IpNet>, Vec<&str>, bool) {
+            match d {
+                Dest::Net(n) => (0, Some(n), Vec::new(), false),
+                Dest::Wildcard(h) => (1, None, h.sort_key(), false),
+                Dest::Exact(h) => (1, None, h.sort_key(), true),
+            }
+        }
+        key(self).cmp(&key(other))
+    }
+}
+
+impl PartialOrd for Dest {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl fmt::Display for Dest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Dest::Net(n) => write!(f, "{n}"),
+            Dest::Exact(h) => write!(f, "{h}"),
+            Dest::Wildcard(h) => write!(f, ".{h}"),
+        }
+    }
+}
+
+/// Which list of the response an entry came from; errors name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub enum ListKind {
+    #[serde(rename = "ip_list")]
+    Ip,
+    #[serde(rename = "domain_list")]
+    Domain,
+}
+
+impl ListKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ListKind::Ip => "ip_list",
+            ListKind::Domain => "domain_list",
+        }
+    }
+}
+
+/// One validated entry of the response. `dests` holds the entry's own destination, then the
+/// wildcard of its `universal_domian` if it has one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub list: ListKind,
+    pub index: usize,
+    pub dest: Dest,
+    pub universal: Option<Hostname>,
+    pub protocols: Vec<Protocol>,
+    pub ports: PortSet,
+    pub necessary: bool,
+    pub description: String,
+}
+
+/// What an entry contributes to a destination's notes (comments, pfSense details).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Note {
+    pub necessary: bool,
+    pub description: String,
+}

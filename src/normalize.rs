@@ -1,0 +1,433 @@
+//! From validated entries to a `Policy`: filter, expand, group by (family, protocol, ports),
+//! aggregate CIDRs and drop every value another one already covers, in a deterministic order.
+//!
+//! The invariant every step keeps: the set of (address or name, protocol, port) that the policy
+//! allows is exactly the set the selected entries list. Only the spelling gets shorter.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+
+use ipnet::IpNet;
+
+use crate::error::{Error, Result};
+use crate::model::{Dest, Entry, Family, Hostname, Note, PortSet, Protocol};
+
+/// The user's choices that change what is allowed, not how it is spelled.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Options {
+    pub necessary_only: bool,
+    pub exact_domains: bool,
+    pub allow_empty: bool,
+    pub allow_broad: bool,
+}
+
+/// One rule's worth of destinations: all share the family, the protocol and the port set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Group {
+    pub family: Family,
+    pub protocol: Protocol,
+    pub ports: PortSet,
+    pub members: Vec<Member>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    pub dest: Dest,
+    /// Every entry that contributed, for comments and pfSense details.
+    pub notes: BTreeSet<Note>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Policy {
+    /// Sorted by (family, protocol, ports); none is empty.
+    pub groups: Vec<Group>,
+    /// Wildcards the target can't express, sorted: they are reported, not enforced.
+    pub inexpressible: Vec<Hostname>,
+}
+
+/// The shortest prefixes that are still allowed without `--allow-broad`.
+const MIN_PREFIX_V4: u8 = 8;
+const MIN_PREFIX_V6: u8 = 16;
+
+/// Applies the filters and the guards that concern the list as a whole, once for every target.
+pub fn select(entries: Vec<Entry>, opts: &Options) -> Result<Vec<Entry>> {
+    let selected: Vec<Entry> = entries
+        .into_iter()
+        .filter(|e| e.necessary || !opts.necessary_only)
+        .collect();
+    if selected.is_empty() && !opts.allow_empty {
+        return Err(Error::Guard(format!(
+            "the allowlist is empty{}; applying it would block WeCom entirely (--allow-empty to proceed)",
+            if opts.necessary_only { " after --necessary-only" } else { "" }
+        )));
+    }
+    if !opts.allow_broad {
+        if let Some(e) = selected
+            .iter()
+            .find(|e| matches!(&e.dest, Dest::Net(n) if is_broad(n)))
+        {
+            return Err(Error::Guard(format!(
+                "{}[{}].ip: {} is broader than /{MIN_PREFIX_V4} (IPv4) or /{MIN_PREFIX_V6} (IPv6) (--allow-broad to proceed)",
+                e.list.as_str(),
+                e.index,
+                e.dest
+            )));
+        }
+    }
+    Ok(selected)
+}
+
+fn is_broad(net: &IpNet) -> bool {
+    match net {
+        IpNet::V4(n) => n.prefix_len() < MIN_PREFIX_V4,
+        IpNet::V6(n) => n.prefix_len() < MIN_PREFIX_V6,
+    }
+}
+
+/// Builds the policy for a target. `wildcards` says whether the target can match a name and
+/// all its subdomains; where it can't, no exact name may be dropped in favour of a wildcard.
+pub fn normalize(entries: &[Entry], opts: &Options, wildcards: bool) -> Result<Policy> {
+    let mut inexpressible = BTreeSet::new();
+    // Step 1: one port set and one bag of notes per (family, protocol, destination).
+    let mut per_dest: BTreeMap<(Family, Protocol, Dest), (PortSet, BTreeSet<Note>)> =
+        BTreeMap::new();
+    for e in entries {
+        let note = Note {
+            necessary: e.necessary,
+            description: e.description.clone(),
+        };
+        let universal = e
+            .universal
+            .iter()
+            .filter(|_| !opts.exact_domains)
+            .map(|h| Dest::Wildcard(h.clone()));
+        for dest in std::iter::once(e.dest.clone()).chain(universal) {
+            if let (Dest::Wildcard(h), false) = (&dest, wildcards) {
+                inexpressible.insert(h.clone());
+                continue;
+            }
+            for &protocol in &e.protocols {
+                let key = (dest.family(), protocol, dest.clone());
+                match per_dest.get_mut(&key) {
+                    Some((ports, notes)) => {
+                        *ports = ports.union(&e.ports);
+                        notes.insert(note.clone());
+                    }
+                    None => {
+                        per_dest.insert(key, (e.ports.clone(), BTreeSet::from([note.clone()])));
+                    }
+                }
+            }
+        }
+    }
+
+    // Step 2: group by (family, protocol, ports).
+    let mut grouped: BTreeMap<(Family, Protocol, PortSet), Vec<Member>> = BTreeMap::new();
+    for ((family, protocol, dest), (ports, notes)) in per_dest {
+        grouped
+            .entry((family, protocol, ports))
+            .or_default()
+            .push(Member { dest, notes });
+    }
+
+    // Step 3: inside each group, aggregate addresses and drop names a wildcard covers.
+    let mut groups: Vec<Group> = grouped
+        .into_iter()
+        .map(|((family, protocol, ports), members)| Group {
+            members: match family {
+                Family::Dns => drop_covered_names(members),
+                Family::Ipv4 | Family::Ipv6 => aggregate_members(members),
+            },
+            family,
+            protocol,
+            ports,
+        })
+        .collect();
+
+    // Step 4: drop what a group with a strictly larger port set already allows.
+    drop_covered_across_groups(&mut groups);
+    groups.retain(|g| !g.members.is_empty());
+
+    if !opts.allow_broad {
+        let broad = groups
+            .iter()
+            .flat_map(|g| &g.members)
+            .find(|m| matches!(&m.dest, Dest::Net(n) if is_broad(n)));
+        if let Some(m) = broad {
+            return Err(Error::Guard(format!(
+                "the listed networks add up to {}, broader than /{MIN_PREFIX_V4} (IPv4) or /{MIN_PREFIX_V6} (IPv6) (--allow-broad to proceed)",
+                m.dest
+            )));
+        }
+    }
+    Ok(Policy {
+        groups,
+        inexpressible: inexpressible.into_iter().collect(),
+    })
+}
+
+/// The fewest prefixes that match exactly the same addresses, sorted.
+pub fn aggregate(nets: &[IpNet]) -> Vec<IpNet> {
+    let mut out = IpNet::aggregate(&nets.to_vec());
+    out.sort_unstable();
+    out
+}
+
+/// Index of the prefix in `sorted` (disjoint, sorted) that contains `net`, if any.
+fn containing(sorted: &[IpNet], net: &IpNet) -> Option<usize> {
+    let i = sorted.partition_point(|p| p.network() <= net.network());
+    (i > 0 && sorted[i - 1].contains(net)).then(|| i - 1)
+}
+
+fn aggregate_members(members: Vec<Member>) -> Vec<Member> {
+    let nets: Vec<IpNet> = members
+        .iter()
+        .filter_map(|m| match &m.dest {
+            Dest::Net(n) => Some(*n),
+            _ => None,
+        })
+        .collect();
+    let merged = aggregate(&nets);
+    let mut out: Vec<Member> = merged
+        .iter()
+        .map(|n| Member {
+            dest: Dest::Net(*n),
+            notes: BTreeSet::new(),
+        })
+        .collect();
+    for m in members {
+        if let Dest::Net(n) = &m.dest {
+            if let Some(i) = containing(&merged, n) {
+                out[i].notes.extend(m.notes);
+            }
+        }
+    }
+    out
+}
+
+/// True when a wildcard in `wildcards` matches `name` (the wildcard itself or a parent of it).
+fn covered_by(name: &Hostname, wildcards: &HashSet<String>) -> bool {
+    wildcards.contains(name.as_str()) || name.parents().any(|p| wildcards.contains(p))
+}
+
+fn wildcards_of(members: &[Member]) -> HashSet<String> {
+    members
+        .iter()
+        .filter_map(|m| match &m.dest {
+            Dest::Wildcard(h) => Some(h.as_str().to_owned()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn drop_covered_names(members: Vec<Member>) -> Vec<Member> {
+    let wildcards = wildcards_of(&members);
+    members
+        .into_iter()
+        .filter(|m| match &m.dest {
+            Dest::Exact(h) => !covered_by(h, &wildcards),
+            Dest::Wildcard(h) => !h.parents().any(|p| wildcards.contains(p)),
+            Dest::Net(_) => true,
+        })
+        .collect()
+}
+
+/// What one group allows, in the form the coverage checks look things up in.
+struct Coverage {
+    family: Family,
+    protocol: Protocol,
+    ports: PortSet,
+    /// Sorted and disjoint (the group is aggregated).
+    nets: Vec<IpNet>,
+    wildcards: HashSet<String>,
+}
+
+impl Coverage {
+    fn of(g: &Group) -> Self {
+        Coverage {
+            family: g.family,
+            protocol: g.protocol,
+            ports: g.ports.clone(),
+            nets: g
+                .members
+                .iter()
+                .filter_map(|m| match &m.dest {
+                    Dest::Net(n) => Some(*n),
+                    _ => None,
+                })
+                .collect(),
+            wildcards: wildcards_of(&g.members),
+        }
+    }
+
+    /// True for another group of the same family and protocol whose ports include all of `g`'s.
+    fn is_larger_than(&self, g: &Group) -> bool {
+        self.family == g.family
+            && self.protocol == g.protocol
+            && self.ports != g.ports
+            && self.ports.contains_set(&g.ports)
+    }
+
+    fn allows(&self, dest: &Dest) -> bool {
+        match dest {
+            Dest::Net(n) => containing(&self.nets, n).is_some(),
+            Dest::Exact(h) | Dest::Wildcard(h) => covered_by(h, &self.wildcards),
+        }
+    }
+}
+
+fn drop_covered_across_groups(groups: &mut [Group]) {
+    // Decide everything against the groups as they are before any removal: a value removed
+    // here is covered by one that is either kept or covered in turn by a still larger group.
+    let snapshot: Vec<Coverage> = groups.iter().map(Coverage::of).collect();
+    for g in groups.iter_mut() {
+        let larger: Vec<&Coverage> = snapshot.iter().filter(|c| c.is_larger_than(g)).collect();
+        if !larger.is_empty() {
+            g.members
+                .retain(|m| !larger.iter().any(|c| c.allows(&m.dest)));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::net::Ipv4Addr;
+
+    /// The addresses a list of IPv4 prefixes matches, as merged inclusive ranges.
+    fn ranges(nets: &[IpNet]) -> Vec<(u32, u32)> {
+        let mut r: Vec<(u32, u32)> = nets
+            .iter()
+            .map(|n| match n {
+                IpNet::V4(n) => (u32::from(n.network()), u32::from(n.broadcast())),
+                IpNet::V6(_) => unreachable!("v4 only in this test"),
+            })
+            .collect();
+        r.sort_unstable();
+        let mut out: Vec<(u32, u32)> = Vec::new();
+        for (s, e) in r {
+            match out.last_mut() {
+                Some(last) if u64::from(s) <= u64::from(last.1) + 1 => last.1 = last.1.max(e),
+                _ => out.push((s, e)),
+            }
+        }
+        out
+    }
+
+    fn net_strategy() -> impl Strategy<Value = IpNet> {
+        // A small corner of the address space, so that overlaps and adjacency are common.
+        (0u32..4096, 20u8..=32).prop_map(|(host, len)| {
+            let addr = Ipv4Addr::from(0x0A00_0000 | host);
+            IpNet::V4(ipnet::Ipv4Net::new(addr, len).unwrap().trunc())
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn aggregation_matches_the_same_addresses(nets in prop::collection::vec(net_strategy(), 0..40)) {
+            let out = aggregate(&nets);
+            prop_assert_eq!(ranges(&out), ranges(&nets));
+            // Disjoint and sorted, so that nftables interval sets and Squid accept them.
+            for w in out.windows(2) {
+                prop_assert!(w[0] < w[1]);
+                prop_assert!(!w[0].contains(&w[1].network()) && !w[1].contains(&w[0].network()));
+            }
+            // Nothing left to merge: no two prefixes are siblings.
+            for w in out.windows(2) {
+                prop_assert!(w[0].supernet().is_none() || w[0].supernet() != w[1].supernet()
+                    || w[0].prefix_len() != w[1].prefix_len());
+            }
+        }
+    }
+
+    #[test]
+    fn a_host_inside_a_larger_port_group_is_dropped() {
+        let doc = br#"{"ip_list":[
+            {"ip":"10.0.0.0/24","protocol":"TCP","port":[80,443],"is_necessary":1},
+            {"ip":"10.0.0.5","protocol":"TCP","port":[443],"is_necessary":0},
+            {"ip":"10.0.1.5","protocol":"TCP","port":[443],"is_necessary":0}]}"#;
+        let entries = crate::wecom::parse(doc, false).unwrap().entries;
+        let p = normalize(&entries, &Options::default(), true).unwrap();
+        let shown: Vec<(String, String)> = p
+            .groups
+            .iter()
+            .flat_map(|g| {
+                g.members
+                    .iter()
+                    .map(|m| (g.ports.to_string(), m.dest.to_string()))
+            })
+            .collect();
+        assert_eq!(
+            shown,
+            [
+                ("80,443".into(), "10.0.0.0/24".into()),
+                ("443".into(), "10.0.1.5/32".into())
+            ]
+        );
+    }
+
+    #[test]
+    fn wildcards_cover_names_only_where_the_target_can_express_them() {
+        let doc = br#"{"domain_list":[
+            {"domain":"i.work.weixin.qq.com","universal_domian":"work.weixin.qq.com","protocol":"TCP","port":[443],"is_necessary":1},
+            {"domain":"work.weixin.qq.com","protocol":"TCP","port":[443],"is_necessary":1},
+            {"domain":"*.weixin.qq.com","protocol":"TCP","port":[443,80],"is_necessary":1},
+            {"domain":"other.example.com","protocol":"TCP","port":[443],"is_necessary":1}]}"#;
+        let entries = crate::wecom::parse(doc, false).unwrap().entries;
+        let names = |p: &Policy| -> Vec<String> {
+            p.groups
+                .iter()
+                .flat_map(|g| g.members.iter().map(|m| m.dest.to_string()))
+                .collect()
+        };
+        let squid = normalize(&entries, &Options::default(), true).unwrap();
+        assert_eq!(names(&squid), [".weixin.qq.com", "other.example.com"]);
+        let pf = normalize(&entries, &Options::default(), false).unwrap();
+        assert_eq!(
+            names(&pf),
+            [
+                "other.example.com",
+                "work.weixin.qq.com",
+                "i.work.weixin.qq.com"
+            ]
+        );
+        assert_eq!(
+            pf.inexpressible
+                .iter()
+                .map(|h| h.as_str())
+                .collect::<Vec<_>>(),
+            ["weixin.qq.com", "work.weixin.qq.com"]
+        );
+    }
+
+    #[test]
+    fn guards_refuse_empty_and_broad_lists() {
+        let doc =
+            br#"{"ip_list":[{"ip":"0.0.0.0/0","protocol":"TCP","port":[443],"is_necessary":0}]}"#;
+        let entries = crate::wecom::parse(doc, false).unwrap().entries;
+        let e = select(entries.clone(), &Options::default()).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("ip_list[0].ip: 0.0.0.0/0 is broader"),
+            "{e}"
+        );
+        let opts = Options {
+            necessary_only: true,
+            ..Options::default()
+        };
+        assert_eq!(select(entries.clone(), &opts).unwrap_err().exit_code(), 4);
+        let opts = Options {
+            necessary_only: true,
+            allow_empty: true,
+            ..Options::default()
+        };
+        assert!(select(entries, &opts).unwrap().is_empty());
+
+        // Two /8s are fine alone but add up to a /7.
+        let doc = br#"{"ip_list":[{"ip":"10.0.0.0/8","protocol":"TCP","port":[443],"is_necessary":0},
+                                  {"ip":"11.0.0.0/8","protocol":"TCP","port":[443],"is_necessary":0}]}"#;
+        let entries = crate::wecom::parse(doc, false).unwrap().entries;
+        let e = normalize(&entries, &Options::default(), true).unwrap_err();
+        assert!(e.to_string().contains("10.0.0.0/7"), "{e}");
+    }
+}

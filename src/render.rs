@@ -1,0 +1,536 @@
+//! Policies into text through the minijinja templates in `templates/`, embedded in the binary.
+//!
+//! Every value a template prints goes through the target's escaping (a custom auto-escape
+//! formatter), so forgetting a filter can't let free text break a line or a quote. Comments with
+//! a byte limit use the `comment(limit)` filter, which cuts at a character boundary.
+
+use minijinja::value::{Value, ViaDeserialize};
+use minijinja::{
+    AutoEscape, Environment, Error as TemplateError, ErrorKind, State, UndefinedBehavior,
+};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::error::{Error, Result};
+use crate::model::{Dest, Family, PortRange, PortSet};
+use crate::normalize::{Group, Member, Policy};
+use crate::target::{Syntax, Target};
+
+/// Built-in templates by file name.
+pub const TEMPLATES: &[(&str, &str)] = &[
+    (
+        "iptables.rules",
+        include_str!("../templates/iptables.rules"),
+    ),
+    ("nftables.nft", include_str!("../templates/nftables.nft")),
+    ("pfsense.xml", include_str!("../templates/pfsense.xml")),
+    ("squid.conf", include_str!("../templates/squid.conf")),
+];
+
+/// Where the rules go: names the user may change, each checked against its target's rules.
+#[derive(Debug, Clone, Serialize)]
+pub struct Names {
+    pub iptables_chain: String,
+    pub nft_table: String,
+    pub nft_chain: String,
+    pub nft_set_prefix: String,
+    pub pfsense_interface: String,
+    pub pfsense_alias_prefix: String,
+    pub pfsense_tracker_base: u64,
+    pub squid_acl_prefix: String,
+}
+
+impl Default for Names {
+    fn default() -> Self {
+        Names {
+            iptables_chain: "WECOM_ALLOW".into(),
+            nft_table: "filter".into(),
+            nft_chain: "wecom_allow".into(),
+            nft_set_prefix: "wecom_".into(),
+            pfsense_interface: "lan".into(),
+            pfsense_alias_prefix: "WECOM_".into(),
+            // Far above the Unix timestamps pfSense uses as trackers (about 1.7e9 today), and
+            // below 2^32, pf's limit for a rule identifier.
+            pfsense_tracker_base: 4_200_000_000,
+            squid_acl_prefix: "wecom_".into(),
+        }
+    }
+}
+
+impl Names {
+    /// Refuses a name that its target would reject, misread, or that would touch a built-in chain.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |what: &str, value: &str, why: &str| {
+            Err(Error::Option(format!(
+                "{what} {}: {why}",
+                crate::text::quote(value)
+            )))
+        };
+        let ident = |s: &str, extra: &[u8]| {
+            !s.is_empty()
+                && s.as_bytes()[0].is_ascii_alphabetic()
+                && s.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || extra.contains(&b))
+        };
+        let chain = &self.iptables_chain;
+        if !ident(chain, b"_-") || chain.len() > 28 {
+            return bad(
+                "iptables chain",
+                chain,
+                "use 1-28 letters, digits, '_' or '-', starting with a letter",
+            );
+        }
+        const RESERVED: [&str; 11] = [
+            "INPUT",
+            "OUTPUT",
+            "FORWARD",
+            "PREROUTING",
+            "POSTROUTING",
+            "ACCEPT",
+            "DROP",
+            "REJECT",
+            "RETURN",
+            "QUEUE",
+            "LOG",
+        ];
+        if RESERVED.contains(&chain.to_ascii_uppercase().as_str()) {
+            return bad(
+                "iptables chain",
+                chain,
+                "is a built-in chain or target; the allowlist needs a chain of its own",
+            );
+        }
+        for (what, v) in [
+            ("nftables table", &self.nft_table),
+            ("nftables chain", &self.nft_chain),
+        ] {
+            if !ident(v, b"_") || v.len() > 64 {
+                return bad(
+                    what,
+                    v,
+                    "use 1-64 letters, digits or '_', starting with a letter",
+                );
+            }
+        }
+        for (what, v) in [
+            ("nftables set prefix", &self.nft_set_prefix),
+            ("Squid ACL prefix", &self.squid_acl_prefix),
+        ] {
+            if !ident(v, b"_") || v.len() > 32 {
+                return bad(
+                    what,
+                    v,
+                    "use 1-32 letters, digits or '_', starting with a letter",
+                );
+            }
+        }
+        let iface = &self.pfsense_interface;
+        if !ident(iface, b"_") || iface.len() > 32 {
+            return bad(
+                "pfSense interface",
+                iface,
+                "use the interface's internal name, such as lan or opt1",
+            );
+        }
+        let sample = format!("{}P_{}", self.pfsense_alias_prefix, "x".repeat(SLUG_MAX));
+        if let Err(why) = pfsense_alias_name(&sample) {
+            return bad("pfSense alias prefix", &self.pfsense_alias_prefix, &why);
+        }
+        Ok(())
+    }
+}
+
+/// Checks a pfSense alias name the way pfSense's GUI does; an XML restore doesn't check.
+pub fn pfsense_alias_name(name: &str) -> Result<(), String> {
+    const RESERVED: [&str; 24] = [
+        "port",
+        "pass",
+        "tcp",
+        "udp",
+        "icmp",
+        "http",
+        "https",
+        "ssh",
+        "ftp",
+        "dns",
+        "any",
+        "all",
+        "self",
+        "bogons",
+        "bogonsv6",
+        "sshguard",
+        "snort2c",
+        "virusprot",
+        "vpn_networks",
+        "negate_networks",
+        "tonatsubnets",
+        "block",
+        "match",
+        "table",
+    ];
+    if name.len() >= 32 {
+        return Err(format!("alias name {name} is 32 characters or more"));
+    }
+    if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+        return Err(format!(
+            "alias name {name} may hold only letters, digits and '_'"
+        ));
+    }
+    if name.bytes().all(|b| b.is_ascii_digit() || b == b'_') {
+        return Err(format!("alias name {name} is all digits or underscores"));
+    }
+    if RESERVED.contains(&name.to_ascii_lowercase().as_str())
+        || name.to_ascii_lowercase().starts_with("pkg_")
+    {
+        return Err(format!("alias name {name} is reserved by pfSense"));
+    }
+    Ok(())
+}
+
+/// How a filtered run was made, for the headers.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Settings {
+    pub names: Names,
+    pub necessary_only: bool,
+    pub exact_domains: bool,
+}
+
+#[derive(Serialize)]
+struct Context<'a> {
+    tool: &'static str,
+    version: &'static str,
+    target: &'static str,
+    /// `ipv4` or `ipv6` for the targets that hold one family.
+    family: Option<Family>,
+    names: &'a Names,
+    necessary_only: bool,
+    exact_domains: bool,
+    groups: Vec<GroupContext>,
+    /// Wildcards the target can't express, without the leading dot.
+    inexpressible: Vec<String>,
+}
+
+#[derive(Serialize)]
+struct GroupContext {
+    family: Family,
+    protocol: &'static str,
+    ports: Vec<PortRange>,
+    /// `v4_tcp_80_443`: unique per group, stable across runs, short enough for every target.
+    slug: String,
+    /// `tcp_80_443`: unique per (protocol, ports).
+    port_slug: String,
+    members: Vec<MemberContext>,
+}
+
+#[derive(Serialize)]
+struct MemberContext {
+    /// `1.2.3.4/32`, `2001:db8::/32`, `i.work.weixin.qq.com` or `.work.weixin.qq.com`.
+    value: String,
+    /// `1.2.3.4` for a host route, else the same as `value`.
+    short: String,
+    wildcard: bool,
+    necessary: bool,
+    /// `required: 描述; other` - free text, to print only through the target's escaping.
+    note: String,
+}
+
+/// The longest slug, so that every prefixed name fits pfSense's 31 characters.
+const SLUG_MAX: usize = 22;
+
+fn port_words(ports: &PortSet) -> String {
+    let words: Vec<String> = ports
+        .ranges()
+        .iter()
+        .map(|r| {
+            if r.is_single() {
+                r.start.to_string()
+            } else {
+                format!("{}to{}", r.start, r.end)
+            }
+        })
+        .collect();
+    words.join("_")
+}
+
+fn short_hash(ports: &PortSet) -> String {
+    let digest = Sha256::digest(ports.to_string().as_bytes());
+    digest[..4].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn slugs(g: &Group) -> (String, String) {
+    let proto = g.protocol.as_str();
+    let words = port_words(&g.ports);
+    let mut port_slug = format!("{proto}_{words}");
+    if port_slug.len() > SLUG_MAX - 4 {
+        port_slug = format!("{proto}_h{}", short_hash(&g.ports));
+    }
+    (format!("{}_{port_slug}", g.family.short()), port_slug)
+}
+
+fn member_context(m: &Member) -> MemberContext {
+    let necessary = m.notes.iter().any(|n| n.necessary);
+    let mut descriptions: Vec<&str> = m
+        .notes
+        .iter()
+        .map(|n| n.description.as_str())
+        .filter(|d| !d.trim().is_empty())
+        .collect();
+    descriptions.sort_unstable();
+    descriptions.dedup();
+    let mut note = String::from(if necessary { "required" } else { "optional" });
+    if !descriptions.is_empty() {
+        note.push_str(": ");
+        note.push_str(&descriptions.join("; "));
+    }
+    let (value, short) = match &m.dest {
+        Dest::Net(n) if n.prefix_len() == n.max_prefix_len() => {
+            (n.to_string(), n.addr().to_string())
+        }
+        other => (other.to_string(), other.to_string()),
+    };
+    MemberContext {
+        value,
+        short,
+        wildcard: matches!(m.dest, Dest::Wildcard(_)),
+        necessary,
+        note,
+    }
+}
+
+fn context<'a>(target: Target, policy: &Policy, settings: &'a Settings) -> Context<'a> {
+    let groups = policy
+        .groups
+        .iter()
+        .map(|g| {
+            let (slug, port_slug) = slugs(g);
+            GroupContext {
+                family: g.family,
+                protocol: g.protocol.as_str(),
+                ports: g.ports.ranges().to_vec(),
+                slug,
+                port_slug,
+                members: g.members.iter().map(member_context).collect(),
+            }
+        })
+        .collect();
+    Context {
+        tool: env!("CARGO_PKG_NAME"),
+        version: env!("CARGO_PKG_VERSION"),
+        target: target.name(),
+        family: target.family(),
+        names: &settings.names,
+        necessary_only: settings.necessary_only,
+        exact_domains: settings.exact_domains,
+        groups,
+        inexpressible: policy.inexpressible.iter().map(|h| h.to_string()).collect(),
+    }
+}
+
+/// The target's syntax, from the auto-escape mode of the template being rendered.
+fn syntax_of(state: &State) -> Result<Syntax, TemplateError> {
+    match state.auto_escape() {
+        AutoEscape::Custom(name) => Syntax::from_name(name),
+        _ => None,
+    }
+    .ok_or_else(|| TemplateError::new(ErrorKind::InvalidOperation, "template has no target syntax"))
+}
+
+/// `{{ text|comment(128) }}`: sanitized, cut to `limit` stored bytes, quoted for the target.
+fn comment_filter(state: &State, text: &str, limit: usize) -> Result<Value, TemplateError> {
+    Ok(Value::from_safe_string(
+        syntax_of(state)?.comment(text, limit),
+    ))
+}
+
+/// `{{ ranges|ports(", ", "-") }}`: a port list with the target's separators.
+fn ports_filter(ranges: ViaDeserialize<Vec<PortRange>>, sep: &str, range_sep: &str) -> Value {
+    let words: Vec<String> = ranges
+        .iter()
+        .map(|r| {
+            if r.is_single() {
+                r.start.to_string()
+            } else {
+                format!("{}{range_sep}{}", r.start, r.end)
+            }
+        })
+        .collect();
+    Value::from_safe_string(words.join(sep))
+}
+
+/// `{% for chunk in ranges|port_chunks(15) %}`: iptables multiport takes 15 ports a rule,
+/// a range counting as two.
+fn port_chunks_filter(ranges: ViaDeserialize<Vec<PortRange>>, max_weight: usize) -> Value {
+    Value::from_serialize(port_chunks(ranges.0, max_weight))
+}
+
+fn port_chunks(ranges: Vec<PortRange>, max_weight: usize) -> Vec<Vec<PortRange>> {
+    let mut chunks: Vec<Vec<PortRange>> = Vec::new();
+    let mut weight = 0;
+    for r in ranges {
+        let w = if r.is_single() { 1 } else { 2 };
+        if chunks.is_empty() || weight + w > max_weight {
+            chunks.push(Vec::new());
+            weight = 0;
+        }
+        weight += w;
+        if let Some(last) = chunks.last_mut() {
+            last.push(r);
+        }
+    }
+    chunks
+}
+
+/// `{% for part in items|chunks(5000) %}`: pfSense's GUI caps an alias at 5000 entries.
+fn chunks_filter(items: Vec<Value>, size: usize) -> Result<Vec<Vec<Value>>, TemplateError> {
+    if size == 0 {
+        return Err(TemplateError::new(ErrorKind::InvalidOperation, "chunks(0)"));
+    }
+    Ok(items.chunks(size).map(<[Value]>::to_vec).collect())
+}
+
+/// `{{ text|xml_comment }}`: inside `<!-- -->`, where `--` may not appear.
+fn xml_comment_filter(state: &State, text: &str) -> Result<Value, TemplateError> {
+    let mut s = syntax_of(state)?.escape(text);
+    while s.contains("--") {
+        s = s.replace("--", "- -");
+    }
+    if s.ends_with('-') {
+        s.push(' ');
+    }
+    Ok(Value::from_safe_string(s))
+}
+
+fn pfsense_alias_filter(name: &str) -> Result<Value, TemplateError> {
+    pfsense_alias_name(name)
+        .map(|()| Value::from_safe_string(name.to_owned()))
+        .map_err(|why| TemplateError::new(ErrorKind::InvalidOperation, why))
+}
+
+/// The environment, built once: templates, strict undefined handling, per-target escaping.
+pub fn environment() -> Environment<'static> {
+    let mut env = Environment::new();
+    env.set_undefined_behavior(UndefinedBehavior::Strict);
+    env.set_trim_blocks(true);
+    env.set_lstrip_blocks(true);
+    env.set_keep_trailing_newline(true);
+    env.set_auto_escape_callback(|name| {
+        let syntax = match name.rsplit('.').next() {
+            Some("rules") => Syntax::Iptables,
+            Some("nft") => Syntax::Nftables,
+            Some("xml") => Syntax::Xml,
+            _ => Syntax::Squid,
+        };
+        AutoEscape::Custom(syntax.name())
+    });
+    env.set_formatter(|out, state, value| {
+        if value.is_safe() || value.is_none() {
+            return minijinja::escape_formatter(out, state, value);
+        }
+        let text = value.to_string();
+        out.write_str(&syntax_of(state)?.escape(&text))
+            .map_err(|e| TemplateError::new(ErrorKind::WriteFailure, "write failed").with_source(e))
+    });
+    env.add_filter("comment", comment_filter);
+    env.add_filter("ports", ports_filter);
+    env.add_filter("port_chunks", port_chunks_filter);
+    env.add_filter("chunks", chunks_filter);
+    env.add_filter("xml_comment", xml_comment_filter);
+    env.add_filter("pfsense_alias", pfsense_alias_filter);
+    for (name, source) in TEMPLATES {
+        // The built-in templates are compiled into the binary and covered by tests.
+        if let Err(e) = env.add_template(name, source) {
+            panic!("built-in template {name} does not compile: {e:#}");
+        }
+    }
+    env
+}
+
+/// Renders one target's file.
+pub fn render(
+    env: &Environment,
+    target: Target,
+    policy: &Policy,
+    settings: &Settings,
+) -> Result<String> {
+    let template = target.template();
+    let wrap = |source| Error::Render {
+        template: template.to_owned(),
+        source,
+    };
+    env.get_template(template)
+        .map_err(wrap)?
+        .render(context(target, policy, settings))
+        .map_err(wrap)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn multiport_chunks_count_a_range_as_two() {
+        let r = |s, e| PortRange::new(s, e).unwrap();
+        let mut ranges: Vec<PortRange> = (1..=14).map(|p| r(p, p)).collect();
+        ranges.push(r(100, 200));
+        ranges.push(r(300, 300));
+        let chunks = port_chunks(ranges, 15);
+        assert_eq!(chunks.len(), 2);
+        assert_eq!(chunks[0].len(), 14);
+        assert_eq!(chunks[1], vec![r(100, 200), r(300, 300)]);
+    }
+
+    #[test]
+    fn names_are_checked() {
+        assert!(Names::default().validate().is_ok());
+        for chain in [
+            "OUTPUT",
+            "accept",
+            "",
+            "A".repeat(29).as_str(),
+            "x y",
+            "1abc",
+        ] {
+            let names = Names {
+                iptables_chain: chain.into(),
+                ..Names::default()
+            };
+            assert!(names.validate().is_err(), "{chain:?} accepted");
+        }
+        let names = Names {
+            pfsense_alias_prefix: "A_VERY_LONG_PREFIX_".into(),
+            ..Names::default()
+        };
+        assert!(names.validate().is_err());
+        for bad in [
+            "port",
+            "bogons",
+            "pkg_x",
+            "123",
+            "__",
+            "a-b",
+            &"a".repeat(32),
+        ] {
+            assert!(pfsense_alias_name(bad).is_err(), "{bad} accepted");
+        }
+        assert!(pfsense_alias_name("WECOM_V4_TCP_80_443").is_ok());
+    }
+
+    #[test]
+    fn slugs_stay_short_and_distinct() {
+        let ports = |v: &[u16]| {
+            PortSet::new(v.iter().map(|&p| PortRange::new(p, p).unwrap()).collect()).unwrap()
+        };
+        let g = |p: PortSet| Group {
+            family: Family::Ipv6,
+            protocol: crate::model::Protocol::Udp,
+            ports: p,
+            members: vec![],
+        };
+        let (a, _) = slugs(&g(ports(&[80, 443])));
+        assert_eq!(a, "v6_udp_80_443");
+        let (b, pb) = slugs(&g(ports(&(1..=20).collect::<Vec<_>>())));
+        let (c, _) = slugs(&g(ports(&(2..=21).collect::<Vec<_>>())));
+        assert!(b.len() <= SLUG_MAX && pb.len() <= SLUG_MAX - 3, "{b}");
+        assert_ne!(b, c);
+    }
+}

@@ -1,0 +1,218 @@
+//! The one table of targets. Adding a target is a variant here, a template in `templates/`
+//! and a set of fixtures; the compiler points at every `match` that needs a row.
+
+use crate::model::Family;
+use crate::text::{sanitize_line, truncate_bytes};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, clap::ValueEnum)]
+pub enum Target {
+    Iptables,
+    Ip6tables,
+    Nftables,
+    Pfsense,
+    Squid,
+}
+
+/// How free text is quoted in a target's files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Syntax {
+    /// iptables-restore: inside double quotes a backslash escapes the next character.
+    Iptables,
+    /// nft: a quoted string ends at the next `"`, with no escape at all.
+    Nftables,
+    Xml,
+    /// Squid: free text only ever reaches `#` comment lines.
+    Squid,
+}
+
+impl Target {
+    pub const ALL: [Target; 5] = [
+        Target::Iptables,
+        Target::Ip6tables,
+        Target::Nftables,
+        Target::Pfsense,
+        Target::Squid,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Target::Iptables => "iptables",
+            Target::Ip6tables => "ip6tables",
+            Target::Nftables => "nftables",
+            Target::Pfsense => "pfsense",
+            Target::Squid => "squid",
+        }
+    }
+
+    /// The file `build` writes.
+    pub fn file_name(self) -> &'static str {
+        match self {
+            Target::Iptables => "iptables.rules",
+            Target::Ip6tables => "ip6tables.rules",
+            Target::Nftables => "nftables.nft",
+            Target::Pfsense => "pfsense.xml",
+            Target::Squid => "squid.conf",
+        }
+    }
+
+    pub fn summary(self) -> &'static str {
+        match self {
+            Target::Iptables => {
+                "IPv4 rules for iptables-restore --noflush, in a chain of their own"
+            }
+            Target::Ip6tables => {
+                "IPv6 rules for ip6tables-restore --noflush, in a chain of their own"
+            }
+            Target::Nftables => {
+                "an nft -f script: named interval sets and a regular chain, both families"
+            }
+            Target::Pfsense => "pfSense config.xml sections: aliases and pass rules",
+            Target::Squid => {
+                "a Squid snippet to include: dstdomain/dst/port ACLs and http_access lines"
+            }
+        }
+    }
+
+    /// The template that renders it (iptables and ip6tables share one).
+    pub fn template(self) -> &'static str {
+        match self {
+            Target::Iptables | Target::Ip6tables => "iptables.rules",
+            Target::Nftables => "nftables.nft",
+            Target::Pfsense => "pfsense.xml",
+            Target::Squid => "squid.conf",
+        }
+    }
+
+    /// The only address family the target's file holds, if it is limited to one.
+    pub fn family(self) -> Option<Family> {
+        match self {
+            Target::Iptables => Some(Family::Ipv4),
+            Target::Ip6tables => Some(Family::Ipv6),
+            Target::Nftables | Target::Pfsense | Target::Squid => None,
+        }
+    }
+
+    /// Whether the target matches a name with all its subdomains. Where it doesn't, a name
+    /// that a wildcard covers elsewhere must keep its own entry.
+    pub fn wildcards(self) -> bool {
+        match self {
+            // Names are not enforced there at all; the header lists them in their shortest form.
+            Target::Iptables | Target::Ip6tables | Target::Nftables => true,
+            Target::Squid => true,
+            Target::Pfsense => false,
+        }
+    }
+
+    pub fn syntax(self) -> Syntax {
+        match self {
+            Target::Iptables | Target::Ip6tables => Syntax::Iptables,
+            Target::Nftables => Syntax::Nftables,
+            Target::Pfsense => Syntax::Xml,
+            Target::Squid => Syntax::Squid,
+        }
+    }
+}
+
+impl Syntax {
+    /// The name minijinja's auto-escape setting carries for this syntax.
+    pub fn name(self) -> &'static str {
+        match self {
+            Syntax::Iptables => "iptables",
+            Syntax::Nftables => "nftables",
+            Syntax::Xml => "xml",
+            Syntax::Squid => "squid",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Syntax> {
+        [
+            Syntax::Iptables,
+            Syntax::Nftables,
+            Syntax::Xml,
+            Syntax::Squid,
+        ]
+        .into_iter()
+        .find(|s| s.name() == name)
+    }
+
+    /// Makes any text safe where the template prints it: on one line, and unable to end the
+    /// quoted string or element it stands in.
+    pub fn escape(self, text: &str) -> String {
+        self.comment(text, usize::MAX)
+    }
+
+    /// Text for a comment whose stored form may hold at most `limit` bytes. The cut happens on
+    /// the text as the target stores it (after its parser removed the quoting), at a character
+    /// boundary; quoting is added afterwards.
+    pub fn comment(self, text: &str, limit: usize) -> String {
+        let line = sanitize_line(text);
+        let cut = |s: &str| truncate_bytes(s, limit).trim_end().to_owned();
+        match self {
+            Syntax::Iptables => {
+                let mut out = String::new();
+                for c in cut(&line).chars() {
+                    if matches!(c, '"' | '\\') {
+                        out.push('\\');
+                    }
+                    out.push(c);
+                }
+                out
+            }
+            Syntax::Nftables => cut(&line.replace('"', "'")),
+            Syntax::Xml => xml_escape(&cut(&line)),
+            Syntax::Squid => cut(&line),
+        }
+    }
+}
+
+fn xml_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&apos;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_target_has_a_distinct_file() {
+        let mut files: Vec<_> = Target::ALL.iter().map(|t| t.file_name()).collect();
+        files.sort();
+        files.dedup();
+        assert_eq!(files.len(), Target::ALL.len());
+    }
+
+    #[test]
+    fn quoting_per_syntax() {
+        let hostile = "a\"b\\c\n<x>&'";
+        assert_eq!(Syntax::Iptables.escape(hostile), r#"a\"b\\c <x>&'"#);
+        assert_eq!(Syntax::Nftables.escape(hostile), r"a'b\c <x>&'");
+        assert_eq!(
+            Syntax::Xml.escape(hostile),
+            "a&quot;b\\c &lt;x&gt;&amp;&apos;"
+        );
+        assert_eq!(Syntax::Squid.escape(hostile), "a\"b\\c <x>&'");
+    }
+
+    #[test]
+    fn comment_limits_count_stored_bytes() {
+        // 43 CJK characters are 129 bytes: nft takes 128, so 42 characters remain.
+        let cjk = "企".repeat(43);
+        assert_eq!(Syntax::Nftables.comment(&cjk, 128).chars().count(), 42);
+        // The escaping backslashes are not stored, so they don't count against the limit.
+        let quotes = "\"".repeat(300);
+        let c = Syntax::Iptables.comment(&quotes, 255);
+        assert_eq!(c.len(), 510);
+        assert_eq!(c.matches('"').count(), 255);
+    }
+}

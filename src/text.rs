@@ -1,0 +1,85 @@
+//! Free text is hostile: these helpers make it safe to show in a message or a one-line comment.
+//! Target-specific quoting lives in `render`; everything here is target-neutral.
+
+/// Quotes a value for an error message: control characters, quotes and backslashes escaped
+/// (a newline shows as `\n`), and long values cut so one bad field can't flood a terminal.
+pub fn quote(s: &str) -> String {
+    const MAX_CHARS: usize = 120;
+    let mut out = String::from("\"");
+    for (i, c) in s.chars().enumerate() {
+        if i == MAX_CHARS {
+            out.push_str("\"...");
+            return out;
+        }
+        out.extend(c.escape_debug());
+    }
+    out.push('"');
+    out
+}
+
+/// Characters that could break a line, hide text or reorder it on screen (Trojan Source).
+fn is_unsafe(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{2028}' | '\u{2029}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{FEFF}')
+}
+
+/// One line of plain text: every unsafe character becomes a space, runs of white space fold
+/// into one, and the ends are trimmed.
+pub fn sanitize_line(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        let c = if is_unsafe(c) { ' ' } else { c };
+        if c.is_whitespace() {
+            if !out.is_empty() && !out.ends_with(' ') {
+                out.push(' ');
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    let trimmed = out.trim_end().len();
+    out.truncate(trimmed);
+    out
+}
+
+/// The longest prefix of `s` of at most `max` bytes that ends on a character boundary.
+pub fn truncate_bytes(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quote_escapes_controls_and_quotes() {
+        assert_eq!(quote("a\nb\"c\\"), r#""a\nb\"c\\""#);
+        assert_eq!(quote("企业"), "\"企业\"");
+        assert!(quote(&"x".repeat(500)).ends_with("\"..."));
+    }
+
+    #[test]
+    fn sanitize_folds_every_line_break() {
+        assert_eq!(
+            sanitize_line(" a\r\n\tb\u{2028}c\u{202E}d\u{0}  "),
+            "a b c d"
+        );
+        assert_eq!(sanitize_line("企业微信;登录"), "企业微信;登录");
+    }
+
+    #[test]
+    fn truncation_never_splits_a_character() {
+        let s = "企".repeat(100); // 3 bytes each
+        assert_eq!(truncate_bytes(&s, 128).len(), 126);
+        assert_eq!(truncate_bytes(&s, 129).len(), 129);
+        assert_eq!(truncate_bytes("abc", 10), "abc");
+        assert_eq!(truncate_bytes("abc", 0), "");
+    }
+}

@@ -1,0 +1,500 @@
+//! The `get_server_domain_ip` response: strict validation of every field into `model::Entry`,
+//! and the WeCom error codes turned into advice.
+//!
+//! Entries are read field by field from `serde_json::Value` rather than derived with serde, so that
+//! an error names the list, the entry, the field and the value, and `--skip-invalid` can drop
+//! one entry while keeping the rest.
+
+use std::net::IpAddr;
+use std::str::FromStr;
+
+use ipnet::IpNet;
+use serde_json::{Map, Value};
+
+use crate::error::{Error, Result};
+use crate::model::{Dest, Entry, Hostname, ListKind, PortRange, PortSet, Protocol};
+use crate::text::quote;
+
+/// A response that passed validation.
+#[derive(Debug, Clone, Default)]
+pub struct Response {
+    pub entries: Vec<Entry>,
+    /// One line per entry dropped under `--skip-invalid`.
+    pub skipped: Vec<String>,
+}
+
+/// Parses a saved or fetched response. With `skip_invalid`, a bad entry is reported in
+/// `skipped` instead of failing the whole input; a bad document always fails.
+pub fn parse(bytes: &[u8], skip_invalid: bool) -> Result<Response> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(Error::Input("the input is empty".into()));
+    }
+    let doc: Value =
+        serde_json::from_slice(bytes).map_err(|e| Error::Input(format!("not valid JSON: {e}")))?;
+    let Value::Object(top) = doc else {
+        return Err(Error::Input(format!(
+            "the top level must be a JSON object, found {}",
+            kind(&doc)
+        )));
+    };
+
+    let errcode = match top.get("errcode") {
+        None | Some(Value::Null) => 0,
+        Some(v) => v
+            .as_i64()
+            .ok_or_else(|| Error::Input(format!("errcode: {} is not an integer", shown(v))))?,
+    };
+    if errcode != 0 {
+        let errmsg = top.get("errmsg").and_then(Value::as_str).unwrap_or("");
+        return Err(Error::Api {
+            errcode,
+            errmsg: errmsg.to_owned(),
+        });
+    }
+
+    if !top.contains_key("domain_list") && !top.contains_key("ip_list") {
+        return Err(Error::Input(
+            "neither domain_list nor ip_list is present: is this a get_server_domain_ip response?"
+                .into(),
+        ));
+    }
+
+    let mut out = Response::default();
+    for list in [ListKind::Domain, ListKind::Ip] {
+        let items = match top.get(list.as_str()) {
+            None | Some(Value::Null) => continue,
+            Some(Value::Array(items)) => items,
+            Some(other) => {
+                return Err(Error::Input(format!(
+                    "{}: must be a list, found {}",
+                    list.as_str(),
+                    kind(other)
+                )))
+            }
+        };
+        for (index, item) in items.iter().enumerate() {
+            match parse_entry(list, index, item) {
+                Ok(entry) => out.entries.push(entry),
+                Err(msg) if skip_invalid => out.skipped.push(msg),
+                Err(msg) => return Err(Error::Input(msg)),
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// An entry's error: `domain_list[2].port: "x" is not ...`.
+fn parse_entry(list: ListKind, index: usize, item: &Value) -> Result<Entry, String> {
+    let at = |field: &str| format!("{}[{index}].{field}", list.as_str());
+    let Value::Object(obj) = item else {
+        return Err(format!(
+            "{}[{index}]: must be an object, found {}",
+            list.as_str(),
+            kind(item)
+        ));
+    };
+    let (dest, universal) = match list {
+        ListKind::Ip => {
+            let raw = required_str(obj, "ip").map_err(|w| format!("{}: {w}", at("ip")))?;
+            let net = parse_ip(raw).map_err(|w| format!("{}: {} {w}", at("ip"), quote(raw)))?;
+            (Dest::Net(net), None)
+        }
+        ListKind::Domain => {
+            let raw = required_str(obj, "domain").map_err(|w| format!("{}: {w}", at("domain")))?;
+            let dest = match raw.strip_prefix("*.") {
+                Some(rest) => Dest::Wildcard(
+                    Hostname::parse(rest)
+                        .map_err(|w| format!("{}: {} {w}", at("domain"), quote(raw)))?,
+                ),
+                None => Dest::Exact(
+                    Hostname::parse(raw)
+                        .map_err(|w| format!("{}: {} {w}", at("domain"), quote(raw)))?,
+                ),
+            };
+            let universal = parse_universal(obj.get("universal_domian"))
+                .map_err(|w| format!("{}: {w}", at("universal_domian")))?;
+            (dest, universal)
+        }
+    };
+
+    let protocols = parse_protocols(obj.get("protocol").unwrap_or(&Value::Null))
+        .map_err(|w| format!("{}: {w}", at("protocol")))?;
+    let ports = parse_ports(obj.get("port").unwrap_or(&Value::Null))
+        .map_err(|w| format!("{}: {w}", at("port")))?;
+    let necessary = parse_necessary(obj.get("is_necessary").unwrap_or(&Value::Null))
+        .map_err(|w| format!("{}: {w}", at("is_necessary")))?;
+    let description = match obj.get("description") {
+        None | Some(Value::Null) => String::new(),
+        Some(Value::String(s)) => s.clone(),
+        Some(other) => {
+            return Err(format!(
+                "{}: must be a string, found {}",
+                at("description"),
+                kind(other)
+            ))
+        }
+    };
+
+    Ok(Entry {
+        list,
+        index,
+        dest,
+        universal,
+        protocols,
+        ports,
+        necessary,
+        description,
+    })
+}
+
+fn required_str<'a>(obj: &'a Map<String, Value>, name: &str) -> Result<&'a str, String> {
+    match obj.get(name) {
+        Some(Value::String(s)) => Ok(s),
+        None | Some(Value::Null) => Err("is missing".into()),
+        Some(other) => Err(format!("must be a string, found {}", kind(other))),
+    }
+}
+
+/// An address is a host route; a CIDR must have no host bits set, since `10.0.0.1/8` may mean
+/// the host or the network and guessing wrong either opens a hole or cuts a service off.
+fn parse_ip(raw: &str) -> Result<IpNet, String> {
+    if raw.contains('/') {
+        let net =
+            IpNet::from_str(raw).map_err(|_| "is not an IPv4/IPv6 address or CIDR".to_string())?;
+        if net.trunc() != net {
+            return Err(format!("has host bits set (did you mean {}?)", net.trunc()));
+        }
+        Ok(net)
+    } else {
+        IpAddr::from_str(raw)
+            .map(IpNet::from)
+            .map_err(|_| "is not an IPv4/IPv6 address or CIDR".to_string())
+    }
+}
+
+fn parse_universal(v: Option<&Value>) -> Result<Option<Hostname>, String> {
+    match v {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) if s.is_empty() => Ok(None),
+        Some(Value::String(s)) => {
+            let bare = s
+                .strip_prefix("*.")
+                .or_else(|| s.strip_prefix('.'))
+                .unwrap_or(s);
+            Hostname::parse(bare)
+                .map(Some)
+                .map_err(|w| format!("{} {w}", quote(s)))
+        }
+        Some(other) => Err(format!("must be a string, found {}", kind(other))),
+    }
+}
+
+/// `TCP`, `udp`, `TCP/UDP`, `tcp,udp` or a list of those.
+fn parse_protocols(v: &Value) -> Result<Vec<Protocol>, String> {
+    let words: Vec<&str> = match v {
+        Value::String(s) => vec![s.as_str()],
+        Value::Array(items) => items
+            .iter()
+            .map(|i| {
+                i.as_str()
+                    .ok_or_else(|| format!("{} is not a protocol name", shown(i)))
+            })
+            .collect::<Result<_, _>>()?,
+        Value::Null => return Err("is missing".into()),
+        other => return Err(format!("must be a string, found {}", kind(other))),
+    };
+    let mut protocols = Vec::new();
+    for word in &words {
+        for token in word.split(['/', ',']) {
+            let p = match token.to_ascii_lowercase().as_str() {
+                "tcp" => Protocol::Tcp,
+                "udp" => Protocol::Udp,
+                _ => return Err(format!("{} is not TCP or UDP", quote(word))),
+            };
+            protocols.push(p);
+        }
+    }
+    protocols.sort_unstable();
+    protocols.dedup();
+    if protocols.is_empty() {
+        return Err("is empty".into());
+    }
+    Ok(protocols)
+}
+
+/// A list of ports: integers, numeric strings or `"a-b"` ranges, each within 1-65535.
+/// An empty list is refused: to several targets no port means every port.
+fn parse_ports(v: &Value) -> Result<PortSet, String> {
+    let items: Vec<&Value> = match v {
+        Value::Array(items) => items.iter().collect(),
+        Value::Null => return Err("is missing".into()),
+        single @ (Value::Number(_) | Value::String(_)) => vec![single],
+        other => return Err(format!("must be a list of ports, found {}", kind(other))),
+    };
+    let mut ranges = Vec::with_capacity(items.len());
+    for item in items {
+        let bad = || {
+            format!(
+                "{} is not a port (1-65535, or \"a-b\" for a range)",
+                shown(item)
+            )
+        };
+        let range = match item {
+            Value::Number(n) => n
+                .as_u64()
+                .and_then(|p| u16::try_from(p).ok())
+                .and_then(|p| PortRange::new(p, p)),
+            Value::String(s) => match s.split_once('-') {
+                Some((a, b)) => port_number(a)
+                    .zip(port_number(b))
+                    .and_then(|(a, b)| PortRange::new(a, b)),
+                None => port_number(s).and_then(|p| PortRange::new(p, p)),
+            },
+            _ => None,
+        };
+        ranges.push(range.ok_or_else(bad)?);
+    }
+    PortSet::new(ranges)
+        .ok_or_else(|| "is empty (an empty port list would allow every port)".into())
+}
+
+/// Plain decimal digits only: no sign, no spaces, no `0x`.
+fn port_number(s: &str) -> Option<u16> {
+    if s.is_empty() || s.len() > 5 || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    s.parse().ok()
+}
+
+fn parse_necessary(v: &Value) -> Result<bool, String> {
+    match v {
+        Value::Bool(b) => Ok(*b),
+        Value::Number(n) if n.as_u64() == Some(0) => Ok(false),
+        Value::Number(n) if n.as_u64() == Some(1) => Ok(true),
+        Value::Null => Err("is missing".into()),
+        other => Err(format!("{} is not 0 or 1", shown(other))),
+    }
+}
+
+fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// A JSON value in a message: strings quoted and escaped, the rest as compact JSON, cut short.
+fn shown(v: &Value) -> String {
+    match v {
+        Value::String(s) => quote(s),
+        other => {
+            let json = other.to_string();
+            if json.len() > 120 {
+                format!("{}...", crate::text::truncate_bytes(&json, 120))
+            } else {
+                json
+            }
+        }
+    }
+}
+
+/// What a user should do about a WeCom error, keyed on errcode (never on errmsg's wording).
+pub fn advice(errcode: i64, errmsg: &str) -> String {
+    match errcode {
+        -1 => "WeCom is busy; retry later (at most 3 times)".into(),
+        40001 => "the corp secret is invalid: check the app's Secret in the WeCom admin console".into(),
+        40013 => "the corp id is invalid: check 我的企业 - 企业信息 - 企业ID".into(),
+        40014 | 42001 | 41001 => "the access token is invalid, expired or missing: fetch a new one".into(),
+        41004 => "the corp secret is missing".into(),
+        45009 => "the API call frequency limit was hit: wait a minute and try again".into(),
+        45033 => "too many concurrent calls: retry later".into(),
+        48002 => "the API is forbidden for this app: add the app under 我的企业 - 设置 - 域名IP - 可调用API的应用".into(),
+        60020 => match from_ip(errmsg) {
+            Some(ip) => format!("calls from {ip} are not allowed: add {ip} to the app's trusted IPs (企业可信IP)"),
+            None => "calls from this address are not allowed: add it to the app's trusted IPs (企业可信IP)".into(),
+        },
+        _ => "see WeCom's error code reference (全局错误码) for this code".into(),
+    }
+}
+
+/// The address WeCom saw the call come from, as quoted in `errmsg`: "..., from ip: 1.2.3.4, ...".
+fn from_ip(errmsg: &str) -> Option<IpAddr> {
+    let rest = &errmsg[errmsg.find("from ip:")? + "from ip:".len()..];
+    let token = rest.trim_start().split([',', ' ']).next()?;
+    IpAddr::from_str(token).ok()
+}
+
+pub fn describe_api_error(errcode: i64, errmsg: &str) -> String {
+    format!(
+        "WeCom returned errcode {errcode} ({}): {}",
+        quote(errmsg),
+        advice(errcode, errmsg)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn one(entry: &str) -> Result<Response> {
+        parse(
+            format!(r#"{{"errcode":0,"ip_list":[{entry}]}}"#).as_bytes(),
+            false,
+        )
+    }
+
+    fn err(entry: &str) -> String {
+        match one(entry) {
+            Err(Error::Input(m)) => m,
+            other => panic!("expected an input error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn accepts_the_documented_shapes() {
+        let r = one(r#"{"ip":"10.1.0.0/16","protocol":"tcp/UDP","port":[443,"80","8000-8100"],"is_necessary":true}"#)
+            .unwrap();
+        let e = &r.entries[0];
+        assert_eq!(e.protocols, vec![Protocol::Tcp, Protocol::Udp]);
+        assert_eq!(e.ports.to_string(), "80,443,8000-8100");
+        assert!(e.necessary);
+        assert_eq!(e.description, "");
+    }
+
+    #[test]
+    fn names_list_index_field_and_escaped_value() {
+        let m = err(r#"{"ip":"1.2.3.4","protocol":"TCP","port":["44\n3"],"is_necessary":1}"#);
+        assert_eq!(
+            m,
+            r#"ip_list[0].port: "44\n3" is not a port (1-65535, or "a-b" for a range)"#
+        );
+        let m = err(r#"{"ip":"10.0.0.1/8","protocol":"TCP","port":[1],"is_necessary":1}"#);
+        assert!(m.contains("did you mean 10.0.0.0/8"), "{m}");
+        for (bad, field) in [
+            (
+                r#""ip":"1.2.3.4","protocol":"ICMP","port":[1],"is_necessary":1"#,
+                "protocol",
+            ),
+            (
+                r#""ip":"1.2.3.4","protocol":"TCP","port":[0],"is_necessary":1"#,
+                "port",
+            ),
+            (
+                r#""ip":"1.2.3.4","protocol":"TCP","port":[65536],"is_necessary":1"#,
+                "port",
+            ),
+            (
+                r#""ip":"1.2.3.4","protocol":"TCP","port":["9-8"],"is_necessary":1"#,
+                "port",
+            ),
+            (
+                r#""ip":"1.2.3.4","protocol":"TCP","port":[" 80"],"is_necessary":1"#,
+                "port",
+            ),
+            (
+                r#""ip":"1.2.3.4","protocol":"TCP","port":[80.5],"is_necessary":1"#,
+                "port",
+            ),
+            (
+                r#""ip":"1.2.3.4","protocol":"TCP","port":[],"is_necessary":1"#,
+                "port",
+            ),
+            (
+                r#""ip":"1.2.3.4","protocol":"TCP","port":[1],"is_necessary":2"#,
+                "is_necessary",
+            ),
+            (
+                r#""ip":"1.2.3.4","protocol":"TCP","port":[1]"#,
+                "is_necessary",
+            ),
+            (
+                r#""ip":"1.2.3.4 ","protocol":"TCP","port":[1],"is_necessary":1"#,
+                "ip",
+            ),
+            (
+                r#""ip":"1.2.3","protocol":"TCP","port":[1],"is_necessary":1"#,
+                "ip",
+            ),
+            (
+                r#""ip":"1.2.3.4","protocol":"TCP","port":[1],"is_necessary":1,"description":7"#,
+                "description",
+            ),
+        ] {
+            let m = err(&format!("{{{bad}}}"));
+            assert!(m.starts_with(&format!("ip_list[0].{field}: ")), "{m}");
+        }
+    }
+
+    #[test]
+    fn domains_are_validated_and_lowercased() {
+        let r = parse(
+            br#"{"errcode":0,"domain_list":[{"domain":"I.Work.Weixin.QQ.com.","universal_domian":"","protocol":"TCP","port":[443],"is_necessary":0}]}"#,
+            false,
+        )
+        .unwrap();
+        assert_eq!(
+            r.entries[0].dest,
+            Dest::Exact(Hostname::parse("i.work.weixin.qq.com").unwrap())
+        );
+        assert_eq!(r.entries[0].universal, None);
+        for bad in [
+            "com",
+            "a..b.com",
+            "-a.com",
+            "a_b.com",
+            "1.2.3.4",
+            "a b.com",
+            "例子.com",
+        ] {
+            let doc = format!(
+                r#"{{"domain_list":[{{"domain":{},"protocol":"TCP","port":[1],"is_necessary":1}}]}}"#,
+                serde_json::to_string(bad).unwrap()
+            );
+            assert!(parse(doc.as_bytes(), false).is_err(), "{bad} was accepted");
+        }
+    }
+
+    #[test]
+    fn skip_invalid_keeps_the_good_entries() {
+        let doc = br#"{"ip_list":[{"ip":"1.2.3.4","protocol":"TCP","port":[1],"is_necessary":1},{"ip":"x"}]}"#;
+        assert!(parse(doc, false).is_err());
+        let r = parse(doc, true).unwrap();
+        assert_eq!(r.entries.len(), 1);
+        assert_eq!(r.skipped.len(), 1);
+        assert!(r.skipped[0].starts_with("ip_list[1].ip: \"x\""));
+    }
+
+    #[test]
+    fn api_errors_carry_advice() {
+        let e = parse(br#"{"errcode":60020,"errmsg":"not allow to access from your ip, hint: [x], from ip: 203.0.113.7, more info at https://x"}"#, false).unwrap_err();
+        assert_eq!(e.exit_code(), 3);
+        assert!(
+            e.to_string()
+                .contains("add 203.0.113.7 to the app's trusted IPs"),
+            "{e}"
+        );
+        let e = parse(br#"{"errcode":48002,"errmsg":"api forbidden"}"#, false).unwrap_err();
+        assert!(e.to_string().contains("可调用API的应用"), "{e}");
+    }
+
+    #[test]
+    fn documents_that_are_not_responses_are_refused() {
+        for doc in [
+            "",
+            "  ",
+            "[]",
+            "{",
+            "null",
+            "{\"errcode\":0}",
+            "{\"ip_list\":{}}",
+            "{\"errcode\":\"0\"}",
+        ] {
+            let e = parse(doc.as_bytes(), false).unwrap_err();
+            assert_eq!(e.exit_code(), 2, "{doc}: {e}");
+        }
+    }
+}

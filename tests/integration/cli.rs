@@ -1,0 +1,384 @@
+//! The command line as CI jobs and engineers meet it: exit codes, messages, files left intact.
+
+use std::fs;
+
+use crate::support::{fixture, run, stderr, stdout, TARGETS};
+
+const GOOD_ENTRY: &str = r#"{"ip":"192.0.2.1","protocol":"TCP","port":[443],"is_necessary":1}"#;
+
+fn doc_with_ip_entry(entry: &str) -> String {
+    format!(r#"{{"errcode":0,"errmsg":"ok","ip_list":[{GOOD_ENTRY},{entry}]}}"#)
+}
+
+/// Runs `render squid --input -` on `doc` and checks the failure contract: the exit code, a
+/// message on stderr, and nothing at all on stdout.
+fn refused(doc: &str, extra: &[&str], code: i32, message: &str) {
+    let mut args = vec!["render", "squid", "--input", "-"];
+    args.extend_from_slice(extra);
+    let out = run(&args, Some(doc.as_bytes()));
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(code), "input {doc:?}: {err}");
+    assert!(out.stdout.is_empty(), "stdout not empty for {doc:?}");
+    assert!(
+        err.contains(message),
+        "stderr for {doc:?} lacks {message:?}: {err}"
+    );
+}
+
+/// The file names README.md documents, written here independently of the code.
+fn target_file(target: &str) -> &'static str {
+    match target {
+        "iptables" => "iptables.rules",
+        "ip6tables" => "ip6tables.rules",
+        "nftables" => "nftables.nft",
+        "pfsense" => "pfsense.xml",
+        "squid" => "squid.conf",
+        other => panic!("unknown target {other}"),
+    }
+}
+
+#[test]
+fn targets_lists_every_target_with_its_file() {
+    let out = run(&["targets"], None);
+    assert!(out.status.success());
+    let text = stdout(&out);
+    for t in TARGETS {
+        let file = target_file(t);
+        assert!(
+            text.lines().any(|l| l.starts_with(t) && l.contains(file)),
+            "{t} missing: {text}"
+        );
+    }
+}
+
+#[test]
+fn build_writes_every_target_byte_identical_to_render() {
+    let dir = tempfile::tempdir().unwrap();
+    let out_dir = dir.path().join("out");
+    let seed = fixture("rich.json");
+    let args = [
+        "build",
+        "--input",
+        seed.to_str().unwrap(),
+        "--out-dir",
+        out_dir.to_str().unwrap(),
+    ];
+    assert!(run(&args, None).status.success());
+    let first: Vec<(String, Vec<u8>)> = TARGETS
+        .iter()
+        .map(|t| {
+            (
+                t.to_string(),
+                fs::read(out_dir.join(target_file(t))).unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        fs::read_dir(&out_dir).unwrap().count(),
+        5,
+        "stray files in the output folder"
+    );
+    // Same input and options, same bytes; and `render` gives what `build` wrote.
+    assert!(run(&args, None).status.success());
+    for (target, bytes) in &first {
+        let rendered = run(&["render", target, "--input", seed.to_str().unwrap()], None);
+        assert_eq!(&rendered.stdout, bytes, "{target}: render and build differ");
+    }
+    for (target, bytes) in &first {
+        let path = out_dir.join(target_file(target));
+        assert_eq!(
+            &fs::read(path).unwrap(),
+            bytes,
+            "{target}: second build differs"
+        );
+    }
+}
+
+#[test]
+fn build_can_limit_the_targets() {
+    let dir = tempfile::tempdir().unwrap();
+    let seed = fixture("seed.json");
+    let out = run(
+        &[
+            "build",
+            "-i",
+            seed.to_str().unwrap(),
+            "--out-dir",
+            dir.path().to_str().unwrap(),
+            "--target",
+            "squid",
+            "--target",
+            "nftables",
+        ],
+        None,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let mut names: Vec<String> = fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["nftables.nft", "squid.conf"]);
+}
+
+#[test]
+fn invalid_fields_name_the_entry_the_field_and_the_escaped_value() {
+    let cases = [
+        (
+            r#"{"ip":"192.0.2.9","protocol":"TCP","port":["44\n3"],"is_necessary":1}"#,
+            r#"ip_list[1].port: "44\n3" is not a port"#,
+        ),
+        (
+            r#"{"ip":"192.0.2.9","protocol":"TCP","port":[0],"is_necessary":1}"#,
+            "ip_list[1].port: 0 is not a port",
+        ),
+        (
+            r#"{"ip":"192.0.2.9","protocol":"TCP","port":[70000],"is_necessary":1}"#,
+            "ip_list[1].port: 70000",
+        ),
+        (
+            r#"{"ip":"192.0.2.9","protocol":"TCP","port":[-1],"is_necessary":1}"#,
+            "ip_list[1].port: -1",
+        ),
+        (
+            r#"{"ip":"192.0.2.9","protocol":"TCP","port":[],"is_necessary":1}"#,
+            "ip_list[1].port: is empty",
+        ),
+        (
+            r#"{"ip":"192.0.2.9","protocol":"ICMP","port":[1],"is_necessary":1}"#,
+            r#"ip_list[1].protocol: "ICMP" is not TCP or UDP"#,
+        ),
+        (
+            r#"{"ip":"192.0.2.9","protocol":"TCP; rm -rf /","port":[1],"is_necessary":1}"#,
+            "ip_list[1].protocol:",
+        ),
+        (
+            r#"{"ip":"192.0.2.300","protocol":"TCP","port":[1],"is_necessary":1}"#,
+            r#"ip_list[1].ip: "192.0.2.300" is not"#,
+        ),
+        (
+            r#"{"ip":"192.0.2.9\"; flush ruleset","protocol":"TCP","port":[1],"is_necessary":1}"#,
+            r#"ip_list[1].ip: "192.0.2.9\"; flush ruleset""#,
+        ),
+        (
+            r#"{"ip":"example.com","protocol":"TCP","port":[1],"is_necessary":1}"#,
+            "ip_list[1].ip:",
+        ),
+        (
+            r#"{"ip":"10.0.0.1/8","protocol":"TCP","port":[1],"is_necessary":1}"#,
+            "did you mean 10.0.0.0/8",
+        ),
+        (
+            r#"{"ip":"192.0.2.9","protocol":"TCP","port":[1],"is_necessary":"yes"}"#,
+            "ip_list[1].is_necessary:",
+        ),
+        (
+            r#"{"ip":"192.0.2.9","protocol":"TCP","port":[1]}"#,
+            "ip_list[1].is_necessary: is missing",
+        ),
+        (
+            r#"{"protocol":"TCP","port":[1],"is_necessary":1}"#,
+            "ip_list[1].ip: is missing",
+        ),
+        (r#""just a string""#, "ip_list[1]: must be an object"),
+    ];
+    for (entry, message) in cases {
+        refused(&doc_with_ip_entry(entry), &[], 2, message);
+    }
+    let bad_domain = r#"{"domain_list":[{"domain":"evil.com\n*","protocol":"TCP","port":[1],"is_necessary":1}]}"#;
+    refused(
+        bad_domain,
+        &[],
+        2,
+        r#"domain_list[0].domain: "evil.com\n*""#,
+    );
+    let bad_universal = r#"{"domain_list":[{"domain":"a.qq.com","universal_domian":"com","protocol":"TCP","port":[1],"is_necessary":1}]}"#;
+    refused(bad_universal, &[], 2, "domain_list[0].universal_domian:");
+}
+
+#[test]
+fn broken_documents_are_refused() {
+    for (doc, message) in [
+        ("", "the input is empty"),
+        ("{\"errcode\":0,\"ip_list\":[", "not valid JSON"),
+        (
+            "<html><body>502 Bad Gateway</body></html>",
+            "not valid JSON",
+        ),
+        ("[]", "must be a JSON object"),
+        (
+            "{\"errcode\":0,\"errmsg\":\"ok\"}",
+            "neither domain_list nor ip_list",
+        ),
+        ("{\"ip_list\":\"1.2.3.4\"}", "ip_list: must be a list"),
+    ] {
+        refused(doc, &[], 2, message);
+    }
+}
+
+#[test]
+fn wecom_errors_exit_3_with_advice() {
+    for (doc, message) in [
+        (
+            r#"{"errcode":60020,"errmsg":"not allow to access from your ip, hint: [1], from ip: 198.51.100.4, more info at https://open.work.weixin.qq.com/devtool/query?e=60020","ip_list":[]}"#,
+            "add 198.51.100.4 to the app's trusted IPs",
+        ),
+        (
+            r#"{"errcode":48002,"errmsg":"api forbidden"}"#,
+            "可调用API的应用",
+        ),
+        (
+            r#"{"errcode":42001,"errmsg":"access_token expired\n"}"#,
+            r#"errcode 42001 ("access_token expired\n")"#,
+        ),
+        (r#"{"errcode":-1,"errmsg":"system busy"}"#, "retry later"),
+    ] {
+        refused(doc, &[], 3, message);
+    }
+}
+
+#[test]
+fn guards_exit_4_unless_overridden() {
+    let empty = r#"{"errcode":0,"errmsg":"ok","domain_list":[],"ip_list":[]}"#;
+    refused(empty, &[], 4, "the allowlist is empty");
+    let optional_only =
+        r#"{"ip_list":[{"ip":"192.0.2.1","protocol":"TCP","port":[443],"is_necessary":0}]}"#;
+    refused(
+        optional_only,
+        &["--necessary-only"],
+        4,
+        "empty after --necessary-only",
+    );
+    let out = run(
+        &["render", "nftables", "-i", "-", "--allow-empty"],
+        Some(empty.as_bytes()),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("flush chain inet filter wecom_allow"));
+
+    for broad in ["0.0.0.0/0", "::/0", "10.0.0.0/7", "2000::/15"] {
+        let doc = doc_with_ip_entry(&format!(
+            r#"{{"ip":"{broad}","protocol":"TCP","port":[443],"is_necessary":1}}"#
+        ));
+        refused(&doc, &[], 4, &format!("ip_list[1].ip: {broad} is broader"));
+        let out = run(
+            &["render", "iptables", "-i", "-", "--allow-broad"],
+            Some(doc.as_bytes()),
+        );
+        assert!(out.status.success(), "{broad}: {}", stderr(&out));
+    }
+}
+
+#[test]
+fn skip_invalid_warns_once_per_dropped_entry() {
+    let doc = format!(
+        r#"{{"ip_list":[{GOOD_ENTRY},{{"ip":"bad"}},{{"ip":"192.0.2.2","protocol":"TCP","port":[0],"is_necessary":1}}]}}"#
+    );
+    let out = run(
+        &["render", "iptables", "-i", "-", "--skip-invalid"],
+        Some(doc.as_bytes()),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert_eq!(err.matches("warning: skipped").count(), 2, "{err}");
+    assert!(
+        err.contains("ip_list[1].ip") && err.contains("ip_list[2].port"),
+        "{err}"
+    );
+    let text = stdout(&out);
+    assert!(
+        text.contains("-d 192.0.2.1/32") && !text.contains("192.0.2.2"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_failed_run_leaves_existing_files_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("squid.conf");
+    fs::write(&file, "precious\n").unwrap();
+    for doc in [
+        "{\"errcode\":0,\"ip_list\":[",
+        r#"{"errcode":40001,"errmsg":"bad secret"}"#,
+        r#"{"ip_list":[]}"#,
+    ] {
+        let out = run(
+            &["render", "squid", "-i", "-", "-o", file.to_str().unwrap()],
+            Some(doc.as_bytes()),
+        );
+        assert!(!out.status.success());
+        assert_eq!(fs::read_to_string(&file).unwrap(), "precious\n");
+        let out = run(
+            &[
+                "build",
+                "-i",
+                "-",
+                "--out-dir",
+                dir.path().to_str().unwrap(),
+            ],
+            Some(doc.as_bytes()),
+        );
+        assert!(!out.status.success());
+        assert_eq!(fs::read_to_string(&file).unwrap(), "precious\n");
+        assert_eq!(
+            fs::read_dir(dir.path()).unwrap().count(),
+            1,
+            "temporary files left behind"
+        );
+    }
+    // And a good run replaces it in one step.
+    let seed = fixture("seed.json");
+    let out = run(
+        &[
+            "render",
+            "squid",
+            "-i",
+            seed.to_str().unwrap(),
+            "-o",
+            file.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert!(out.status.success() && out.stdout.is_empty());
+    assert!(fs::read_to_string(&file)
+        .unwrap()
+        .contains("http_access allow"));
+}
+
+#[test]
+fn names_that_would_touch_built_in_chains_are_refused() {
+    let seed = fixture("seed.json");
+    let seed = seed.to_str().unwrap();
+    for (flag, value) in [
+        ("--chain", "OUTPUT"),
+        ("--chain", "x\ny"),
+        ("--nft-table", "a b"),
+        ("--interface", "lan</interface>"),
+    ] {
+        let out = run(&["render", "iptables", "-i", seed, flag, value], None);
+        assert_eq!(out.status.code(), Some(2), "{flag} {value:?}");
+        assert!(out.stdout.is_empty());
+        assert!(stderr(&out).contains("invalid option"), "{}", stderr(&out));
+    }
+    let out = run(
+        &["render", "iptables", "-i", seed, "--chain", "EGRESS_WECOM"],
+        None,
+    );
+    assert!(stdout(&out).contains(":EGRESS_WECOM - [0:0]"));
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    for args in [
+        &["render", "cisco", "-i", "x"][..],
+        &["render", "squid"],
+        &["frobnicate"],
+    ] {
+        let out = run(args, None);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(out.stdout.is_empty());
+    }
+    let out = run(&["render", "squid", "-i", "/no/such/file.json"], None);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("cannot read /no/such/file.json"));
+}

@@ -1,0 +1,22 @@
+//! One reviewed snapshot per fixture and target: any change to what users apply shows in review.
+
+use crate::support::{render, TARGETS};
+
+#[test]
+fn every_target_for_every_fixture() {
+    insta::glob!("../fixtures", "*.json", |path| {
+        for target in TARGETS {
+            let text = render(target, path, &[]);
+            insta::assert_snapshot!(target, text);
+        }
+    });
+}
+
+#[test]
+fn necessary_only_and_exact_domains_on_the_seed() {
+    let seed = crate::support::fixture("seed.json");
+    for target in ["squid", "pfsense", "iptables"] {
+        let text = render(target, &seed, &["--necessary-only", "--exact-domains"]);
+        insta::assert_snapshot!(format!("{target}_necessary_exact"), text);
+    }
+}
