@@ -1,0 +1,1237 @@
+//! Every target's output, for every fixture, fed to the real program that consumes it, and what
+//! that program really holds afterwards compared with the `oracle`.
+//!
+//! Snapshots only show that the text didn't change; a parser only shows that it is well formed.
+//! These tests catch a file the tool rejects or reads differently, a reload that doubles or keeps
+//! rules, and a rule that allows more or less than WeCom's list. nft and iptables run only in a
+//! throw-away user and network namespace (`unshare -rn`): never against the host's firewall.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use serde_json::Value;
+
+use crate::oracle::{
+    check_same_addrs, check_same_names, normalize_name, parse_addr, parse_net, parse_port_range,
+    AddrBuilder, AddrRelation, Expected, Family, NameRelation, Ports, Proto, Span, ALL_PORTS,
+};
+use crate::support::{fixtures, render};
+
+/// The names the CLI uses by default, which these tests render with.
+const IPT_CHAIN: &str = "WECOM_ALLOW";
+const NFT_TABLE: &str = "filter";
+const NFT_CHAIN: &str = "wecom_allow";
+const PF_INTERFACE: &str = "lan";
+
+/// Every fixture, sorted; an empty folder fails rather than passing vacuously.
+fn fixture_files() -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(fixtures())
+        .expect("tests/fixtures is readable")
+        .map(|e| e.expect("a directory entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .collect();
+    files.sort();
+    assert!(!files.is_empty(), "no *.json in {}", fixtures().display());
+    files
+}
+
+/// Each fixture paired with the next one (the last with the first): every fixture is loaded
+/// once over another list and once under one.
+fn fixture_pairs() -> Vec<(PathBuf, PathBuf)> {
+    let files = fixture_files();
+    (0..files.len())
+        .map(|i| (files[i].clone(), files[(i + 1) % files.len()].clone()))
+        .collect()
+}
+
+fn file_name(path: &Path) -> String {
+    path.file_name().map_or_else(
+        || path.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    )
+}
+
+fn on_path(name: &str) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::env::var_os("PATH").is_some_and(|path| {
+        std::env::split_paths(&path).any(|dir| {
+            std::fs::metadata(dir.join(name))
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+    })
+}
+
+/// Why `unshare -rn true` can't run here, if it can't; probed once.
+fn namespace_problem() -> Option<&'static str> {
+    static PROBLEM: OnceLock<Option<String>> = OnceLock::new();
+    PROBLEM
+        .get_or_init(
+            || match Command::new("unshare").args(["-rn", "true"]).output() {
+                Ok(out) if out.status.success() => None,
+                Ok(out) => Some(format!(
+                    "`unshare -rn true` failed ({}): {}",
+                    out.status,
+                    String::from_utf8_lossy(&out.stderr).trim()
+                )),
+                Err(e) => Some(format!("`unshare -rn true` can't start: {e}")),
+            },
+        )
+        .as_deref()
+}
+
+/// Whether `name` can run here; `unshare` also needs `unshare -rn true` to work. A missing tool
+/// skips the test with a note on stderr, except under CI=true, where it fails: CI installs every
+/// tool, so a silent skip there would hide a regression.
+fn require_tool(name: &str) -> bool {
+    let problem = if !on_path(name) {
+        Some(format!("{name} is not on PATH"))
+    } else if name == "unshare" {
+        namespace_problem().map(str::to_owned)
+    } else {
+        None
+    };
+    let Some(problem) = problem else { return true };
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("{problem}; CI=true requires every tool these tests load outputs into");
+    }
+    eprintln!("skipped: {problem} (install it to run this test)");
+    false
+}
+
+/// A scratch folder for one check's files.
+struct Scratch(tempfile::TempDir);
+
+impl Scratch {
+    fn new() -> Scratch {
+        Scratch(tempfile::tempdir().expect("a temporary folder"))
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.0.path().join(name)
+    }
+
+    fn write(&self, name: &str, text: &str) -> PathBuf {
+        let path = self.path(name);
+        std::fs::write(&path, text).expect("the scratch file is written");
+        path
+    }
+
+    fn read(&self, name: &str) -> String {
+        let path = self.path(name);
+        std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
+    }
+
+    /// Runs `sh -c script` in a new user and network namespace, with `args` as `$1`, `$2` ...
+    fn in_namespace(&self, script: &str, args: &[&str]) -> Result<(), String> {
+        let paths: Vec<PathBuf> = args.iter().map(|a| self.path(a)).collect();
+        let out = Command::new("unshare")
+            .args(["-rn", "sh", "-c", script, "sh"])
+            .args(&paths)
+            // Only the legacy iptables backend takes a lock; it must be somewhere writable.
+            .env("XTABLES_LOCKFILE", self.path("xtables.lock"))
+            .output()
+            .map_err(|e| format!("unshare can't start: {e}"))?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(format!(
+                "`{script}` failed ({}):\n{}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            ))
+        }
+    }
+}
+
+/// Every problem of one test, reported together with the fixture and target it concerns.
+#[derive(Default)]
+struct Failures(Vec<String>);
+
+impl Failures {
+    fn check(&mut self, what: &str, result: Result<(), String>) {
+        if let Err(e) = result {
+            self.0.push(format!("{what}: {e}"));
+        }
+    }
+
+    fn assert_none(self) {
+        assert!(
+            self.0.is_empty(),
+            "{} failure(s):\n\n{}",
+            self.0.len(),
+            self.0.join("\n\n")
+        );
+    }
+}
+
+/// Joins the errors of several independent checks.
+fn all(results: impl IntoIterator<Item = Result<(), String>>) -> Result<(), String> {
+    let errors: Vec<String> = results.into_iter().filter_map(Result::err).collect();
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(errors.join("\n"))
+    }
+}
+
+fn once<T>(slot: &mut Option<T>, value: T, what: &str) -> Result<(), String> {
+    if slot.replace(value).is_some() {
+        return Err(format!("{what} appears twice"));
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// iptables / ip6tables
+
+fn xtables(family: Family) -> &'static str {
+    match family {
+        Family::V4 => "iptables",
+        Family::V6 => "ip6tables",
+    }
+}
+
+fn xtables_tools(family: Family) -> bool {
+    let cmd = xtables(family);
+    require_tool("unshare")
+        && require_tool(&format!("{cmd}-restore"))
+        && require_tool(&format!("{cmd}-save"))
+}
+
+/// `iptables-save` output without its `#` lines (they carry a timestamp).
+fn without_comments(text: &str) -> String {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .map(|l| format!("{l}\n"))
+        .collect()
+}
+
+/// Words as iptables-restore splits them: only double quotes group, and inside them a backslash
+/// escapes the next character.
+fn split_words(line: &str) -> Result<Vec<String>, String> {
+    let mut words = Vec::new();
+    let mut word = String::new();
+    let (mut in_word, mut quoted) = (false, false);
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' => {
+                quoted = !quoted;
+                in_word = true;
+            }
+            '\\' if quoted => word.push(chars.next().ok_or("a backslash ends the line")?),
+            c if c.is_whitespace() && !quoted => {
+                if in_word {
+                    words.push(std::mem::take(&mut word));
+                    in_word = false;
+                }
+            }
+            c => {
+                word.push(c);
+                in_word = true;
+            }
+        }
+    }
+    if quoted {
+        return Err("unterminated quote".into());
+    }
+    if in_word {
+        words.push(word);
+    }
+    Ok(words)
+}
+
+/// One `-A` rule's words after the chain name, added to `out`. Every option must be known.
+fn parse_xtables_rule(
+    family: Family,
+    words: &[String],
+    out: &mut AddrBuilder,
+) -> Result<(), String> {
+    let (mut dst, mut proto, mut ports, mut target) = (None, None, None, None);
+    let mut it = words.iter();
+    while let Some(option) = it.next() {
+        let mut value = || {
+            it.next()
+                .map(String::as_str)
+                .ok_or_else(|| format!("{option} has no value"))
+        };
+        match option.as_str() {
+            "-d" => {
+                let raw = value()?;
+                let (f, span) = parse_net(raw)?;
+                if f != family {
+                    return Err(format!("-d {raw} is not {}", family.name()));
+                }
+                once(&mut dst, span, "-d")?;
+            }
+            "-p" => once(&mut proto, Proto::parse(value()?)?, "-p")?,
+            "-m" => match value()? {
+                "tcp" | "udp" | "multiport" | "comment" => {}
+                other => return Err(format!("unknown match -m {other}")),
+            },
+            "--dport" => once(
+                &mut ports,
+                vec![parse_port_range(value()?, ':')?],
+                "a port match",
+            )?,
+            "--dports" => {
+                let list = value()?
+                    .split(',')
+                    .map(|r| parse_port_range(r, ':'))
+                    .collect::<Result<Vec<Ports>, _>>()?;
+                once(&mut ports, list, "a port match")?;
+            }
+            "--comment" => {
+                value()?;
+            }
+            "-j" => {
+                once(&mut target, value()?.to_owned(), "-j")?;
+                if it.len() > 0 {
+                    return Err("-j must end the rule".into());
+                }
+            }
+            other => return Err(format!("unknown option {other}")),
+        }
+    }
+    if target.as_deref() != Some("ACCEPT") {
+        return Err("the rule does not end in -j ACCEPT".into());
+    }
+    let proto = proto.ok_or("no -p: the rule matches every protocol")?;
+    let dst = dst.unwrap_or_else(|| family.everything());
+    for p in ports.unwrap_or_else(|| vec![ALL_PORTS]) {
+        out.add(family, proto, dst, p);
+    }
+    Ok(())
+}
+
+/// What `iptables-save` shows the allowlist chain allowing. Fails on a rule anywhere else, on a
+/// built-in chain whose policy isn't ACCEPT, and on anything unknown.
+fn parse_xtables_save(family: Family, text: &str) -> Result<AddrRelation, String> {
+    const BUILT_IN: [&str; 5] = ["INPUT", "FORWARD", "OUTPUT", "PREROUTING", "POSTROUTING"];
+    let mut out = AddrBuilder::default();
+    let mut table: Option<&str> = None;
+    let mut chain_declared = false;
+    for line in text.lines() {
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        if let Some(name) = line.strip_prefix('*') {
+            table = Some(name);
+            continue;
+        }
+        if line == "COMMIT" {
+            table = None;
+            continue;
+        }
+        let table = table.ok_or_else(|| format!("a line outside any table: {line}"))?;
+        if let Some(decl) = line.strip_prefix(':') {
+            let mut words = decl.split_whitespace();
+            let (name, policy) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
+            if BUILT_IN.contains(&name) && policy != "ACCEPT" {
+                return Err(format!(
+                    "built-in chain {name} of table {table} has policy {policy}"
+                ));
+            }
+            chain_declared |= table == "filter" && name == IPT_CHAIN;
+            continue;
+        }
+        if let Some(rule) = line.strip_prefix("-A ") {
+            let words = split_words(rule).map_err(|e| format!("{e}: {line}"))?;
+            if table != "filter" || words.first().map(String::as_str) != Some(IPT_CHAIN) {
+                return Err(format!("a rule outside filter/{IPT_CHAIN}: {line}"));
+            }
+            parse_xtables_rule(family, &words[1..], &mut out)
+                .map_err(|e| format!("{e}: {line}"))?;
+            continue;
+        }
+        return Err(format!("an unknown line: {line}"));
+    }
+    if !chain_declared {
+        return Err(format!("chain {IPT_CHAIN} does not exist after loading"));
+    }
+    Ok(out.build())
+}
+
+/// Loads a fixture's rules twice; the ruleset must not change and must allow exactly the list.
+fn xtables_load_twice(family: Family, fixture: &Path) -> Result<(), String> {
+    let cmd = xtables(family);
+    let scratch = Scratch::new();
+    scratch.write("rules", &render(cmd, fixture, &[]));
+    scratch.in_namespace(
+        &format!(
+            r#"{cmd}-restore --noflush < "$1" && {cmd}-save > "$2" && {cmd}-restore --noflush < "$1" && {cmd}-save > "$3""#
+        ),
+        &["rules", "first", "second"],
+    )?;
+    let (first, second) = (
+        without_comments(&scratch.read("first")),
+        without_comments(&scratch.read("second")),
+    );
+    if first != second {
+        return Err(format!(
+            "loading twice changed the ruleset:\n--- after one load\n{first}--- after two\n{second}"
+        ));
+    }
+    let expected = Expected::from_fixture(fixture)
+        .addrs
+        .only(|f, _| f == family);
+    check_same_addrs(&parse_xtables_save(family, &first)?, &expected)
+}
+
+/// Loads `first`'s rules, then `second`'s: only `second`'s list may remain.
+fn xtables_replace(family: Family, first: &Path, second: &Path) -> Result<(), String> {
+    let cmd = xtables(family);
+    let scratch = Scratch::new();
+    scratch.write("first", &render(cmd, first, &[]));
+    scratch.write("second", &render(cmd, second, &[]));
+    scratch.in_namespace(
+        &format!(r#"{cmd}-restore --noflush < "$1" && {cmd}-restore --noflush < "$2" && {cmd}-save > "$3""#),
+        &["first", "second", "saved"],
+    )?;
+    let expected = Expected::from_fixture(second)
+        .addrs
+        .only(|f, _| f == family);
+    check_same_addrs(
+        &parse_xtables_save(family, &scratch.read("saved"))?,
+        &expected,
+    )
+}
+
+fn xtables_loads(family: Family) {
+    if !xtables_tools(family) {
+        return;
+    }
+    let mut failures = Failures::default();
+    for fixture in fixture_files() {
+        let what = format!("{} {}", xtables(family), file_name(&fixture));
+        failures.check(&what, xtables_load_twice(family, &fixture));
+    }
+    failures.assert_none();
+}
+
+fn xtables_replaces(family: Family) {
+    if !xtables_tools(family) {
+        return;
+    }
+    let mut failures = Failures::default();
+    for (first, second) in fixture_pairs() {
+        let what = format!(
+            "{} {} then {}",
+            xtables(family),
+            file_name(&first),
+            file_name(&second)
+        );
+        failures.check(&what, xtables_replace(family, &first, &second));
+    }
+    failures.assert_none();
+}
+
+#[test]
+fn iptables_loads_idempotently_and_allows_exactly_the_list() {
+    xtables_loads(Family::V4);
+}
+
+#[test]
+fn ip6tables_loads_idempotently_and_allows_exactly_the_list() {
+    xtables_loads(Family::V6);
+}
+
+#[test]
+fn iptables_reload_of_another_list_replaces_the_first() {
+    xtables_replaces(Family::V4);
+}
+
+#[test]
+fn ip6tables_reload_of_another_list_replaces_the_first() {
+    xtables_replaces(Family::V6);
+}
+
+// ---------------------------------------------------------------------------------------------
+// nftables
+
+fn nft_tools() -> bool {
+    require_tool("unshare") && require_tool("nft")
+}
+
+/// The one key of a JSON object such as `{"rule": {...}}`.
+fn single_key(v: &Value) -> Result<(&str, &Value), String> {
+    match v.as_object() {
+        Some(obj) if obj.len() == 1 => obj
+            .iter()
+            .next()
+            .map(|(k, v)| (k.as_str(), v))
+            .ok_or_else(|| "an empty object".into()),
+        _ => Err(format!("not a one-key object: {v}")),
+    }
+}
+
+/// An address value: `"10.0.0.1"`, `{"prefix": {"addr", "len"}}` or `{"range": [a, b]}`.
+fn nft_addr(v: &Value) -> Result<(Family, Span), String> {
+    if let Some(s) = v.as_str() {
+        return parse_net(s);
+    }
+    match single_key(v)? {
+        ("prefix", p) => {
+            let addr = p["addr"]
+                .as_str()
+                .ok_or_else(|| format!("a prefix without addr: {v}"))?;
+            let len = p["len"]
+                .as_u64()
+                .ok_or_else(|| format!("a prefix without len: {v}"))?;
+            parse_net(&format!("{addr}/{len}"))
+        }
+        ("range", Value::Array(ends)) if ends.len() == 2 => {
+            let end = |i: usize| {
+                ends[i]
+                    .as_str()
+                    .ok_or_else(|| format!("a range of non-addresses: {v}"))
+            };
+            let ((fa, a), (fb, b)) = (parse_addr(end(0)?)?, parse_addr(end(1)?)?);
+            if fa != fb || a > b {
+                return Err(format!("an invalid address range: {v}"));
+            }
+            Ok((fa, Span { start: a, end: b }))
+        }
+        _ => Err(format!("an unknown address expression: {v}")),
+    }
+}
+
+/// A port value: `443`, `{"range": [a, b]}`.
+fn nft_ports(v: &Value) -> Result<Ports, String> {
+    let port = |v: &Value| {
+        v.as_u64()
+            .and_then(|p| u16::try_from(p).ok())
+            .ok_or_else(|| format!("not a port: {v}"))
+    };
+    if v.is_number() {
+        let p = port(v)?;
+        return Ok((p, p));
+    }
+    match single_key(v)? {
+        ("range", Value::Array(ends)) if ends.len() == 2 => Ok((port(&ends[0])?, port(&ends[1])?)),
+        _ => Err(format!("an unknown port expression: {v}")),
+    }
+}
+
+/// The elements of an anonymous set `{"set": [...]}`, or the value itself.
+fn nft_values(v: &Value) -> Vec<&Value> {
+    match v.get("set").and_then(Value::as_array) {
+        Some(items) if v.as_object().is_some_and(|o| o.len() == 1) => items.iter().collect(),
+        _ => vec![v],
+    }
+}
+
+/// A named set of addresses: its family and merged-or-not element spans.
+fn nft_set(body: &Value) -> Result<(String, Family, Vec<Span>), String> {
+    let name = body["name"].as_str().ok_or("a set without a name")?;
+    let family = match body["type"].as_str() {
+        Some("ipv4_addr") => Family::V4,
+        Some("ipv6_addr") => Family::V6,
+        _ => return Err(format!("set {name} has type {}", body["type"])),
+    };
+    let mut spans = Vec::new();
+    for elem in body
+        .get("elem")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        // An element with a comment is wrapped: {"elem": {"val": ..., "comment": ...}}.
+        let value = match elem.get("elem") {
+            Some(inner) => inner
+                .get("val")
+                .ok_or_else(|| format!("an element without val: {elem}"))?,
+            None => elem,
+        };
+        let (f, span) = nft_addr(value)?;
+        if f != family {
+            return Err(format!("set {name} ({}) holds {value}", family.name()));
+        }
+        spans.push(span);
+    }
+    Ok((name.to_owned(), family, spans))
+}
+
+/// One rule of the allowlist chain: `match` expressions on ip/ip6 daddr and tcp/udp dport, then
+/// `accept`. Anything else fails.
+fn nft_rule(
+    rule: &Value,
+    sets: &HashMap<String, (Family, Vec<Span>)>,
+    out: &mut AddrBuilder,
+) -> Result<(), String> {
+    let exprs = rule["expr"].as_array().ok_or("a rule without expr")?;
+    let (last, matches) = exprs.split_last().ok_or("a rule without expressions")?;
+    if last != &serde_json::json!({"accept": null}) {
+        return Err(format!("the rule ends in {last}, not accept"));
+    }
+    let mut dst: Option<(Family, Vec<Span>)> = None;
+    let mut l4: Option<(Proto, Vec<Ports>)> = None;
+    for expr in matches {
+        let m = match single_key(expr)? {
+            ("match", m) if m["op"] == "==" => m,
+            _ => return Err(format!("an unknown expression: {expr}")),
+        };
+        let payload = &m["left"]["payload"];
+        let (protocol, field) = (payload["protocol"].as_str(), payload["field"].as_str());
+        let right = &m["right"];
+        match (protocol, field) {
+            (Some(p @ ("ip" | "ip6")), Some("daddr")) => {
+                let family = if p == "ip" { Family::V4 } else { Family::V6 };
+                let spans = match right.as_str().and_then(|s| s.strip_prefix('@')) {
+                    Some(name) => match sets.get(name) {
+                        Some((f, spans)) if *f == family => spans.clone(),
+                        Some(_) => {
+                            return Err(format!(
+                                "{p} daddr looks up set {name} of the other family"
+                            ))
+                        }
+                        None => return Err(format!("a lookup in a missing set {name}")),
+                    },
+                    None => nft_values(right)
+                        .into_iter()
+                        .map(|v| match nft_addr(v)? {
+                            (f, span) if f == family => Ok(span),
+                            _ => Err(format!("{p} daddr compared with {v}")),
+                        })
+                        .collect::<Result<_, String>>()?,
+                };
+                once(&mut dst, (family, spans), "a daddr match")?;
+            }
+            (Some(p @ ("tcp" | "udp")), Some("dport")) => {
+                let ports = nft_values(right)
+                    .into_iter()
+                    .map(nft_ports)
+                    .collect::<Result<_, _>>()?;
+                once(&mut l4, (Proto::parse(p)?, ports), "a dport match")?;
+            }
+            _ => return Err(format!("an unknown match: {expr}")),
+        }
+    }
+    let (proto, ports) = l4.ok_or("no dport match: the rule matches every protocol")?;
+    let dsts: Vec<(Family, Span)> = match dst {
+        Some((family, spans)) => spans.into_iter().map(|s| (family, s)).collect(),
+        None => Family::BOTH.iter().map(|&f| (f, f.everything())).collect(),
+    };
+    for (family, span) in dsts {
+        for &p in &ports {
+            out.add(family, proto, span, p);
+        }
+    }
+    Ok(())
+}
+
+/// What `nft -j list ruleset` shows the allowlist chain allowing. Only the rules of the chain
+/// count (an unreferenced set is harmless); a base chain, another table or chain, or anything
+/// unknown fails.
+fn parse_nft_json(text: &str) -> Result<AddrRelation, String> {
+    let doc: Value = serde_json::from_str(text).map_err(|e| format!("nft -j is not JSON: {e}"))?;
+    let items = doc["nftables"].as_array().ok_or("no nftables list")?;
+    let mine =
+        |body: &Value, table_key: &str| body["family"] == "inet" && body[table_key] == NFT_TABLE;
+    let mut sets = HashMap::new();
+    let mut rules = Vec::new();
+    let mut chain_found = false;
+    for item in items {
+        match single_key(item)? {
+            ("metainfo", _) => {}
+            ("table", body) if mine(body, "name") => {}
+            ("chain", body) if mine(body, "table") && body["name"] == NFT_CHAIN => {
+                if body.get("hook").is_some() {
+                    return Err(format!("{NFT_CHAIN} is a base chain: {body}"));
+                }
+                chain_found = true;
+            }
+            ("set", body) if mine(body, "table") => {
+                let (name, family, spans) = nft_set(body)?;
+                sets.insert(name, (family, spans));
+            }
+            ("rule", body) if mine(body, "table") && body["chain"] == NFT_CHAIN => rules.push(body),
+            _ => return Err(format!("something the file must not create: {item}")),
+        }
+    }
+    if !chain_found {
+        return Err(format!(
+            "chain inet {NFT_TABLE} {NFT_CHAIN} does not exist after loading"
+        ));
+    }
+    let mut out = AddrBuilder::default();
+    for rule in rules {
+        nft_rule(rule, &sets, &mut out).map_err(|e| format!("{e}\nin rule {rule}"))?;
+    }
+    Ok(out.build())
+}
+
+/// Checks and loads a fixture's script twice: same ruleset each time, exactly the list allowed.
+fn nft_load_twice(fixture: &Path) -> Result<(), String> {
+    let scratch = Scratch::new();
+    scratch.write("script.nft", &render("nftables", fixture, &[]));
+    scratch.in_namespace(
+        r#"nft -c -f "$1" && nft -f "$1" && nft list ruleset > "$2" && nft -f "$1" && nft list ruleset > "$3" && nft -j list ruleset > "$4""#,
+        &["script.nft", "first", "second", "json"],
+    )?;
+    let (first, second) = (scratch.read("first"), scratch.read("second"));
+    if first != second {
+        return Err(format!(
+            "loading twice changed the ruleset:\n--- after one load\n{first}--- after two\n{second}"
+        ));
+    }
+    let expected = Expected::from_fixture(fixture).addrs;
+    check_same_addrs(&parse_nft_json(&scratch.read("json"))?, &expected)
+}
+
+/// Loads `first`'s script, then `second`'s: only `second`'s list may be allowed.
+fn nft_replace(first: &Path, second: &Path) -> Result<(), String> {
+    let scratch = Scratch::new();
+    scratch.write("first.nft", &render("nftables", first, &[]));
+    scratch.write("second.nft", &render("nftables", second, &[]));
+    scratch.in_namespace(
+        r#"nft -f "$1" && nft -f "$2" && nft -j list ruleset > "$3""#,
+        &["first.nft", "second.nft", "json"],
+    )?;
+    let expected = Expected::from_fixture(second).addrs;
+    check_same_addrs(&parse_nft_json(&scratch.read("json"))?, &expected)
+}
+
+#[test]
+fn nftables_checks_loads_idempotently_and_allows_exactly_the_list() {
+    if !nft_tools() {
+        return;
+    }
+    let mut failures = Failures::default();
+    for fixture in fixture_files() {
+        failures.check(
+            &format!("nftables {}", file_name(&fixture)),
+            nft_load_twice(&fixture),
+        );
+    }
+    failures.assert_none();
+}
+
+#[test]
+fn nftables_reload_of_another_list_replaces_the_first() {
+    if !nft_tools() {
+        return;
+    }
+    let mut failures = Failures::default();
+    for (first, second) in fixture_pairs() {
+        let what = format!("nftables {} then {}", file_name(&first), file_name(&second));
+        failures.check(&what, nft_replace(&first, &second));
+    }
+    failures.assert_none();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Squid
+
+/// A parsed snippet: each ACL's type and values (repeated `acl` lines append), and the ACL
+/// names of each `http_access allow` line.
+#[derive(Debug, Default)]
+struct SquidConfig {
+    acls: BTreeMap<String, (String, Vec<String>)>,
+    allows: Vec<Vec<String>>,
+}
+
+fn parse_squid(text: &str) -> Result<SquidConfig, String> {
+    let mut conf = SquidConfig::default();
+    for line in text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+    {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        match words.as_slice() {
+            ["acl", name, kind, values @ ..]
+                if !values.is_empty() && !values.iter().any(|v| v.starts_with('-')) =>
+            {
+                let (known, list) = conf
+                    .acls
+                    .entry((*name).to_owned())
+                    .or_insert_with(|| ((*kind).to_owned(), Vec::new()));
+                if known != kind {
+                    return Err(format!("ACL {name} is both {known} and {kind}"));
+                }
+                list.extend(values.iter().map(|v| (*v).to_owned()));
+            }
+            ["http_access", "allow", names @ ..] if !names.is_empty() => {
+                if let Some(missing) = names.iter().find(|n| !conf.acls.contains_key(**n)) {
+                    return Err(format!(
+                        "http_access uses ACL {missing} before it is defined"
+                    ));
+                }
+                conf.allows
+                    .push(names.iter().map(|n| (*n).to_owned()).collect());
+            }
+            _ => return Err(format!("a line the snippet should not hold: {line}")),
+        }
+    }
+    Ok(conf)
+}
+
+/// A `dstdomain` value: (name, is a wildcard).
+fn squid_domain(value: &str) -> (String, bool) {
+    match value.strip_prefix('.') {
+        Some(apex) => (normalize_name(apex), true),
+        None => (normalize_name(value), false),
+    }
+}
+
+/// No value of an ACL may be covered by another value of it: Squid drops or refuses those.
+fn squid_no_covered_values(conf: &SquidConfig) -> Result<(), String> {
+    let mut problems = Vec::new();
+    for (name, (kind, values)) in &conf.acls {
+        for (i, a) in values.iter().enumerate() {
+            for (j, b) in values.iter().enumerate().filter(|(j, _)| *j != i) {
+                let covered = match kind.as_str() {
+                    "dst" => match (parse_net(a), parse_net(b)) {
+                        (Ok((fa, sa)), Ok((fb, sb))) => {
+                            fa == fb && sb.contains(&sa) && (sa != sb || i > j)
+                        }
+                        _ => false,
+                    },
+                    "dstdomain" => {
+                        let (da, (nb, wb)) = (squid_domain(a), squid_domain(b));
+                        let below =
+                            da.0 == nb || da.0.strip_suffix(&nb).is_some_and(|h| h.ends_with('.'));
+                        // A repeated value counts once; the apex `x.com` is covered by `.x.com`.
+                        (da == (nb.clone(), wb) && i > j) || (da != (nb, wb) && wb && below)
+                    }
+                    _ => false,
+                };
+                if covered {
+                    problems.push(format!("ACL {name}: {a} is covered by {b}"));
+                }
+            }
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(problems.join("\n"))
+    }
+}
+
+/// What the `http_access allow` lines allow: addresses and names, TCP only.
+fn squid_relation(conf: &SquidConfig) -> Result<(AddrRelation, NameRelation), String> {
+    let mut addrs = AddrBuilder::default();
+    let mut names = NameRelation::default();
+    for line in &conf.allows {
+        let (mut ports, mut dst, mut domains) = (None, None, None);
+        for acl in line {
+            let (kind, values) = &conf.acls[acl];
+            match kind.as_str() {
+                "port" => {
+                    let list = values
+                        .iter()
+                        .map(|v| parse_port_range(v, '-'))
+                        .collect::<Result<Vec<_>, _>>()?;
+                    once(&mut ports, list, "a port ACL")?;
+                }
+                "dst" => {
+                    let list = values
+                        .iter()
+                        .map(|v| parse_net(v))
+                        .collect::<Result<Vec<_>, _>>()?;
+                    once(&mut dst, list, "a dst ACL")?;
+                }
+                "dstdomain" => {
+                    once(
+                        &mut domains,
+                        values.iter().map(|v| squid_domain(v)).collect::<Vec<_>>(),
+                        "a dstdomain ACL",
+                    )?;
+                }
+                other => return Err(format!("ACL {acl} has an unexpected type {other}")),
+            }
+        }
+        let ports = ports.unwrap_or_else(|| vec![ALL_PORTS]);
+        match (dst, domains) {
+            (Some(dst), None) => {
+                for (family, span) in dst {
+                    for &p in &ports {
+                        addrs.add(family, Proto::Tcp, span, p);
+                    }
+                }
+            }
+            (None, Some(domains)) => {
+                for (name, wildcard) in domains {
+                    for &p in &ports {
+                        if wildcard {
+                            names.add_wildcard(&name, p);
+                        } else {
+                            names.add_exact(&name, p);
+                        }
+                    }
+                }
+            }
+            _ => {
+                return Err(format!(
+                    "http_access allow {} needs one dst or one dstdomain ACL",
+                    line.join(" ")
+                ))
+            }
+        }
+    }
+    Ok((addrs.build(), names))
+}
+
+fn squid_check(fixture: &Path) -> Result<(), String> {
+    let scratch = Scratch::new();
+    let text = render("squid", fixture, &[]);
+    let path = scratch.write("squid.conf", &text);
+    let out = Command::new("squid")
+        .args(["-k", "parse", "-f"])
+        .arg(&path)
+        .output()
+        .map_err(|e| format!("squid can't start: {e}"))?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let complaints: Vec<&str> = stderr
+        .lines()
+        .filter(|l| ["WARNING", "ERROR", "FATAL"].iter().any(|w| l.contains(w)))
+        .collect();
+    let parsed = if out.status.success() && complaints.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "squid -k parse ({}) complained:\n{}\n--- its whole stderr:\n{stderr}",
+            out.status,
+            complaints.join("\n")
+        ))
+    };
+    let expected = Expected::from_fixture(fixture);
+    let read = parse_squid(&text).and_then(|conf| {
+        let (addrs, names) = squid_relation(&conf)?;
+        all([
+            squid_no_covered_values(&conf),
+            check_same_addrs(&addrs, &expected.addrs.only(|_, p| p == Proto::Tcp)),
+            check_same_names(&names, &expected.names(Proto::Tcp)),
+        ])
+    });
+    all([parsed, read])
+}
+
+#[test]
+fn squid_parses_cleanly_and_allows_exactly_the_tcp_list() {
+    if !require_tool("squid") {
+        return;
+    }
+    let mut failures = Failures::default();
+    for fixture in fixture_files() {
+        failures.check(
+            &format!("squid {}", file_name(&fixture)),
+            squid_check(&fixture),
+        );
+    }
+    failures.assert_none();
+}
+
+// ---------------------------------------------------------------------------------------------
+// pfSense
+
+/// Why pfSense's GUI would refuse an alias name, written here independently of the generator.
+fn pfsense_name_problem(name: &str) -> Option<&'static str> {
+    const RESERVED: [&str; 15] = [
+        "port",
+        "pass",
+        "tcp",
+        "udp",
+        "http",
+        "https",
+        "ssh",
+        "bogons",
+        "bogonsv6",
+        "sshguard",
+        "snort2c",
+        "virusprot",
+        "vpn_networks",
+        "negate_networks",
+        "tonatsubnets",
+    ];
+    let lower = name.to_ascii_lowercase();
+    if name.is_empty() || name.len() >= 32 {
+        Some("is empty or 32 characters or more")
+    } else if !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+        Some("holds a character other than letters, digits and '_'")
+    } else if name.bytes().all(|b| b.is_ascii_digit() || b == b'_') {
+        Some("is all digits and underscores")
+    } else if RESERVED.contains(&lower.as_str()) || lower.starts_with("pkg_") {
+        Some("is reserved")
+    } else {
+        None
+    }
+}
+
+fn element<'a, 'i>(
+    node: roxmltree::Node<'a, 'i>,
+    tag: &str,
+) -> Result<roxmltree::Node<'a, 'i>, String> {
+    let mut found = node.children().filter(|c| c.has_tag_name(tag));
+    match (found.next(), found.next()) {
+        (Some(one), None) => Ok(one),
+        _ => Err(format!(
+            "<{}> needs exactly one <{tag}>",
+            node.tag_name().name()
+        )),
+    }
+}
+
+fn text_of(node: roxmltree::Node, tag: &str) -> Result<String, String> {
+    Ok(element(node, tag)?.text().unwrap_or("").to_owned())
+}
+
+/// Fails unless every child element of `node` is one of `allowed`.
+fn only_children(node: roxmltree::Node, allowed: &[&str]) -> Result<(), String> {
+    match node
+        .children()
+        .filter(|c| c.is_element())
+        .find(|c| !allowed.contains(&c.tag_name().name()))
+    {
+        Some(c) => Err(format!(
+            "<{}> holds an unexpected <{}>",
+            node.tag_name().name(),
+            c.tag_name().name()
+        )),
+        None => Ok(()),
+    }
+}
+
+struct Alias {
+    kind: String,
+    entries: Vec<String>,
+}
+
+/// A port field: a port alias, `443` or `8000-8100`.
+fn pfsense_ports(value: &str, aliases: &BTreeMap<String, Alias>) -> Result<Vec<Ports>, String> {
+    match aliases.get(value) {
+        Some(alias) if alias.kind == "port" => alias
+            .entries
+            .iter()
+            .map(|e| parse_port_range(e, ':'))
+            .collect(),
+        Some(_) => Err(format!("port {value} is an alias but not a port alias")),
+        None => Ok(vec![parse_port_range(value, '-')?]),
+    }
+}
+
+fn pfsense_aliases(
+    root: roxmltree::Node,
+    problems: &mut Vec<String>,
+) -> Result<BTreeMap<String, Alias>, String> {
+    let mut aliases = BTreeMap::new();
+    for node in element(root, "aliases")?
+        .children()
+        .filter(|c| c.is_element())
+    {
+        if !node.has_tag_name("alias") {
+            return Err(format!("<aliases> holds <{}>", node.tag_name().name()));
+        }
+        only_children(node, &["name", "type", "address", "descr", "detail"])?;
+        let name = text_of(node, "name")?;
+        let kind = text_of(node, "type")?;
+        let entries: Vec<String> = text_of(node, "address")?
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect();
+        let notes = text_of(node, "detail")?.split("||").count();
+        if let Some(why) = pfsense_name_problem(&name) {
+            problems.push(format!("alias name {name} {why}"));
+        }
+        if entries.is_empty() || notes != entries.len() {
+            problems.push(format!(
+                "alias {name}: {} entries but {notes} notes in detail",
+                entries.len()
+            ));
+        }
+        for entry in &entries {
+            let bad = match kind.as_str() {
+                "network" => parse_net(entry).err(),
+                "port" => parse_port_range(entry, ':').err(),
+                "host" => {
+                    let fqdn = parse_addr(entry).is_err()
+                        && entry.contains('.')
+                        && !entry.starts_with('.')
+                        && entry.split('.').all(|l| {
+                            !l.is_empty()
+                                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                        });
+                    (!fqdn).then(|| {
+                        format!("{entry:?} is not a fully qualified name (no wildcards in pfSense)")
+                    })
+                }
+                other => Some(format!("unexpected alias type {other}")),
+            };
+            if let Some(bad) = bad {
+                problems.push(format!("alias {name}: {bad}"));
+            }
+        }
+        if aliases
+            .insert(name.clone(), Alias { kind, entries })
+            .is_some()
+        {
+            problems.push(format!("alias name {name} is used twice"));
+        }
+    }
+    Ok(aliases)
+}
+
+/// What a pfSense file allows, and every problem found on the way.
+#[derive(Default)]
+struct PfSense {
+    addrs: AddrBuilder,
+    names: BTreeMap<Proto, NameRelation>,
+    trackers: BTreeSet<u64>,
+    problems: Vec<String>,
+}
+
+/// One pass rule: it may only reference what exists, and adds what it allows to `pf`.
+fn pfsense_rule(
+    rule: roxmltree::Node,
+    aliases: &BTreeMap<String, Alias>,
+    pf: &mut PfSense,
+) -> Result<(), String> {
+    if !rule.has_tag_name("rule") {
+        return Err(format!("<filter> holds <{}>", rule.tag_name().name()));
+    }
+    only_children(
+        rule,
+        &[
+            "tracker",
+            "type",
+            "interface",
+            "ipprotocol",
+            "protocol",
+            "source",
+            "destination",
+            "descr",
+        ],
+    )?;
+    let tracker = text_of(rule, "tracker")?;
+    match tracker.parse::<u64>() {
+        Ok(t) if pf.trackers.insert(t) => {}
+        Ok(_) => return Err("its tracker is used twice".into()),
+        Err(_) => return Err("its tracker is not an integer".into()),
+    }
+    let (kind, interface) = (text_of(rule, "type")?, text_of(rule, "interface")?);
+    if kind != "pass" || interface != PF_INTERFACE {
+        return Err(format!(
+            "type {kind} on {interface}, not pass on {PF_INTERFACE}"
+        ));
+    }
+    let source = element(rule, "source")?;
+    if source
+        .children()
+        .filter(|c| c.is_element())
+        .map(|c| c.tag_name().name())
+        .ne(["any"])
+    {
+        return Err("the source is not <any>".into());
+    }
+    let protos: Vec<Proto> = match text_of(rule, "protocol")?.as_str() {
+        "tcp/udp" => Proto::BOTH.to_vec(),
+        p => vec![Proto::parse(p)?],
+    };
+    let ipprotocol = text_of(rule, "ipprotocol")?;
+    let families: &[Family] = match ipprotocol.as_str() {
+        "inet" => &[Family::V4],
+        "inet6" => &[Family::V6],
+        "inet46" => &Family::BOTH,
+        other => return Err(format!("ipprotocol {other}")),
+    };
+    let destination = element(rule, "destination")?;
+    only_children(destination, &["address", "port"])?;
+    let address = text_of(destination, "address")?;
+    let ports = pfsense_ports(&text_of(destination, "port")?, aliases)?;
+    let alias = aliases
+        .get(&address)
+        .ok_or_else(|| format!("the destination {address} is not an alias"))?;
+    match alias.kind.as_str() {
+        "network" => {
+            // Entries that don't parse were reported with the alias.
+            for (family, span) in alias.entries.iter().filter_map(|e| parse_net(e).ok()) {
+                if !families.contains(&family) {
+                    return Err(format!(
+                        "{address} holds {} addresses, which {ipprotocol} can't match",
+                        family.name()
+                    ));
+                }
+                for &proto in &protos {
+                    for &p in &ports {
+                        pf.addrs.add(family, proto, span, p);
+                    }
+                }
+            }
+        }
+        "host" => {
+            if ipprotocol != "inet46" {
+                return Err(format!(
+                    "the names of {address} under {ipprotocol} miss a family"
+                ));
+            }
+            for &proto in &protos {
+                let rel = pf.names.entry(proto).or_default();
+                for entry in &alias.entries {
+                    for &p in &ports {
+                        rel.add_exact(entry, p);
+                    }
+                }
+            }
+        }
+        other => return Err(format!("the destination {address} is a {other} alias")),
+    }
+    Ok(())
+}
+
+/// Aliases valid for pfSense's GUI, rules that only reference what exists, and what the rules
+/// allow (addresses; exact host names per protocol) compared with the list.
+fn pfsense_check(fixture: &Path) -> Result<(), String> {
+    let text = render("pfsense", fixture, &[]);
+    let doc = roxmltree::Document::parse(&text).map_err(|e| format!("not XML: {e}"))?;
+    let root = doc.root_element();
+    if !root.has_tag_name("pfsense") {
+        return Err(format!("the root is <{}>", root.tag_name().name()));
+    }
+    only_children(root, &["aliases", "filter"])?;
+    let mut pf = PfSense::default();
+    let aliases = pfsense_aliases(root, &mut pf.problems)?;
+    for (i, rule) in element(root, "filter")?
+        .children()
+        .filter(|c| c.is_element())
+        .enumerate()
+    {
+        if let Err(e) = pfsense_rule(rule, &aliases, &mut pf) {
+            pf.problems
+                .push(format!("rule #{} of <filter>: {e}", i + 1));
+        }
+    }
+    let expected = Expected::from_fixture(fixture);
+    let problems = if pf.problems.is_empty() {
+        Ok(())
+    } else {
+        Err(pf.problems.join("\n"))
+    };
+    let names = Proto::BOTH.map(|proto| {
+        let actual = pf.names.get(&proto).cloned().unwrap_or_default();
+        check_same_names(&actual, &expected.names(proto).exact_only())
+            .map_err(|e| format!("{}: {e}", proto.name()))
+    });
+    all([
+        problems,
+        check_same_addrs(&pf.addrs.build(), &expected.addrs),
+    ]
+    .into_iter()
+    .chain(names))
+}
+
+#[test]
+fn pfsense_aliases_and_rules_allow_exactly_the_list() {
+    let mut failures = Failures::default();
+    for fixture in fixture_files() {
+        failures.check(
+            &format!("pfsense {}", file_name(&fixture)),
+            pfsense_check(&fixture),
+        );
+    }
+    failures.assert_none();
+}
