@@ -2,23 +2,29 @@
 //! to exit codes (see `Error::exit_code`, documented in README.md).
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::config::Config;
+use crate::diff::{summarize, Format};
 use crate::error::{Error, Result};
-use crate::normalize::Options;
-use crate::output::{read_input, write_file, write_files};
-use crate::render::{Names, Settings};
+use crate::list::List;
+use crate::output::{read_input, stale_files, write_file, write_files};
+use crate::render::Templates;
 use crate::target::Target;
 use crate::wecom;
+
+/// The file `build` writes beside the targets' files: the normalized list they were built from.
+pub const SOURCE_FILE: &str = "source.json";
 
 #[derive(Debug, Parser)]
 #[command(name = "wecom-allowlist", version, about, long_about = None)]
 #[command(
-    after_help = "Exit codes: 0 success; 2 invalid input or usage; 3 the response carries a \
-WeCom error; 4 a safety guard refused; 70 an internal template error (a bug)."
+    after_help = "Exit codes: 0 success (no change for --check and diff); 1 changes found \
+(--check, diff); 2 invalid input, config or usage; 3 the response carries a WeCom error; 4 a \
+safety guard refused; 70 an internal template error (a bug)."
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -37,22 +43,44 @@ pub enum Command {
         /// Write to FILE atomically instead of standard output; on any error FILE is left as it was.
         #[arg(short, long, value_name = "FILE")]
         output: Option<PathBuf>,
+        /// Print the JSON context the target's template receives instead of rendering it.
+        #[arg(long)]
+        dump_context: bool,
         #[command(flatten)]
         policy: PolicyArgs,
     },
-    /// Render every target (or those named) into a folder; on any error no file there changes.
+    /// Render every target (or those named) and source.json into a folder; on any error no file
+    /// there changes.
     Build {
         #[command(flatten)]
         source: SourceArgs,
-        /// The folder to write iptables.rules, ip6tables.rules, nftables.nft, pfsense.xml and
-        /// squid.conf into (created if missing).
+        /// The folder to write iptables.rules, ip6tables.rules, nftables.nft, pfsense.xml,
+        /// squid.conf and source.json into (created if missing).
         #[arg(long, value_name = "DIR")]
         out_dir: PathBuf,
         /// Only these targets (repeat the option for several). Default: all.
         #[arg(long = "target", value_enum, value_name = "TARGET")]
         targets: Vec<Target>,
+        /// Write nothing: exit 0 when DIR is up to date, 1 with a unified diff of each file that
+        /// would change and a summary of the list's changes when it is not.
+        #[arg(long)]
+        check: bool,
+        /// Refuse (exit 4) when the new list has lost more than PCT percent of the destinations
+        /// in DIR's previous source.json; 100 turns the guard off.
+        #[arg(long, value_name = "PCT", default_value_t = 50, value_parser = clap::value_parser!(u8).range(0..=100))]
+        max_shrink: u8,
         #[command(flatten)]
         policy: PolicyArgs,
+    },
+    /// Show which domains and IPs were added, removed or changed between two lists (responses
+    /// or source.json files). Exit 0 when nothing changed, 1 when something did.
+    Diff {
+        /// The older list.
+        old: PathBuf,
+        /// The newer list.
+        new: PathBuf,
+        #[arg(long, value_enum, default_value = "text")]
+        format: Format,
     },
     /// List the targets, each with its file name and what it holds.
     Targets,
@@ -60,8 +88,8 @@ pub enum Command {
 
 #[derive(Debug, Args)]
 pub struct SourceArgs {
-    /// A saved get_server_domain_ip response (JSON, exactly as the API returns it); `-` reads
-    /// standard input.
+    /// A saved get_server_domain_ip response (JSON, exactly as the API returns it, or a
+    /// source.json); `-` reads standard input.
     #[arg(short, long, value_name = "FILE|-")]
     pub input: PathBuf,
     /// Drop invalid entries with a warning each on standard error, instead of failing.
@@ -69,8 +97,17 @@ pub struct SourceArgs {
     pub skip_invalid: bool,
 }
 
+/// What to allow and where the rules go. Flags override the config file.
 #[derive(Debug, Args)]
 pub struct PolicyArgs {
+    /// A TOML config file: names per target, filters, extra and excluded destinations
+    /// (see README.md).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// A folder of templates that replace the built-in ones of the same file name
+    /// (iptables.rules, nftables.nft, pfsense.xml, squid.conf).
+    #[arg(long, value_name = "DIR")]
+    pub templates: Option<PathBuf>,
     /// Keep only the entries WeCom marks as necessary (is_necessary = 1).
     #[arg(long)]
     pub necessary_only: bool,
@@ -83,43 +120,51 @@ pub struct PolicyArgs {
     /// Allow prefixes shorter than /8 (IPv4) or /16 (IPv6), 0.0.0.0/0 and ::/0 included.
     #[arg(long)]
     pub allow_broad: bool,
-    /// iptables/ip6tables: the chain that holds the rules (never a built-in chain).
-    #[arg(long, value_name = "NAME", default_value = "WECOM_ALLOW")]
-    pub chain: String,
-    /// nftables: the inet table that holds the chain and the sets; your own chain that jumps
-    /// to the allowlist must be in the same table.
-    #[arg(long, value_name = "NAME", default_value = "filter")]
-    pub nft_table: String,
-    /// nftables: the regular chain that holds the rules.
-    #[arg(long, value_name = "NAME", default_value = "wecom_allow")]
-    pub nft_chain: String,
-    /// pfSense: the interface the pass rules go on (internal name: lan, opt1 ...).
-    #[arg(long, value_name = "NAME", default_value = "lan")]
-    pub interface: String,
+    /// iptables/ip6tables: the chain that holds the rules (default WECOM_ALLOW; never a
+    /// built-in chain).
+    #[arg(long, value_name = "NAME")]
+    pub chain: Option<String>,
+    /// nftables: the table that holds the chain and the sets (default filter); your own chain
+    /// that jumps to the allowlist must be in the same table.
+    #[arg(long, value_name = "NAME")]
+    pub nft_table: Option<String>,
+    /// nftables: the regular chain that holds the rules (default wecom_allow).
+    #[arg(long, value_name = "NAME")]
+    pub nft_chain: Option<String>,
+    /// pfSense: the interface the pass rules go on (internal name: lan, opt1 ...; default lan).
+    #[arg(long, value_name = "NAME")]
+    pub interface: Option<String>,
 }
 
 impl PolicyArgs {
-    fn options(&self) -> Options {
-        Options {
-            necessary_only: self.necessary_only,
-            exact_domains: self.exact_domains,
-            allow_empty: self.allow_empty,
-            allow_broad: self.allow_broad,
+    /// The config file, if any, with the flags laid over it.
+    fn config(&self) -> Result<Config> {
+        let mut config = match &self.config {
+            Some(path) => Config::load(path)?,
+            None => Config::default(),
+        };
+        let o = &mut config.options;
+        o.necessary_only |= self.necessary_only;
+        o.exact_domains |= self.exact_domains;
+        o.allow_empty |= self.allow_empty;
+        o.allow_broad |= self.allow_broad;
+        let n = &mut config.names;
+        for (slot, flag) in [
+            (&mut n.iptables_chain, &self.chain),
+            (&mut n.nft_table, &self.nft_table),
+            (&mut n.nft_chain, &self.nft_chain),
+            (&mut n.pfsense_interface, &self.interface),
+        ] {
+            if let Some(v) = flag {
+                slot.clone_from(v);
+            }
         }
+        n.validate()?;
+        Ok(config)
     }
 
-    fn settings(&self) -> Settings {
-        Settings {
-            names: Names {
-                iptables_chain: self.chain.clone(),
-                nft_table: self.nft_table.clone(),
-                nft_chain: self.nft_chain.clone(),
-                pfsense_interface: self.interface.clone(),
-                ..Names::default()
-            },
-            necessary_only: self.necessary_only,
-            exact_domains: self.exact_domains,
-        }
+    fn templates(&self) -> Result<Templates> {
+        Templates::new(self.templates.as_deref())
     }
 }
 
@@ -129,6 +174,15 @@ fn load(source: &SourceArgs) -> Result<wecom::Response> {
         eprintln!("wecom-allowlist: warning: skipped {skipped}");
     }
     Ok(response)
+}
+
+/// Reads a list for `diff` or the shrink guard: a response or a source.json.
+fn load_list(path: &Path) -> Result<List> {
+    let response = wecom::parse(&read_input(path)?, false).map_err(|e| match e {
+        Error::Input(msg) => Error::Input(format!("{}: {msg}", path.display())),
+        other => other,
+    })?;
+    Ok(List::from_entries(&response.entries))
 }
 
 /// Standard output that treats a closed pipe (`| head`) as success.
@@ -143,63 +197,132 @@ fn print(text: &str) -> Result<()> {
     }
 }
 
-pub fn run(cli: Cli) -> Result<()> {
+/// How a successful run ended: `Changed` is exit code 1 for `--check` and `diff`.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Done,
+    Changed,
+}
+
+/// Refuses a build that would drop more than `max_pct` percent of the previous list.
+fn shrink_guard(previous: &List, next: &List, max_pct: u8, source: &Path) -> Result<()> {
+    let gone = summarize(previous, next).removed;
+    let lost = gone.len() * 100;
+    if max_pct >= 100 || previous.is_empty() || lost <= usize::from(max_pct) * previous.len() {
+        return Ok(());
+    }
+    let mut names: Vec<String> = gone
+        .iter()
+        .take(20)
+        .map(|(k, _)| k.dest.to_string())
+        .collect();
+    if gone.len() > names.len() {
+        names.push(format!("and {} more", gone.len() - names.len()));
+    }
+    Err(Error::Guard(format!(
+        "the new list drops {} of the {} destinations in {} ({}%), more than --max-shrink {max_pct}%: {} (check the source; --max-shrink 100 to proceed)",
+        gone.len(),
+        previous.len(),
+        source.display(),
+        lost / previous.len(),
+        names.join(", ")
+    )))
+}
+
+pub fn run(cli: Cli) -> Result<Outcome> {
     match cli.command {
         Command::Targets => {
             let text: String = Target::ALL
                 .iter()
                 .map(|t| format!("{:<10} {:<16} {}\n", t.name(), t.file_name(), t.summary()))
                 .collect();
-            print(&text)
+            print(&text)?;
         }
         Command::Render {
             target,
             source,
             output,
+            dump_context,
             policy,
         } => {
-            let response = load(&source)?;
-            let mut files =
-                crate::generate(&response, &[target], &policy.options(), &policy.settings())?;
-            let (_, text) = files
-                .pop()
-                .ok_or_else(|| Error::Option("no target".into()))?;
+            let config = policy.config()?;
+            let templates = policy.templates()?;
+            let prepared = crate::prepare(load(&source)?, &config)?;
+            let text = if dump_context {
+                prepared.context_json(target)?
+            } else {
+                prepared.render(target, &templates)?
+            };
             match output {
-                Some(path) => write_file(&path, text.as_bytes()),
-                None => print(&text),
+                Some(path) => write_file(&path, text.as_bytes())?,
+                None => print(&text)?,
             }
         }
         Command::Build {
             source,
             out_dir,
             mut targets,
+            check,
+            max_shrink,
             policy,
         } => {
-            let response = load(&source)?;
+            let config = policy.config()?;
+            let templates = policy.templates()?;
+            let prepared = crate::prepare(load(&source)?, &config)?;
             if targets.is_empty() {
                 targets = Target::ALL.to_vec();
             }
             targets.sort_unstable();
             targets.dedup();
-            let files =
-                crate::generate(&response, &targets, &policy.options(), &policy.settings())?;
+            let mut files = Vec::with_capacity(targets.len() + 1);
+            for t in targets {
+                files.push((
+                    out_dir.join(t.file_name()),
+                    prepared.render(t, &templates)?.into_bytes(),
+                ));
+            }
+            let source_path = out_dir.join(SOURCE_FILE);
+            let previous = if source_path.exists() {
+                load_list(&source_path)?
+            } else {
+                List::default()
+            };
+            shrink_guard(&previous, &prepared.list, max_shrink, &source_path)?;
+            files.push((source_path, prepared.source_json.clone().into_bytes()));
+            if check {
+                let stale = stale_files(&files)?;
+                if stale.is_empty() {
+                    return Ok(Outcome::Done);
+                }
+                let mut report: String = stale.iter().map(|s| s.diff.as_str()).collect();
+                report.push('\n');
+                report.push_str(&summarize(&previous, &prepared.list).text());
+                print(&report)?;
+                return Ok(Outcome::Changed);
+            }
             std::fs::create_dir_all(&out_dir).map_err(|source| Error::Write {
                 path: out_dir.clone(),
                 source,
             })?;
-            let files: Vec<(PathBuf, Vec<u8>)> = files
-                .into_iter()
-                .map(|(t, text)| (out_dir.join(t.file_name()), text.into_bytes()))
-                .collect();
-            write_files(&files)
+            write_files(&files)?;
+        }
+        Command::Diff { old, new, format } => {
+            let (old, new) = (load_list(&old)?, load_list(&new)?);
+            let summary = summarize(&old, &new);
+            print(&summary.render(format))?;
+            if !summary.is_empty() {
+                return Ok(Outcome::Changed);
+            }
         }
     }
+    Ok(Outcome::Done)
 }
 
 /// The binary's whole `main`.
 pub fn main() -> ExitCode {
     match run(Cli::parse()) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(Outcome::Done) => ExitCode::SUCCESS,
+        Ok(Outcome::Changed) => ExitCode::from(1),
         Err(e) => {
             eprintln!("wecom-allowlist: error: {e}");
             ExitCode::from(e.exit_code())

@@ -21,6 +21,10 @@ pub enum Error {
     #[error("invalid option: {0}")]
     Option(String),
 
+    /// The config file is not TOML, has an unknown key or a bad value.
+    #[error("invalid config: {0}")]
+    Config(String),
+
     #[error("cannot read {}: {source}", path.display())]
     Read {
         path: PathBuf,
@@ -33,7 +37,14 @@ pub enum Error {
         source: std::io::Error,
     },
 
-    /// A template failed to render: a bug in a template, never the user's fault.
+    /// A template from `--templates` failed to compile or render.
+    #[error("custom template {template}: {source:#}")]
+    CustomTemplate {
+        template: String,
+        source: minijinja::Error,
+    },
+
+    /// A built-in template failed to render: a bug, never the user's fault.
     #[error("template {template}: {source:#}")]
     Render {
         template: String,
@@ -45,7 +56,12 @@ impl Error {
     /// The exit code documented in README.md.
     pub fn exit_code(&self) -> u8 {
         match self {
-            Error::Input(_) | Error::Option(_) | Error::Read { .. } | Error::Write { .. } => 2,
+            Error::Input(_)
+            | Error::Option(_)
+            | Error::Config(_)
+            | Error::CustomTemplate { .. }
+            | Error::Read { .. }
+            | Error::Write { .. } => 2,
             Error::Api { .. } => 3,
             Error::Guard(_) => 4,
             Error::Render { .. } => 70,

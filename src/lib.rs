@@ -1,10 +1,15 @@
 //! wecom-allowlist: WeCom's published server list, validated and turned into firewall allowlists.
 //!
 //! The pipeline, one module a stage: `wecom` (parse and validate a response) -> `normalize`
-//! (filter, group, aggregate) -> `render` (templates per `target`) -> `output` (atomic files).
+//! (filter, group, aggregate) -> `render` (templates per `target`) -> `output` (atomic files,
+//! `--check`). `config` holds the user's choices, `list` and `diff` the normalized list that
+//! ties a build folder to its source and shows what changed.
 
 pub mod cli;
+pub mod config;
+pub mod diff;
 pub mod error;
+pub mod list;
 pub mod model;
 pub mod normalize;
 pub mod output;
@@ -16,22 +21,76 @@ pub mod wecom;
 pub use error::{Error, Result};
 pub use target::Target;
 
-/// Renders each target from one validated response; nothing is written here, so a caller can
-/// refuse to write anything when any target fails.
-pub fn generate(
-    response: &wecom::Response,
-    targets: &[Target],
-    opts: &normalize::Options,
-    settings: &render::Settings,
-) -> Result<Vec<(Target, String)>> {
-    settings.names.validate()?;
-    let entries = normalize::select(response.entries.clone(), opts)?;
-    let env = render::environment();
-    targets
-        .iter()
-        .map(|&t| {
-            let policy = normalize::normalize(&entries, opts, t.wildcards())?;
-            Ok((t, render::render(&env, t, &policy, settings)?))
-        })
-        .collect()
+use config::Config;
+use list::List;
+use model::{Entry, Family};
+use normalize::Policy;
+use render::{Settings, Templates};
+
+/// A validated, filtered list, ready to render into any target. Nothing is written here, so a
+/// caller can refuse to write anything when any target fails.
+pub struct Prepared {
+    entries: Vec<Entry>,
+    config: Config,
+    pub list: List,
+    /// `source.json`, whose digest every file's header carries.
+    pub source_json: String,
+    settings: Settings,
+}
+
+/// Merges the config's extra entries into the response's, applies filters, exclusions and the
+/// whole-list guards.
+pub fn prepare(response: wecom::Response, config: &Config) -> Result<Prepared> {
+    let mut entries = response.entries;
+    entries.extend(config.extra.entries.iter().cloned());
+    let entries = normalize::select(entries, &config.options)?;
+    let list = List::from_entries(&entries);
+    let source_json = list.to_json();
+    let settings = Settings {
+        names: config.names.clone(),
+        necessary_only: config.options.necessary_only,
+        exact_domains: config.options.exact_domains,
+        digest: list::digest(&source_json),
+    };
+    Ok(Prepared {
+        entries,
+        config: config.clone(),
+        list,
+        source_json,
+        settings,
+    })
+}
+
+impl Prepared {
+    /// The policy for one target; refuses an nftables table family that can't hold the list.
+    pub fn policy(&self, target: Target) -> Result<Policy> {
+        let policy = normalize::normalize(&self.entries, &self.config.options, target.wildcards())?;
+        if target == Target::Nftables {
+            let family = self.settings.names.nft_family.as_str();
+            let clash = policy.groups.iter().find(|g| {
+                (family == "ip" && g.family == Family::Ipv6)
+                    || (family == "ip6" && g.family == Family::Ipv4)
+            });
+            if let Some(g) = clash {
+                return Err(Error::Option(format!(
+                    "the nftables table family {family} can't hold the list's {} destinations: use family inet, or filter the families",
+                    if g.family == Family::Ipv6 { "IPv6" } else { "IPv4" }
+                )));
+            }
+        }
+        Ok(policy)
+    }
+
+    pub fn render(&self, target: Target, templates: &Templates) -> Result<String> {
+        templates.render(target, &self.policy(target)?, &self.settings)
+    }
+
+    /// What `target`'s template receives, as JSON, for writing custom templates.
+    pub fn context_json(&self, target: Target) -> Result<String> {
+        Ok(render::context_json(
+            target,
+            &self.policy(target)?,
+            &self.settings,
+        ))
+    }
 }

@@ -6,7 +6,9 @@ use std::fmt;
 use ipnet::IpNet;
 use serde::Serialize;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Protocol {
     Tcp,
@@ -23,7 +25,9 @@ impl Protocol {
 }
 
 /// What a destination is matched by. `Dns` groups hold names, which only Squid and pfSense enforce.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Family {
     Ipv4,
@@ -270,6 +274,8 @@ impl ListKind {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
     pub list: ListKind,
+    /// From the config file's `extra` lists rather than from the response.
+    pub extra: bool,
     pub index: usize,
     pub dest: Dest,
     pub universal: Option<Hostname>,
@@ -277,6 +283,21 @@ pub struct Entry {
     pub ports: PortSet,
     pub necessary: bool,
     pub description: String,
+}
+
+/// Where an entry stands, as messages name it: `ip_list[3]` or `extra.domain_list[0]`.
+pub fn location(list: ListKind, extra: bool, index: usize) -> String {
+    format!(
+        "{}{}[{index}]",
+        if extra { "extra." } else { "" },
+        list.as_str()
+    )
+}
+
+impl Entry {
+    pub fn location(&self) -> String {
+        location(self.list, self.extra, self.index)
+    }
 }
 
 /// What an entry contributes to a destination's notes (comments, pfSense details).

@@ -12,12 +12,26 @@ use crate::error::{Error, Result};
 use crate::model::{Dest, Entry, Family, Hostname, Note, PortSet, Protocol};
 
 /// The user's choices that change what is allowed, not how it is spelled.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct Options {
     pub necessary_only: bool,
     pub exact_domains: bool,
     pub allow_empty: bool,
     pub allow_broad: bool,
+    /// The protocols to keep; empty keeps all.
+    pub protocols: Vec<Protocol>,
+    /// The families to keep (`Dns` for names); empty keeps all.
+    pub families: Vec<Family>,
+    pub exclude: Exclude,
+}
+
+/// Destinations taken out of the list whatever it says.
+#[derive(Debug, Clone, Default)]
+pub struct Exclude {
+    /// `Dest::Exact` takes out one name, `Dest::Wildcard` a name and all below it.
+    pub names: Vec<Dest>,
+    /// Addresses: an entry inside one is dropped, an entry around one is split around it.
+    pub nets: Vec<IpNet>,
 }
 
 /// One rule's worth of destinations: all share the family, the protocol and the port set.
@@ -48,17 +62,29 @@ pub struct Policy {
 const MIN_PREFIX_V4: u8 = 8;
 const MIN_PREFIX_V6: u8 = 16;
 
-/// Applies the filters and the guards that concern the list as a whole, once for every target.
+/// Applies the filters, the exclusions and the guards that concern the list as a whole, once
+/// for every target.
 pub fn select(entries: Vec<Entry>, opts: &Options) -> Result<Vec<Entry>> {
-    let selected: Vec<Entry> = entries
-        .into_iter()
-        .filter(|e| e.necessary || !opts.necessary_only)
-        .collect();
+    let mut selected = Vec::with_capacity(entries.len());
+    for mut e in entries {
+        if opts.necessary_only && !e.necessary {
+            continue;
+        }
+        if !opts.protocols.is_empty() {
+            e.protocols.retain(|p| opts.protocols.contains(p));
+            if e.protocols.is_empty() {
+                continue;
+            }
+        }
+        if !opts.families.is_empty() && !opts.families.contains(&e.dest.family()) {
+            continue;
+        }
+        selected.extend(exclude(e, opts)?);
+    }
     if selected.is_empty() && !opts.allow_empty {
-        return Err(Error::Guard(format!(
-            "the allowlist is empty{}; applying it would block WeCom entirely (--allow-empty to proceed)",
-            if opts.necessary_only { " after --necessary-only" } else { "" }
-        )));
+        return Err(Error::Guard(
+            "the allowlist is empty after filtering; applying it would block WeCom entirely (--allow-empty to proceed)".into(),
+        ));
     }
     if !opts.allow_broad {
         if let Some(e) = selected
@@ -66,14 +92,111 @@ pub fn select(entries: Vec<Entry>, opts: &Options) -> Result<Vec<Entry>> {
             .find(|e| matches!(&e.dest, Dest::Net(n) if is_broad(n)))
         {
             return Err(Error::Guard(format!(
-                "{}[{}].ip: {} is broader than /{MIN_PREFIX_V4} (IPv4) or /{MIN_PREFIX_V6} (IPv6) (--allow-broad to proceed)",
-                e.list.as_str(),
-                e.index,
+                "{}.ip: {} is broader than /{MIN_PREFIX_V4} (IPv4) or /{MIN_PREFIX_V6} (IPv6) (--allow-broad to proceed)",
+                e.location(),
                 e.dest
             )));
         }
     }
     Ok(selected)
+}
+
+/// What is left of an entry once the exclusions are taken out: nothing, the entry, or for an
+/// address range around an excluded one, the pieces around it. A name can't be cut out of a
+/// wildcard in any target, so that is an error rather than a silent no-op.
+fn exclude(mut e: Entry, opts: &Options) -> Result<Vec<Entry>> {
+    let ex = &opts.exclude;
+    let carve_error = |inside: &Dest, wildcard: &Hostname| {
+        Error::Option(format!(
+            "exclude {inside} lies inside the wildcard .{wildcard} of {}: no target can cut a name out of a wildcard; exclude *.{wildcard} instead{}",
+            e.location(),
+            if e.dest.family() == Family::Dns { " (or use exact domains)" } else { "" }
+        ))
+    };
+    match &e.dest {
+        Dest::Net(n) => {
+            let mut left = vec![*n];
+            for x in &ex.nets {
+                left = left
+                    .into_iter()
+                    .flat_map(|r| {
+                        if x.contains(&r) {
+                            Vec::new()
+                        } else if r.contains(x) {
+                            subtract(r, *x)
+                        } else {
+                            vec![r]
+                        }
+                    })
+                    .collect();
+            }
+            Ok(left
+                .into_iter()
+                .map(|n| Entry {
+                    dest: Dest::Net(n),
+                    ..e.clone()
+                })
+                .collect())
+        }
+        Dest::Exact(h) => {
+            let gone = ex.names.iter().any(|x| match x {
+                Dest::Exact(x) => x == h,
+                Dest::Wildcard(w) => h.is_within(w),
+                Dest::Net(_) => false,
+            });
+            if gone {
+                return Ok(Vec::new());
+            }
+            if let (Some(u), false) = (&e.universal, opts.exact_domains) {
+                let u = u.clone();
+                e.universal = exclude_wildcard(&u, &ex.names).map_err(|x| carve_error(&x, &u))?;
+            }
+            Ok(vec![e])
+        }
+        Dest::Wildcard(h) => match exclude_wildcard(h, &ex.names) {
+            Ok(Some(_)) => Ok(vec![e]),
+            Ok(None) => Ok(Vec::new()),
+            Err(x) => Err(carve_error(&x, h)),
+        },
+    }
+}
+
+/// The wildcard `.w` after the exclusions: kept, gone (a wider exclusion covers it), or an
+/// exclusion strictly inside it, which can't be expressed.
+fn exclude_wildcard(w: &Hostname, names: &[Dest]) -> Result<Option<Hostname>, Dest> {
+    for x in names {
+        match x {
+            Dest::Wildcard(x) if w.is_within(x) => return Ok(None),
+            Dest::Wildcard(x) | Dest::Exact(x) if x.is_within(w) => {
+                return Err(Dest::Exact(x.clone()))
+            }
+            _ => {}
+        }
+    }
+    Ok(Some(w.clone()))
+}
+
+/// `outer` without `inner` (which it contains), as the fewest prefixes: halve `outer` and keep
+/// the half that doesn't hold `inner`, down to `inner`'s length.
+pub fn subtract(outer: IpNet, inner: IpNet) -> Vec<IpNet> {
+    let mut out = Vec::new();
+    let mut cur = outer;
+    while cur.prefix_len() < inner.prefix_len() {
+        let Ok(halves) = cur.subnets(cur.prefix_len() + 1) else {
+            break;
+        };
+        let mut next = cur;
+        for half in halves {
+            if half.contains(&inner) {
+                next = half;
+            } else {
+                out.push(half);
+            }
+        }
+        cur = next;
+    }
+    out.sort_unstable();
+    out
 }
 
 fn is_broad(net: &IpNet) -> bool {
@@ -398,6 +521,70 @@ mod tests {
                 .collect::<Vec<_>>(),
             ["weixin.qq.com", "work.weixin.qq.com"]
         );
+    }
+
+    #[test]
+    fn subtraction_leaves_exactly_the_rest() {
+        let outer: IpNet = "10.0.0.0/8".parse().unwrap();
+        let inner: IpNet = "10.1.0.0/16".parse().unwrap();
+        let rest = subtract(outer, inner);
+        assert_eq!(rest.len(), 8);
+        let mut all = rest.clone();
+        all.push(inner);
+        assert_eq!(aggregate(&all), vec![outer]);
+        assert!(rest
+            .iter()
+            .all(|r| !r.contains(&inner) && !inner.contains(r)));
+    }
+
+    #[test]
+    fn filters_and_exclusions() {
+        let doc = br#"{"ip_list":[
+            {"ip":"10.0.0.0/8","protocol":"TCP/UDP","port":[443],"is_necessary":1},
+            {"ip":"2001:db8::/32","protocol":"TCP","port":[443],"is_necessary":1}],
+            "domain_list":[
+            {"domain":"a.work.example.com","universal_domian":"work.example.com","protocol":"TCP","port":[443],"is_necessary":1},
+            {"domain":"b.example.com","protocol":"TCP","port":[443],"is_necessary":1}]}"#;
+        let entries = crate::wecom::parse(doc, false).unwrap().entries;
+        let name = |s: &str| Hostname::parse(s).unwrap();
+        let opts = Options {
+            protocols: vec![Protocol::Tcp],
+            families: vec![Family::Ipv4, Family::Dns],
+            exclude: Exclude {
+                names: vec![
+                    Dest::Exact(name("b.example.com")),
+                    Dest::Wildcard(name("work.example.com")),
+                ],
+                nets: vec!["10.1.0.0/16".parse().unwrap()],
+            },
+            ..Options::default()
+        };
+        let kept = select(entries.clone(), &opts).unwrap();
+        assert!(kept.iter().all(|e| e.protocols == [Protocol::Tcp]));
+        let shown: Vec<String> = kept.iter().map(|e| e.dest.to_string()).collect();
+        assert_eq!(shown.len(), 8, "{shown:?}");
+        assert!(
+            shown.contains(&"10.128.0.0/9".to_string())
+                && !shown.iter().any(|s| s.starts_with("2001"))
+        );
+        // a.work.example.com lies under the excluded wildcard, b.example.com is excluded itself.
+        assert!(kept.iter().all(|e| e.dest.family() != Family::Dns));
+
+        // An exact name under a universal wildcard can't be cut out of it.
+        let opts = Options {
+            exclude: Exclude {
+                names: vec![Dest::Exact(name("x.work.example.com"))],
+                nets: vec![],
+            },
+            ..Options::default()
+        };
+        let e = select(entries.clone(), &opts).unwrap_err();
+        assert!(e.to_string().contains("domain_list[0]"), "{e}");
+        let opts = Options {
+            exact_domains: true,
+            ..opts
+        };
+        assert_eq!(select(entries, &opts).unwrap().len(), 4);
     }
 
     #[test]

@@ -60,6 +60,56 @@ pub fn write_files(files: &[(PathBuf, Vec<u8>)]) -> Result<()> {
     Ok(())
 }
 
+/// A file whose bytes on disk differ from what a build would write.
+pub struct Stale {
+    pub path: PathBuf,
+    /// A unified diff from what is there (nothing, if missing) to what would be written.
+    pub diff: String,
+}
+
+/// Compares each file with what is on disk, for `--check`: writes nothing.
+pub fn stale_files(files: &[(PathBuf, Vec<u8>)]) -> Result<Vec<Stale>> {
+    let mut out = Vec::new();
+    for (path, new) in files {
+        let old = match fs::read(path) {
+            Ok(bytes) => Some(bytes),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(source) => {
+                return Err(Error::Read {
+                    path: path.clone(),
+                    source,
+                })
+            }
+        };
+        if old.as_deref() == Some(new.as_slice()) {
+            continue;
+        }
+        let old_text = old
+            .as_deref()
+            .map(String::from_utf8_lossy)
+            .unwrap_or_default();
+        let new_text = String::from_utf8_lossy(new);
+        let name = path.display().to_string();
+        let diff = similar::TextDiff::from_lines(old_text.as_ref(), new_text.as_ref())
+            .unified_diff()
+            .context_radius(3)
+            .header(
+                &if old.is_some() {
+                    format!("a/{name}")
+                } else {
+                    "/dev/null".into()
+                },
+                &format!("b/{name}"),
+            )
+            .to_string();
+        out.push(Stale {
+            path: path.clone(),
+            diff,
+        });
+    }
+    Ok(out)
+}
+
 /// Reads a file, or standard input for `-`.
 pub fn read_input(path: &Path) -> Result<Vec<u8>> {
     let err = |source| Error::Read {
@@ -95,5 +145,27 @@ mod tests {
         );
         write_file(&a, b"new").unwrap();
         assert_eq!(fs::read_to_string(&a).unwrap(), "new");
+    }
+
+    #[test]
+    fn stale_files_show_a_unified_diff() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = dir.path().join("a.txt");
+        let b = dir.path().join("b.txt");
+        fs::write(&a, "one\ntwo\n").unwrap();
+        let files = vec![
+            (a.clone(), b"one\ntwo\n".to_vec()),
+            (b.clone(), b"new\n".to_vec()),
+        ];
+        let stale = stale_files(&files).unwrap();
+        assert_eq!(stale.len(), 1);
+        assert!(
+            stale[0].diff.starts_with("--- /dev/null\n+++ b/"),
+            "{}",
+            stale[0].diff
+        );
+        let files = vec![(a, b"one\n2\n".to_vec())];
+        let diff = &stale_files(&files).unwrap()[0].diff;
+        assert!(diff.contains("-two\n+2\n"), "{diff}");
     }
 }

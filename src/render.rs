@@ -8,6 +8,8 @@ use minijinja::value::{Value, ViaDeserialize};
 use minijinja::{
     AutoEscape, Environment, Error as TemplateError, ErrorKind, State, UndefinedBehavior,
 };
+use std::path::Path;
+
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
@@ -15,6 +17,7 @@ use crate::error::{Error, Result};
 use crate::model::{Dest, Family, PortRange, PortSet};
 use crate::normalize::{Group, Member, Policy};
 use crate::target::{Syntax, Target};
+use crate::text::quote;
 
 /// Built-in templates by file name.
 pub const TEMPLATES: &[(&str, &str)] = &[
@@ -31,6 +34,8 @@ pub const TEMPLATES: &[(&str, &str)] = &[
 #[derive(Debug, Clone, Serialize)]
 pub struct Names {
     pub iptables_chain: String,
+    /// `inet` (both families), `ip` or `ip6`.
+    pub nft_family: String,
     pub nft_table: String,
     pub nft_chain: String,
     pub nft_set_prefix: String,
@@ -44,6 +49,7 @@ impl Default for Names {
     fn default() -> Self {
         Names {
             iptables_chain: "WECOM_ALLOW".into(),
+            nft_family: "inet".into(),
             nft_table: "filter".into(),
             nft_chain: "wecom_allow".into(),
             nft_set_prefix: "wecom_".into(),
@@ -61,10 +67,7 @@ impl Names {
     /// Refuses a name that its target would reject, misread, or that would touch a built-in chain.
     pub fn validate(&self) -> Result<()> {
         let bad = |what: &str, value: &str, why: &str| {
-            Err(Error::Option(format!(
-                "{what} {}: {why}",
-                crate::text::quote(value)
-            )))
+            Err(Error::Option(format!("{what} {}: {why}", quote(value))))
         };
         let ident = |s: &str, extra: &[u8]| {
             !s.is_empty()
@@ -98,6 +101,20 @@ impl Names {
                 "iptables chain",
                 chain,
                 "is a built-in chain or target; the allowlist needs a chain of its own",
+            );
+        }
+        if !["inet", "ip", "ip6"].contains(&self.nft_family.as_str()) {
+            return bad(
+                "nftables family",
+                &self.nft_family,
+                "use inet (both families), ip or ip6",
+            );
+        }
+        if !["inet", "ip", "ip6"].contains(&self.nft_family.as_str()) {
+            return bad(
+                "nftables family",
+                &self.nft_family,
+                "use inet (both families), ip or ip6",
             );
         }
         for (what, v) in [
@@ -193,6 +210,8 @@ pub struct Settings {
     pub names: Names,
     pub necessary_only: bool,
     pub exact_domains: bool,
+    /// `sha256:...` of source.json, the normalized list the files are built from.
+    pub digest: String,
 }
 
 #[derive(Serialize)]
@@ -203,6 +222,7 @@ struct Context<'a> {
     /// `ipv4` or `ipv6` for the targets that hold one family.
     family: Option<Family>,
     names: &'a Names,
+    digest: &'a str,
     necessary_only: bool,
     exact_domains: bool,
     groups: Vec<GroupContext>,
@@ -319,6 +339,7 @@ fn context<'a>(target: Target, policy: &Policy, settings: &'a Settings) -> Conte
         target: target.name(),
         family: target.family(),
         names: &settings.names,
+        digest: &settings.digest,
         necessary_only: settings.necessary_only,
         exact_domains: settings.exact_domains,
         groups,
@@ -407,60 +428,125 @@ fn pfsense_alias_filter(name: &str) -> Result<Value, TemplateError> {
 }
 
 /// The environment, built once: templates, strict undefined handling, per-target escaping.
-pub fn environment() -> Environment<'static> {
-    let mut env = Environment::new();
-    env.set_undefined_behavior(UndefinedBehavior::Strict);
-    env.set_trim_blocks(true);
-    env.set_lstrip_blocks(true);
-    env.set_keep_trailing_newline(true);
-    env.set_auto_escape_callback(|name| {
-        let syntax = match name.rsplit('.').next() {
-            Some("rules") => Syntax::Iptables,
-            Some("nft") => Syntax::Nftables,
-            Some("xml") => Syntax::Xml,
-            _ => Syntax::Squid,
-        };
-        AutoEscape::Custom(syntax.name())
-    });
-    env.set_formatter(|out, state, value| {
-        if value.is_safe() || value.is_none() {
-            return minijinja::escape_formatter(out, state, value);
-        }
-        let text = value.to_string();
-        out.write_str(&syntax_of(state)?.escape(&text))
-            .map_err(|e| TemplateError::new(ErrorKind::WriteFailure, "write failed").with_source(e))
-    });
-    env.add_filter("comment", comment_filter);
-    env.add_filter("ports", ports_filter);
-    env.add_filter("port_chunks", port_chunks_filter);
-    env.add_filter("chunks", chunks_filter);
-    env.add_filter("xml_comment", xml_comment_filter);
-    env.add_filter("pfsense_alias", pfsense_alias_filter);
-    for (name, source) in TEMPLATES {
-        // The built-in templates are compiled into the binary and covered by tests.
-        if let Err(e) = env.add_template(name, source) {
-            panic!("built-in template {name} does not compile: {e:#}");
-        }
-    }
-    env
+/// The built-in templates can be overridden by file name from `overrides`.
+pub struct Templates {
+    env: Environment<'static>,
+    /// Names of the templates that came from the user, whose errors are the user's to fix.
+    custom: Vec<String>,
 }
 
-/// Renders one target's file.
-pub fn render(
-    env: &Environment,
-    target: Target,
-    policy: &Policy,
-    settings: &Settings,
-) -> Result<String> {
-    let template = target.template();
-    let wrap = |source| Error::Render {
-        template: template.to_owned(),
+impl Templates {
+    pub fn new(overrides: Option<&Path>) -> Result<Templates> {
+        let mut env = Environment::new();
+        env.set_undefined_behavior(UndefinedBehavior::Strict);
+        env.set_trim_blocks(true);
+        env.set_lstrip_blocks(true);
+        env.set_keep_trailing_newline(true);
+        env.set_auto_escape_callback(|name| {
+            let syntax = match name.rsplit('.').next() {
+                Some("rules") => Syntax::Iptables,
+                Some("nft") => Syntax::Nftables,
+                Some("xml") => Syntax::Xml,
+                _ => Syntax::Squid,
+            };
+            AutoEscape::Custom(syntax.name())
+        });
+        env.set_formatter(|out, state, value| {
+            if value.is_safe() || value.is_none() {
+                return minijinja::escape_formatter(out, state, value);
+            }
+            let text = value.to_string();
+            out.write_str(&syntax_of(state)?.escape(&text))
+                .map_err(|e| {
+                    TemplateError::new(ErrorKind::WriteFailure, "write failed").with_source(e)
+                })
+        });
+        env.add_filter("comment", comment_filter);
+        env.add_filter("ports", ports_filter);
+        env.add_filter("port_chunks", port_chunks_filter);
+        env.add_filter("chunks", chunks_filter);
+        env.add_filter("xml_comment", xml_comment_filter);
+        env.add_filter("pfsense_alias", pfsense_alias_filter);
+
+        let custom = match overrides {
+            Some(dir) => read_overrides(dir)?,
+            None => Vec::new(),
+        };
+        for (name, source) in TEMPLATES {
+            let source = custom
+                .iter()
+                .find(|(n, _)| n == name)
+                .map_or_else(|| (*source).to_owned(), |(_, s)| s.clone());
+            let is_custom = custom.iter().any(|(n, _)| n == name);
+            env.add_template_owned(name.to_string(), source)
+                .map_err(|source| template_error(name, is_custom, source))?;
+        }
+        Ok(Templates {
+            env,
+            custom: custom.into_iter().map(|(n, _)| n).collect(),
+        })
+    }
+
+    /// Renders one target's file.
+    pub fn render(&self, target: Target, policy: &Policy, settings: &Settings) -> Result<String> {
+        let template = target.template();
+        self.env
+            .get_template(template)
+            .and_then(|t| t.render(context(target, policy, settings)))
+            .map_err(|source| {
+                template_error(template, self.custom.iter().any(|c| c == template), source)
+            })
+    }
+}
+
+fn template_error(template: &str, custom: bool, source: TemplateError) -> Error {
+    let template = template.to_owned();
+    if custom {
+        Error::CustomTemplate { template, source }
+    } else {
+        Error::Render { template, source }
+    }
+}
+
+/// The context a target's template receives, as pretty JSON (`render --dump-context`).
+pub fn context_json(target: Target, policy: &Policy, settings: &Settings) -> String {
+    let mut text = serde_json::to_string_pretty(&context(target, policy, settings))
+        .unwrap_or_else(|e| format!("{{\"error\": {:?}}}", e.to_string()));
+    text.push('\n');
+    text
+}
+
+/// The user's templates: every file in `dir` must replace a built-in one, so that a misnamed
+/// file is an error instead of a silently ignored override.
+fn read_overrides(dir: &Path) -> Result<Vec<(String, String)>> {
+    let read_err = |source| Error::Read {
+        path: dir.to_owned(),
         source,
     };
-    env.get_template(template)
-        .map_err(wrap)?
-        .render(context(target, policy, settings))
-        .map_err(wrap)
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(read_err)? {
+        let path = entry.map_err(read_err)?.path();
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if !TEMPLATES.iter().any(|(n, _)| *n == name) {
+            let known: Vec<&str> = TEMPLATES.iter().map(|(n, _)| *n).collect();
+            return Err(Error::Option(format!(
+                "{}: {} replaces no built-in template (expected one of {})",
+                dir.display(),
+                quote(&name),
+                known.join(", ")
+            )));
+        }
+        let source = std::fs::read_to_string(&path).map_err(|source| Error::Read {
+            path: path.clone(),
+            source,
+        })?;
+        out.push((name, source));
+    }
+    out.sort();
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -72,24 +72,37 @@ pub fn parse(bytes: &[u8], skip_invalid: bool) -> Result<Response> {
                 )))
             }
         };
-        for (index, item) in items.iter().enumerate() {
-            match parse_entry(list, index, item) {
-                Ok(entry) => out.entries.push(entry),
-                Err(msg) if skip_invalid => out.skipped.push(msg),
-                Err(msg) => return Err(Error::Input(msg)),
-            }
-        }
+        parse_list(list, false, items, skip_invalid, &mut out)?;
     }
     Ok(out)
 }
 
+/// Validates the entries of one list into `out`. `extra` marks entries that come from the
+/// config file rather than the response; their messages say `extra.ip_list[0]`.
+pub fn parse_list(
+    list: ListKind,
+    extra: bool,
+    items: &[Value],
+    skip_invalid: bool,
+    out: &mut Response,
+) -> Result<()> {
+    for (index, item) in items.iter().enumerate() {
+        match parse_entry(list, extra, index, item) {
+            Ok(entry) => out.entries.push(entry),
+            Err(msg) if skip_invalid => out.skipped.push(msg),
+            Err(msg) => return Err(Error::Input(msg)),
+        }
+    }
+    Ok(())
+}
+
 /// An entry's error: `domain_list[2].port: "x" is not ...`.
-fn parse_entry(list: ListKind, index: usize, item: &Value) -> Result<Entry, String> {
-    let at = |field: &str| format!("{}[{index}].{field}", list.as_str());
+fn parse_entry(list: ListKind, extra: bool, index: usize, item: &Value) -> Result<Entry, String> {
+    let location = crate::model::location(list, extra, index);
+    let at = |field: &str| format!("{location}.{field}");
     let Value::Object(obj) = item else {
         return Err(format!(
-            "{}[{index}]: must be an object, found {}",
-            list.as_str(),
+            "{location}: must be an object, found {}",
             kind(item)
         ));
     };
@@ -137,6 +150,7 @@ fn parse_entry(list: ListKind, index: usize, item: &Value) -> Result<Entry, Stri
 
     Ok(Entry {
         list,
+        extra,
         index,
         dest,
         universal,

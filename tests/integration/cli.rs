@@ -73,9 +73,10 @@ fn build_writes_every_target_byte_identical_to_render() {
             )
         })
         .collect();
+    // The five targets and source.json, nothing else (no temporary files left behind).
     assert_eq!(
         fs::read_dir(&out_dir).unwrap().count(),
-        5,
+        6,
         "stray files in the output folder"
     );
     // Same input and options, same bytes; and `render` gives what `build` wrote.
@@ -118,7 +119,7 @@ fn build_can_limit_the_targets() {
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     names.sort();
-    assert_eq!(names, ["nftables.nft", "squid.conf"]);
+    assert_eq!(names, ["nftables.nft", "source.json", "squid.conf"]);
 }
 
 #[test]
@@ -247,7 +248,7 @@ fn guards_exit_4_unless_overridden() {
         optional_only,
         &["--necessary-only"],
         4,
-        "empty after --necessary-only",
+        "the allowlist is empty after filtering",
     );
     let out = run(
         &["render", "nftables", "-i", "-", "--allow-empty"],

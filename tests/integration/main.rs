@@ -2,5 +2,8 @@
 //! binary, as users and CI do.
 
 mod cli;
+mod gitops;
+mod oracle;
+mod real_tools;
 mod snapshots;
 mod support;

@@ -1,0 +1,273 @@
+//! The optional TOML config file: names and placement per target, filters, extra and excluded
+//! destinations. Every key is checked: an unknown key is an error that names it, since a typo
+//! must not silently change a firewall.
+
+use std::path::Path;
+
+use ipnet::IpNet;
+use serde::Deserialize;
+
+use crate::error::{Error, Result};
+use crate::model::{Dest, Family, Hostname, ListKind, Protocol};
+use crate::normalize::{Exclude, Options};
+use crate::render::Names;
+use crate::text::quote;
+use crate::wecom::{self, Response};
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    #[serde(default)]
+    iptables: IptablesSection,
+    #[serde(default)]
+    nftables: NftablesSection,
+    #[serde(default)]
+    pfsense: PfsenseSection,
+    #[serde(default)]
+    squid: SquidSection,
+    #[serde(default)]
+    filters: FiltersSection,
+    #[serde(default)]
+    extra: ExtraSection,
+    #[serde(default)]
+    exclude: ExcludeSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct IptablesSection {
+    chain: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NftablesSection {
+    family: Option<String>,
+    table: Option<String>,
+    chain: Option<String>,
+    set_prefix: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PfsenseSection {
+    interface: Option<String>,
+    alias_prefix: Option<String>,
+    tracker_base: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SquidSection {
+    acl_prefix: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FiltersSection {
+    #[serde(default)]
+    necessary_only: bool,
+    #[serde(default)]
+    exact_domains: bool,
+    #[serde(default)]
+    protocols: Vec<Protocol>,
+    #[serde(default)]
+    families: Vec<Family>,
+}
+
+/// Entries in the API's own shape, validated by the same parser as the response.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExtraSection {
+    #[serde(default)]
+    ip_list: Vec<serde_json::Value>,
+    #[serde(default)]
+    domain_list: Vec<serde_json::Value>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExcludeSection {
+    /// `name.example.com` takes out that name; `*.example.com` the name and all below it.
+    #[serde(default)]
+    domains: Vec<String>,
+    #[serde(default)]
+    cidrs: Vec<String>,
+}
+
+/// Everything a config file sets, merged over the defaults.
+#[derive(Debug, Clone, Default)]
+pub struct Config {
+    pub names: Names,
+    pub options: Options,
+    /// Validated `extra` entries, to add to the response's.
+    pub extra: Response,
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Config> {
+        let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Config::parse(&text).map_err(|e| match e {
+            Error::Config(msg) => Error::Config(format!("{}: {msg}", path.display())),
+            other => other,
+        })
+    }
+
+    pub fn parse(text: &str) -> Result<Config> {
+        let file: File = toml::from_str(text).map_err(|e| Error::Config(e.to_string()))?;
+        let mut names = Names::default();
+        let set = |slot: &mut String, value: Option<String>| {
+            if let Some(v) = value {
+                *slot = v;
+            }
+        };
+        set(&mut names.iptables_chain, file.iptables.chain);
+        set(&mut names.nft_family, file.nftables.family);
+        set(&mut names.nft_table, file.nftables.table);
+        set(&mut names.nft_chain, file.nftables.chain);
+        set(&mut names.nft_set_prefix, file.nftables.set_prefix);
+        set(&mut names.pfsense_interface, file.pfsense.interface);
+        set(&mut names.pfsense_alias_prefix, file.pfsense.alias_prefix);
+        set(&mut names.squid_acl_prefix, file.squid.acl_prefix);
+        if let Some(base) = file.pfsense.tracker_base {
+            names.pfsense_tracker_base = base;
+        }
+        names.validate()?;
+
+        let mut extra = Response::default();
+        wecom::parse_list(
+            ListKind::Domain,
+            true,
+            &file.extra.domain_list,
+            false,
+            &mut extra,
+        )?;
+        wecom::parse_list(ListKind::Ip, true, &file.extra.ip_list, false, &mut extra)?;
+
+        let exclude = Exclude {
+            names: each("exclude.domains", &file.exclude.domains, exclude_name)?,
+            nets: each("exclude.cidrs", &file.exclude.cidrs, exclude_net)?,
+        };
+        Ok(Config {
+            names,
+            options: Options {
+                necessary_only: file.filters.necessary_only,
+                exact_domains: file.filters.exact_domains,
+                protocols: file.filters.protocols,
+                families: file.filters.families,
+                exclude,
+                ..Options::default()
+            },
+            extra,
+        })
+    }
+}
+
+/// Parses every value of a list, naming the first bad one: `exclude.cidrs[2]: "x" is not ...`.
+fn each<T, E: std::fmt::Display>(
+    what: &str,
+    values: &[String],
+    parse: impl Fn(&str) -> Result<T, E>,
+) -> Result<Vec<T>> {
+    values
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            parse(v).map_err(|why| Error::Config(format!("{what}[{i}]: {} {why}", quote(v))))
+        })
+        .collect()
+}
+
+fn exclude_name(raw: &str) -> Result<Dest, &'static str> {
+    match raw.strip_prefix("*.").or_else(|| raw.strip_prefix('.')) {
+        Some(rest) => Hostname::parse(rest).map(Dest::Wildcard),
+        None => Hostname::parse(raw).map(Dest::Exact),
+    }
+}
+
+/// An address or a network; host bits must be clear, as in the response.
+fn exclude_net(raw: &str) -> Result<IpNet, String> {
+    let net: IpNet = match raw.parse() {
+        Ok(n) => n,
+        Err(_) => raw
+            .parse::<std::net::IpAddr>()
+            .map(IpNet::from)
+            .map_err(|_| "is not an IPv4/IPv6 address or CIDR".to_string())?,
+    };
+    if net.trunc() != net {
+        return Err(format!("has host bits set (did you mean {}?)", net.trunc()));
+    }
+    Ok(net)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_config_is_read() {
+        let c = Config::parse(
+            r#"
+            [iptables]
+            chain = "EGRESS_WECOM"
+            [nftables]
+            family = "inet"
+            table = "fw"
+            chain = "wecom"
+            set_prefix = "wc_"
+            [pfsense]
+            interface = "opt1"
+            alias_prefix = "WC_"
+            tracker_base = 3000000000
+            [squid]
+            acl_prefix = "wc_"
+            [filters]
+            necessary_only = true
+            protocols = ["tcp"]
+            families = ["ipv4", "dns"]
+            [[extra.ip_list]]
+            ip = "203.0.113.0/24"
+            protocol = "TCP"
+            port = [443]
+            is_necessary = 1
+            description = "from WeCom's static list"
+            [exclude]
+            domains = ["*.example.com", "a.example.org"]
+            cidrs = ["10.0.0.0/8", "192.0.2.1"]
+            "#,
+        )
+        .unwrap();
+        assert_eq!(c.names.iptables_chain, "EGRESS_WECOM");
+        assert_eq!(c.names.pfsense_tracker_base, 3_000_000_000);
+        assert!(c.options.necessary_only);
+        assert_eq!(c.options.protocols, [Protocol::Tcp]);
+        assert_eq!(c.options.families, [Family::Ipv4, Family::Dns]);
+        assert_eq!(c.extra.entries.len(), 1);
+        assert!(c.extra.entries[0].extra);
+        assert_eq!(c.options.exclude.names.len(), 2);
+        assert_eq!(c.options.exclude.nets[1].to_string(), "192.0.2.1/32");
+    }
+
+    #[test]
+    fn typos_and_bad_values_are_named() {
+        for (text, needle) in [
+            ("[iptables]\nchian = \"X\"", "chian"),
+            ("[filter]\nnecessary_only = true", "filter"),
+            ("[filters]\nprotocols = [\"icmp\"]", "icmp"),
+            ("[filters]\nfamilies = [\"ipv5\"]", "ipv5"),
+            ("[iptables]\nchain = \"OUTPUT\"", "OUTPUT"),
+            ("[nftables]\nfamily = \"bridge\"", "bridge"),
+            ("[pfsense]\nalias_prefix = \"pkg_\"", "pkg_"),
+            ("[[extra.ip_list]]\nip = \"1.2.3.4\"\nprotocol = \"TCP\"\nport = [0]\nis_necessary = 1", "extra.ip_list[0].port"),
+            ("[exclude]\ncidrs = [\"10.0.0.1/8\"]", "exclude.cidrs[0]"),
+            ("[exclude]\ndomains = [\"com\"]", "exclude.domains[0]"),
+        ] {
+            let e = Config::parse(text).unwrap_err();
+            assert_eq!(e.exit_code(), 2, "{text}");
+            assert!(e.to_string().contains(needle), "{text}: {e}");
+        }
+    }
+}

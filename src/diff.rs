@@ -1,0 +1,236 @@
+//! What changed between two lists, for people (text), pull requests (markdown) and programs
+//! (JSON). Only what changes the firewall counts: destinations added or removed, and protocol,
+//! ports or is_necessary changed. Descriptions are comments and show in the file diffs instead.
+
+use serde_json::{json, Value};
+
+use crate::list::{Key, List, Record};
+use crate::model::{Dest, ListKind};
+
+#[derive(Debug, Default)]
+pub struct Summary<'a> {
+    pub added: Vec<(&'a Key, &'a Record)>,
+    pub removed: Vec<(&'a Key, &'a Record)>,
+    pub changed: Vec<(&'a Key, &'a Record, &'a Record)>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Text,
+    Markdown,
+    Json,
+}
+
+pub fn summarize<'a>(old: &'a List, new: &'a List) -> Summary<'a> {
+    let mut s = Summary::default();
+    for (key, before) in &old.records {
+        match new.records.get(key) {
+            None => s.removed.push((key, before)),
+            Some(after) if !before.same_effect(after) => s.changed.push((key, before, after)),
+            Some(_) => {}
+        }
+    }
+    for (key, after) in &new.records {
+        if !old.records.contains_key(key) {
+            s.added.push((key, after));
+        }
+    }
+    s
+}
+
+fn kind(key: &Key) -> &'static str {
+    match key.list {
+        ListKind::Ip => "ip",
+        ListKind::Domain => "domain",
+    }
+}
+
+/// The destination as the API writes it, with its wildcard family if it has one.
+fn destination(key: &Key) -> String {
+    let dest = match &key.dest {
+        Dest::Wildcard(h) => format!("*.{h}"),
+        other => other.to_string(),
+    };
+    match &key.universal {
+        Some(u) => format!("{dest} (*.{u})"),
+        None => dest,
+    }
+}
+
+fn effect(r: &Record) -> String {
+    format!(
+        "{} ({})",
+        r.services_text(),
+        if r.necessary { "necessary" } else { "optional" }
+    )
+}
+
+/// One line of a summary: what happened to a destination, with its state before and after.
+struct Row<'a> {
+    change: &'static str,
+    key: &'a Key,
+    before: Option<&'a Record>,
+    after: Option<&'a Record>,
+}
+
+impl Summary<'_> {
+    pub fn is_empty(&self) -> bool {
+        self.added.is_empty() && self.removed.is_empty() && self.changed.is_empty()
+    }
+
+    fn counts(&self) -> String {
+        format!(
+            "{} added, {} removed, {} changed",
+            self.added.len(),
+            self.removed.len(),
+            self.changed.len()
+        )
+    }
+
+    /// Added, then removed, then changed, each in the lists' order.
+    fn rows(&self) -> impl Iterator<Item = Row<'_>> {
+        let added = self.added.iter().map(|&(key, r)| Row {
+            change: "added",
+            key,
+            before: None,
+            after: Some(r),
+        });
+        let removed = self.removed.iter().map(|&(key, r)| Row {
+            change: "removed",
+            key,
+            before: Some(r),
+            after: None,
+        });
+        let changed = self.changed.iter().map(|&(key, b, a)| Row {
+            change: "changed",
+            key,
+            before: Some(b),
+            after: Some(a),
+        });
+        added.chain(removed).chain(changed)
+    }
+
+    pub fn render(&self, format: Format) -> String {
+        match format {
+            Format::Text => self.text(),
+            Format::Markdown => self.markdown(),
+            Format::Json => {
+                let mut text = serde_json::to_string_pretty(&self.json()).unwrap_or_default();
+                text.push('\n');
+                text
+            }
+        }
+    }
+
+    /// `+ ip 192.0.2.1/32: tcp 443 (necessary)`, `-` for removed, `~ ...: before -> after`.
+    pub fn text(&self) -> String {
+        let mut out = String::new();
+        for row in self.rows() {
+            let head = format!("{} {}", kind(row.key), destination(row.key));
+            let line = match (row.before, row.after) {
+                (None, Some(a)) => format!("+ {head}: {}", effect(a)),
+                (Some(b), None) => format!("- {head}: {}", effect(b)),
+                (Some(b), Some(a)) => format!("~ {head}: {} -> {}", effect(b), effect(a)),
+                (None, None) => continue,
+            };
+            out.push_str(&line);
+            out.push('\n');
+        }
+        out.push_str(&self.counts());
+        out.push('\n');
+        out
+    }
+
+    pub fn markdown(&self) -> String {
+        let mut out = format!("### WeCom allowlist changes\n\n{}\n", self.counts());
+        if self.is_empty() {
+            return out;
+        }
+        out.push_str("\n| change | kind | destination | before | after |\n|---|---|---|---|---|\n");
+        // Destinations and services are validated values: no markdown can ride in on them.
+        for row in self.rows() {
+            out.push_str(&format!(
+                "| {} | {} | `{}` | {} | {} |\n",
+                row.change,
+                kind(row.key),
+                destination(row.key),
+                row.before.map(effect).unwrap_or_default(),
+                row.after.map(effect).unwrap_or_default()
+            ));
+        }
+        out
+    }
+
+    pub fn json(&self) -> Value {
+        let record = |r: &Record| {
+            let services: serde_json::Map<String, Value> = r
+                .services
+                .iter()
+                .map(|(p, ports)| (p.as_str().to_owned(), json!(ports.to_string())))
+                .collect();
+            json!({ "services": services, "is_necessary": r.necessary })
+        };
+        let mut out = json!({ "added": [], "removed": [], "changed": [] });
+        for row in self.rows() {
+            let mut item = json!({
+                "list": row.key.list.as_str(),
+                "destination": match &row.key.dest {
+                    Dest::Wildcard(h) => format!("*.{h}"),
+                    d => d.to_string(),
+                },
+                "universal_domian": row.key.universal.as_ref().map(|u| u.as_str()),
+            });
+            if let Some(b) = row.before {
+                item["before"] = record(b);
+            }
+            if let Some(a) = row.after {
+                item["after"] = record(a);
+            }
+            if let Some(list) = out[row.change].as_array_mut() {
+                list.push(item);
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wecom::parse;
+
+    fn list(doc: &str) -> List {
+        List::from_entries(&parse(doc.as_bytes(), false).unwrap().entries)
+    }
+
+    #[test]
+    fn added_removed_and_changed() {
+        let old = list(
+            r#"{"ip_list":[
+            {"ip":"192.0.2.1","protocol":"TCP","port":[443],"is_necessary":0,"description":"kept"},
+            {"ip":"192.0.2.2","protocol":"TCP","port":[443],"is_necessary":0},
+            {"ip":"192.0.2.3","protocol":"TCP","port":[443],"is_necessary":0}]}"#,
+        );
+        let new = list(
+            r#"{"ip_list":[
+            {"ip":"192.0.2.1","protocol":"TCP","port":[443],"is_necessary":0,"description":"new text"},
+            {"ip":"192.0.2.3","protocol":"TCP","port":[80,443],"is_necessary":1},
+            {"ip":"198.51.100.0/24","protocol":"UDP","port":["8000-8100"],"is_necessary":1}]}"#,
+        );
+        let s = summarize(&old, &new);
+        assert_eq!(
+            s.text(),
+            "+ ip 198.51.100.0/24: udp 8000-8100 (necessary)\n\
+             - ip 192.0.2.2/32: tcp 443 (optional)\n\
+             ~ ip 192.0.2.3/32: tcp 443 (optional) -> tcp 80,443 (necessary)\n\
+             1 added, 1 removed, 1 changed\n"
+        );
+        assert!(s.markdown().contains(
+            "| changed | ip | `192.0.2.3/32` | tcp 443 (optional) | tcp 80,443 (necessary) |"
+        ));
+        let j = s.json();
+        assert_eq!(j["removed"][0]["destination"], "192.0.2.2/32");
+        assert_eq!(j["changed"][0]["after"]["services"]["tcp"], "80,443");
+        assert!(summarize(&new, &new).is_empty());
+    }
+}

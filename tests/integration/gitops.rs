@@ -1,0 +1,465 @@
+//! GitOps use: byte-stable builds, `--check`, the shrink guard, `diff`, the config file and
+//! custom templates. A build folder must change only when the list does, visibly.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::Path;
+
+use crate::support::{fixture, run, stderr, stdout};
+
+/// Every file in `dir` with its bytes, to prove a failed run changed nothing.
+fn contents(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+    fs::read_dir(dir)
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                fs::read(e.path()).unwrap(),
+            )
+        })
+        .collect()
+}
+
+fn build(input: &Path, dir: &Path, extra: &[&str]) -> std::process::Output {
+    let mut args = vec![
+        "build",
+        "-i",
+        input.to_str().unwrap(),
+        "--out-dir",
+        dir.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    run(&args, None)
+}
+
+/// The seed with one more IP: a small, realistic change.
+fn seed_plus_one(dir: &Path) -> std::path::PathBuf {
+    let mut doc: serde_json::Value =
+        serde_json::from_slice(&fs::read(fixture("seed.json")).unwrap()).unwrap();
+    doc["ip_list"].as_array_mut().unwrap().push(serde_json::json!({
+        "ip": "198.51.100.7", "protocol": "TCP", "port": [443], "is_necessary": 1, "description": "new node"
+    }));
+    let path = dir.join("next.json");
+    fs::write(&path, serde_json::to_vec(&doc).unwrap()).unwrap();
+    path
+}
+
+#[test]
+fn headers_carry_version_and_digest_of_source_json() {
+    let dir = tempfile::tempdir().unwrap();
+    assert!(build(&fixture("rich.json"), dir.path(), &[])
+        .status
+        .success());
+    let files = contents(dir.path());
+    let source = String::from_utf8(files["source.json"].clone()).unwrap();
+    use sha2::Digest;
+    let digest: String = sha2::Sha256::digest(source.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    for (name, bytes) in &files {
+        if name == "source.json" {
+            continue;
+        }
+        let text = String::from_utf8_lossy(bytes);
+        let head: String = text.lines().take(4).collect::<Vec<_>>().join("\n");
+        assert!(head.contains(&format!("sha256:{digest}")), "{name}: {head}");
+        assert!(
+            head.contains(concat!("wecom-allowlist ", env!("CARGO_PKG_VERSION"))),
+            "{name}: {head}"
+        );
+    }
+    // source.json is itself an input: building from it gives the same files.
+    let again = tempfile::tempdir().unwrap();
+    assert!(build(&dir.path().join("source.json"), again.path(), &[])
+        .status
+        .success());
+    assert_eq!(contents(again.path()), files);
+}
+
+#[test]
+fn check_reports_nothing_when_up_to_date_and_the_diff_when_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let seed = fixture("seed.json");
+    let first = build(&seed, &out, &["--check"]);
+    assert_eq!(
+        first.status.code(),
+        Some(1),
+        "a missing folder is out of date"
+    );
+    assert!(!out.exists(), "--check wrote something");
+
+    assert!(build(&seed, &out, &[]).status.success());
+    let before = contents(&out);
+    let same = build(&seed, &out, &["--check"]);
+    assert_eq!(same.status.code(), Some(0), "{}", stderr(&same));
+    assert!(same.stdout.is_empty());
+
+    let next = seed_plus_one(dir.path());
+    let changed = build(&next, &out, &["--check"]);
+    assert_eq!(changed.status.code(), Some(1), "{}", stderr(&changed));
+    let report = stdout(&changed);
+    assert!(
+        report.contains(&format!("+++ b/{}", out.join("iptables.rules").display())),
+        "{report}"
+    );
+    assert!(
+        report.contains("+-A WECOM_ALLOW -d 198.51.100.7/32 -p tcp -m tcp --dport 443"),
+        "{report}"
+    );
+    assert!(
+        report.contains("+ ip 198.51.100.7/32: tcp 443 (necessary)\n1 added, 0 removed, 0 changed"),
+        "{report}"
+    );
+    assert_eq!(contents(&out), before, "--check wrote something");
+
+    assert!(build(&next, &out, &[]).status.success());
+    assert_eq!(build(&next, &out, &["--check"]).status.code(), Some(0));
+}
+
+#[test]
+fn failed_builds_leave_every_file_as_it_was() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    assert!(build(&fixture("v6_udp.json"), &out, &[]).status.success());
+    let before = contents(&out);
+
+    let write = |name: &str, text: &str| {
+        let p = dir.path().join(name);
+        fs::write(&p, text).unwrap();
+        p
+    };
+    let broken = write("broken.json", "{\"errcode\":0,\"ip_list\":[");
+    let empty = write(
+        "empty.json",
+        r#"{"errcode":0,"ip_list":[],"domain_list":[]}"#,
+    );
+    let api_error = write(
+        "error.json",
+        r#"{"errcode":60020,"errmsg":"from ip: 192.0.2.1, x"}"#,
+    );
+    // Keeps 1 of the 47 destinations: far past the default 50 %.
+    let shrunk = write(
+        "shrunk.json",
+        r#"{"ip_list":[{"ip":"2402:4e00::/32","protocol":"TCP","port":[443],"is_necessary":1}]}"#,
+    );
+    for (input, code, message) in [
+        (&broken, 2, "not valid JSON"),
+        (&empty, 4, "empty"),
+        (&api_error, 3, "60020"),
+        (&shrunk, 4, "--max-shrink 50%"),
+    ] {
+        for check in [false, true] {
+            let extra: &[&str] = if check { &["--check"] } else { &[] };
+            let res = build(input, &out, extra);
+            assert_eq!(
+                res.status.code(),
+                Some(code),
+                "{}: {}",
+                input.display(),
+                stderr(&res)
+            );
+            assert!(stderr(&res).contains(message), "{}", stderr(&res));
+            assert!(res.stdout.is_empty());
+            assert_eq!(
+                contents(&out),
+                before,
+                "{} changed the folder",
+                input.display()
+            );
+        }
+    }
+    let res = build(&shrunk, &out, &[]);
+    assert!(
+        stderr(&res).contains("203.0.113.3/32, 203.0.113.6/32"),
+        "the guard names what would go: {}",
+        stderr(&res)
+    );
+    let res = build(&shrunk, &out, &["--max-shrink", "100"]);
+    assert!(res.status.success(), "{}", stderr(&res));
+    assert_ne!(contents(&out), before);
+}
+
+#[test]
+fn an_unwritable_folder_fails_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("a-file");
+    fs::write(&file, "x").unwrap();
+    for out in [file.join("out"), file.clone()] {
+        let res = build(&fixture("seed.json"), &out, &[]);
+        assert_eq!(res.status.code(), Some(2), "{}", stderr(&res));
+        assert!(stderr(&res).contains("cannot write"), "{}", stderr(&res));
+        assert!(res.stdout.is_empty());
+    }
+    assert_eq!(fs::read(&file).unwrap(), b"x");
+    assert_eq!(
+        fs::read_dir(dir.path()).unwrap().count(),
+        1,
+        "temporary files left behind"
+    );
+}
+
+#[test]
+fn diff_in_every_format() {
+    let dir = tempfile::tempdir().unwrap();
+    let seed = fixture("seed.json");
+    let next = seed_plus_one(dir.path());
+    let (s, n) = (seed.to_str().unwrap(), next.to_str().unwrap());
+
+    let same = run(&["diff", s, s], None);
+    assert_eq!(same.status.code(), Some(0));
+    assert_eq!(stdout(&same), "0 added, 0 removed, 0 changed\n");
+
+    let text = run(&["diff", s, n], None);
+    assert_eq!(text.status.code(), Some(1));
+    assert_eq!(
+        stdout(&text),
+        "+ ip 198.51.100.7/32: tcp 443 (necessary)\n1 added, 0 removed, 0 changed\n"
+    );
+
+    let md = stdout(&run(&["diff", n, s, "--format", "markdown"], None));
+    assert!(
+        md.contains("| removed | ip | `198.51.100.7/32` | tcp 443 (necessary) |  |"),
+        "{md}"
+    );
+
+    let json: serde_json::Value =
+        serde_json::from_slice(&run(&["diff", s, n, "--format", "json"], None).stdout).unwrap();
+    assert_eq!(json["added"][0]["destination"], "198.51.100.7/32");
+    assert_eq!(json["added"][0]["after"]["services"]["tcp"], "443");
+    assert_eq!(json["removed"].as_array().unwrap().len(), 0);
+
+    // A built folder's source.json compares with a raw response.
+    let out = dir.path().join("out");
+    assert!(build(&seed, &out, &[]).status.success());
+    let res = run(
+        &["diff", out.join("source.json").to_str().unwrap(), n],
+        None,
+    );
+    assert_eq!(res.status.code(), Some(1));
+    let res = run(
+        &["diff", out.join("source.json").to_str().unwrap(), s],
+        None,
+    );
+    assert_eq!(res.status.code(), Some(0), "{}", stdout(&res));
+
+    let bad = run(&["diff", s, "/no/such.json"], None);
+    assert_eq!(bad.status.code(), Some(2));
+}
+
+#[test]
+fn config_sets_names_filters_extra_and_exclusions() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("wecom.toml");
+    fs::write(
+        &config,
+        r#"
+[iptables]
+chain = "EGRESS_WECOM"
+[nftables]
+table = "fw"
+chain = "wecom"
+set_prefix = "wc_"
+[pfsense]
+interface = "opt1"
+alias_prefix = "WC_"
+tracker_base = 3000000000
+[squid]
+acl_prefix = "wc_"
+[filters]
+protocols = ["tcp"]
+[[extra.ip_list]]
+ip = "203.0.113.0/24"
+protocol = "TCP"
+port = [443]
+is_necessary = 1
+description = "from the static list"
+[exclude]
+domains = ["*.work.weixin.qq.com"]
+cidrs = ["115.238.203.109"]
+"#,
+    )
+    .unwrap();
+    let out = dir.path().join("out");
+    let res = build(
+        &fixture("seed.json"),
+        &out,
+        &["--config", config.to_str().unwrap()],
+    );
+    assert!(res.status.success(), "{}", stderr(&res));
+    let read = |f: &str| fs::read_to_string(out.join(f)).unwrap();
+    let ipt = read("iptables.rules");
+    assert!(
+        ipt.contains(":EGRESS_WECOM - [0:0]") && ipt.contains("-d 203.0.113.0/24"),
+        "{ipt}"
+    );
+    assert!(
+        !ipt.contains("115.238.203.109") && ipt.contains("115.238.203.110"),
+        "{ipt}"
+    );
+    let nft = read("nftables.nft");
+    assert!(
+        nft.contains("add chain inet fw wecom") && nft.contains("@wc_v4_tcp_443"),
+        "{nft}"
+    );
+    let pf = read("pfsense.xml");
+    assert!(
+        pf.contains("<interface>opt1</interface>") && pf.contains("<name>WC_V4_TCP_443</name>"),
+        "{pf}"
+    );
+    assert!(pf.contains("<tracker>3000000000</tracker>"), "{pf}");
+    let squid = read("squid.conf");
+    assert!(
+        squid.contains("acl wc_v4_tcp_443 dst 203.0.113.0/24"),
+        "{squid}"
+    );
+    assert!(
+        !squid.contains("weixin"),
+        "excluded names are gone: {squid}"
+    );
+    // Flags win over the file.
+    let res = run(
+        &[
+            "render",
+            "iptables",
+            "-i",
+            fixture("seed.json").to_str().unwrap(),
+            "--config",
+            config.to_str().unwrap(),
+            "--chain",
+            "FROM_FLAG",
+        ],
+        None,
+    );
+    assert!(stdout(&res).contains(":FROM_FLAG - [0:0]"));
+}
+
+#[test]
+fn config_typos_are_rejected_before_anything_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    for (text, needle) in [
+        ("[iptables]\nchian = \"X\"\n", "chian"),
+        ("[filters]\nnecessary = true\n", "necessary"),
+        (
+            "[nftables]\nfamily = \"ip\"\n",
+            "can't hold the list's IPv6",
+        ),
+        ("not toml at all", "invalid config"),
+    ] {
+        let config = dir.path().join("c.toml");
+        fs::write(&config, text).unwrap();
+        let res = build(
+            &fixture("rich.json"),
+            &out,
+            &["--config", config.to_str().unwrap()],
+        );
+        assert_eq!(res.status.code(), Some(2), "{text}: {}", stderr(&res));
+        assert!(stderr(&res).contains(needle), "{text}: {}", stderr(&res));
+        assert!(!out.exists());
+    }
+}
+
+#[test]
+fn custom_templates_replace_built_in_ones_and_keep_the_filters() {
+    let dir = tempfile::tempdir().unwrap();
+    let templates = dir.path().join("templates");
+    fs::create_dir(&templates).unwrap();
+    fs::write(
+        templates.join("squid.conf"),
+        "# custom {{ digest }}\n{% for g in groups if g.protocol == \"tcp\" %}{% for m in g.members %}# {{ m.note|comment(12) }}\nacl mine {{ \"dstdomain\" if g.family == \"dns\" else \"dst\" }} {{ m.short }}\n{% endfor %}{% endfor %}",
+    )
+    .unwrap();
+    let hostile = fixture("hostile.json");
+    let (hostile, dir_arg) = (hostile.to_str().unwrap(), templates.to_str().unwrap());
+    let render = |target: &str| {
+        run(
+            &["render", target, "-i", hostile, "--templates", dir_arg],
+            None,
+        )
+    };
+    let res = render("squid");
+    let text = stdout(&res);
+    assert!(res.status.success(), "{}", stderr(&res));
+    assert!(text.starts_with("# custom sha256:"), "{text}");
+    // The comment filter still sanitizes and cuts: no line of the hostile notes escapes.
+    assert!(
+        text.lines()
+            .all(|l| l.starts_with('#') || l.starts_with("acl mine ")),
+        "{text}"
+    );
+    assert!(text.contains("# optional: li\n"), "{text}");
+    // Other targets keep the built-in template.
+    assert!(stdout(&render("iptables")).contains(":WECOM_ALLOW - [0:0]"));
+
+    // A misnamed file or a broken template is the user's error: exit 2.
+    fs::write(templates.join("squid.cfg"), "x").unwrap();
+    let res = render("squid");
+    assert_eq!(res.status.code(), Some(2));
+    assert!(
+        stderr(&res).contains("replaces no built-in template"),
+        "{}",
+        stderr(&res)
+    );
+    fs::remove_file(templates.join("squid.cfg")).unwrap();
+    fs::write(templates.join("squid.conf"), "{{ no_such_variable }}").unwrap();
+    let res = render("squid");
+    assert_eq!(res.status.code(), Some(2), "{}", stderr(&res));
+    assert!(
+        stderr(&res).contains("custom template squid.conf"),
+        "{}",
+        stderr(&res)
+    );
+}
+
+#[test]
+fn dump_context_shows_what_templates_receive() {
+    let res = run(
+        &[
+            "render",
+            "pfsense",
+            "-i",
+            fixture("rich.json").to_str().unwrap(),
+            "--dump-context",
+        ],
+        None,
+    );
+    assert!(res.status.success());
+    let ctx: serde_json::Value = serde_json::from_slice(&res.stdout).unwrap();
+    assert_eq!(ctx["target"], "pfsense");
+    assert!(ctx["digest"].as_str().unwrap().starts_with("sha256:"));
+    assert_eq!(ctx["names"]["pfsense_interface"], "lan");
+    let group = &ctx["groups"][0];
+    for key in [
+        "family",
+        "protocol",
+        "ports",
+        "slug",
+        "port_slug",
+        "members",
+    ] {
+        assert!(!group[key].is_null(), "{key} missing: {group}");
+    }
+    assert_eq!(ctx["inexpressible"][0], "wecom.example.com");
+}
+
+#[test]
+fn the_example_config_is_valid() {
+    let example =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/wecom-allowlist.toml");
+    let res = run(
+        &[
+            "render",
+            "squid",
+            "-i",
+            fixture("seed.json").to_str().unwrap(),
+            "--config",
+            example.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert!(res.status.success(), "{}", stderr(&res));
+    assert!(stdout(&res).contains("wework.qpic.cn"));
+}
