@@ -3,6 +3,7 @@
 
 mod cli;
 mod gitops;
+mod normalize_props;
 mod oracle;
 mod real_tools;
 mod snapshots;
