@@ -65,6 +65,7 @@ const MIN_PREFIX_V6: u8 = 16;
 /// Applies the filters, the exclusions and the guards that concern the list as a whole, once
 /// for every target.
 pub fn select(entries: Vec<Entry>, opts: &Options) -> Result<Vec<Entry>> {
+    let listed = entries.len();
     let mut selected = Vec::with_capacity(entries.len());
     for mut e in entries {
         if opts.necessary_only && !e.necessary {
@@ -82,9 +83,14 @@ pub fn select(entries: Vec<Entry>, opts: &Options) -> Result<Vec<Entry>> {
         selected.extend(exclude(e, opts)?);
     }
     if selected.is_empty() && !opts.allow_empty {
-        return Err(Error::Guard(
-            "the allowlist is empty after filtering; applying it would block WeCom entirely (--allow-empty to proceed)".into(),
-        ));
+        let why = if listed == 0 {
+            "the list has no entries".to_owned()
+        } else {
+            format!("the allowlist is empty after filtering its {listed} entries")
+        };
+        return Err(Error::Guard(format!(
+            "{why}; applying it would block WeCom entirely (--allow-empty to proceed)"
+        )));
     }
     if !opts.allow_broad {
         if let Some(e) = selected
@@ -106,11 +112,11 @@ pub fn select(entries: Vec<Entry>, opts: &Options) -> Result<Vec<Entry>> {
 /// wildcard in any target, so that is an error rather than a silent no-op.
 fn exclude(mut e: Entry, opts: &Options) -> Result<Vec<Entry>> {
     let ex = &opts.exclude;
-    let carve_error = |inside: &Dest, wildcard: &Hostname| {
+    let carve_error = |inside: &Dest, wildcard: &Hostname, universal: bool| {
         Error::Option(format!(
             "exclude {inside} lies inside the wildcard .{wildcard} of {}: no target can cut a name out of a wildcard; exclude *.{wildcard} instead{}",
             e.location(),
-            if e.dest.family() == Family::Dns { " (or use exact domains)" } else { "" }
+            if universal { " (or use exact domains, which ignore universal_domian)" } else { "" }
         ))
     };
     match &e.dest {
@@ -149,14 +155,15 @@ fn exclude(mut e: Entry, opts: &Options) -> Result<Vec<Entry>> {
             }
             if let (Some(u), false) = (&e.universal, opts.exact_domains) {
                 let u = u.clone();
-                e.universal = exclude_wildcard(&u, &ex.names).map_err(|x| carve_error(&x, &u))?;
+                e.universal =
+                    exclude_wildcard(&u, &ex.names).map_err(|x| carve_error(&x, &u, true))?;
             }
             Ok(vec![e])
         }
         Dest::Wildcard(h) => match exclude_wildcard(h, &ex.names) {
             Ok(Some(_)) => Ok(vec![e]),
             Ok(None) => Ok(Vec::new()),
-            Err(x) => Err(carve_error(&x, h)),
+            Err(x) => Err(carve_error(&x, h, false)),
         },
     }
 }

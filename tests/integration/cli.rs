@@ -195,6 +195,34 @@ fn invalid_fields_name_the_entry_the_field_and_the_escaped_value() {
     );
     let bad_universal = r#"{"domain_list":[{"domain":"a.qq.com","universal_domian":"com","protocol":"TCP","port":[1],"is_necessary":1}]}"#;
     refused(bad_universal, &[], 2, "domain_list[0].universal_domian:");
+    for (field, value, shown) in [
+        (
+            "domain",
+            "a.example.com</name><name>x",
+            r#""a.example.com</name><name>x""#,
+        ),
+        (
+            "domain",
+            "a.example.com; reboot",
+            r#""a.example.com; reboot""#,
+        ),
+        ("domain", "a .example.com", r#""a .example.com""#),
+        (
+            "universal_domian",
+            "example.com\n.evil.com",
+            r#""example.com\n.evil.com""#,
+        ),
+        (
+            "universal_domian",
+            "$(id).example.com",
+            r#""$(id).example.com""#,
+        ),
+    ] {
+        let mut entry = serde_json::json!({"domain": "ok.example.com", "protocol": "TCP", "port": [443], "is_necessary": 1});
+        entry[field] = serde_json::json!(value);
+        let doc = serde_json::json!({"domain_list": [entry]}).to_string();
+        refused(&doc, &[], 2, &format!("domain_list[0].{field}: {shown}"));
+    }
 }
 
 #[test]
@@ -241,7 +269,7 @@ fn wecom_errors_exit_3_with_advice() {
 #[test]
 fn guards_exit_4_unless_overridden() {
     let empty = r#"{"errcode":0,"errmsg":"ok","domain_list":[],"ip_list":[]}"#;
-    refused(empty, &[], 4, "the allowlist is empty");
+    refused(empty, &[], 4, "the list has no entries");
     let optional_only =
         r#"{"ip_list":[{"ip":"192.0.2.1","protocol":"TCP","port":[443],"is_necessary":0}]}"#;
     refused(

@@ -147,7 +147,7 @@ fn failed_builds_leave_every_file_as_it_was() {
     );
     for (input, code, message) in [
         (&broken, 2, "not valid JSON"),
-        (&empty, 4, "empty"),
+        (&empty, 4, "the list has no entries"),
         (&api_error, 3, "60020"),
         (&shrunk, 4, "--max-shrink 50%"),
     ] {
