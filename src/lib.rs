@@ -1,10 +1,12 @@
 //! wecom-allowlist: WeCom's published server list, validated and turned into firewall allowlists.
 //!
-//! The pipeline, one module a stage: `wecom` (parse and validate a response) -> `normalize`
-//! (filter, group, aggregate) -> `render` (templates per `target`) -> `output` (atomic files).
+//! The pipeline, one module a stage: `fetch` (the live API, when no saved response is given) ->
+//! `wecom` (parse and validate a response) -> `normalize` (filter, group, aggregate) -> `render`
+//! (templates per `target`) -> `output` (atomic files).
 
 pub mod cli;
 pub mod error;
+pub mod fetch;
 pub mod model;
 pub mod normalize;
 pub mod output;
