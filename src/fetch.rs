@@ -639,18 +639,21 @@ fn chain(error: &dyn StdError) -> String {
 }
 
 /// Whether rustls refused the handshake (an untrusted or wrong certificate, say): retrying
-/// can't help. `io::Error` hides its inner error from `source()`, hence `get_ref`.
+/// can't help. `io::Error` hides what it wraps from `source()` (and tokio-rustls's error is an
+/// `io::Error` inside another), hence `get_ref`.
 fn is_tls_error(error: &(dyn StdError + 'static)) -> bool {
     let mut next = Some(error);
     while let Some(cause) = next {
-        let inner = cause
-            .downcast_ref::<io::Error>()
-            .and_then(io::Error::get_ref)
-            .map(|e| e as &(dyn StdError + 'static));
-        if cause.is::<rustls::Error>() || inner.is_some_and(|e| e.is::<rustls::Error>()) {
+        if cause.is::<rustls::Error>() {
             return true;
         }
-        next = cause.source();
+        next = match cause
+            .downcast_ref::<io::Error>()
+            .and_then(io::Error::get_ref)
+        {
+            Some(inner) => Some(inner as &(dyn StdError + 'static)),
+            None => cause.source(),
+        };
     }
     false
 }
@@ -838,6 +841,31 @@ mod tests {
         );
         assert_eq!(session.snippet(b"  \n"), "the answer is empty");
         assert!(session.snippet(&[b'x'; 500]).ends_with("\"..."));
+    }
+
+    #[test]
+    fn a_refused_certificate_is_found_inside_nested_io_errors() {
+        #[derive(Debug)]
+        struct Outer(io::Error);
+        impl fmt::Display for Outer {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("client error (Connect)")
+            }
+        }
+        impl StdError for Outer {
+            fn source(&self) -> Option<&(dyn StdError + 'static)> {
+                Some(&self.0)
+            }
+        }
+        let tls = rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer);
+        let nested = Outer(io::Error::other(io::Error::new(
+            io::ErrorKind::InvalidData,
+            tls,
+        )));
+        assert!(is_tls_error(&nested));
+        assert!(!is_tls_error(&Outer(io::Error::other(io::Error::from(
+            io::ErrorKind::ConnectionRefused
+        )))));
     }
 
     #[test]
