@@ -2,5 +2,6 @@
 //! binary, as users and CI do.
 
 mod cli;
+mod fetch;
 mod snapshots;
 mod support;
