@@ -86,10 +86,10 @@ pub struct SourceArgs {
     pub fetch: FetchArgs,
 }
 
-/// Where and how to fetch the list live. The app's Secret is read from WECOM_CORP_SECRET or
-/// --corp-secret-file, never from a flag value, which `ps` would show.
 const FETCH_HEADING: &str = "Fetching live (fetch; render and build without --input)";
 
+/// Where and how to fetch the list live. The app's Secret is read from WECOM_CORP_SECRET or
+/// --corp-secret-file, never from a flag value, which `ps` would show.
 #[derive(Debug, Args)]
 pub struct FetchArgs {
     /// The corp id (企业ID). With it: the app's Secret in the environment variable

@@ -252,7 +252,6 @@ impl<'a> Session<'a> {
         // doesn't redirect, and a proxy that does is better reported than obeyed.
         let client = reqwest::Client::builder()
             .connect_timeout(config.timeout.min(CONNECT_TIMEOUT))
-            .timeout(config.timeout)
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("wecom-allowlist/", env!("CARGO_PKG_VERSION")))
             .build()
@@ -348,7 +347,7 @@ impl<'a> Session<'a> {
         Ok(token)
     }
 
-    async fn get_list(&mut self, token: &Secret) -> Result<Value> {
+    async fn get_list(&self, token: &Secret) -> Result<Value> {
         let url = self.url(
             "cgi-bin/security/get_server_domain_ip",
             &[("access_token", token.expose())],
@@ -368,7 +367,7 @@ impl<'a> Session<'a> {
 
     /// Calls until an answer is good, a failure is final, the retries are used up or the
     /// deadline is near.
-    async fn call(&mut self, call: &'static str, url: &Url) -> Result<Value> {
+    async fn call(&self, call: &'static str, url: &Url) -> Result<Value> {
         let mut delays = BACKOFF.build();
         let mut attempt = 1;
         loop {
@@ -404,7 +403,11 @@ impl<'a> Session<'a> {
     ) -> Result<Value, Failure> {
         let left = self.deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
-            return Err(Failure::fetch(call, "out of time".into(), false));
+            let message = format!(
+                "out of time: the whole fetch gets {} ({DEADLINE_FACTOR} x --timeout)",
+                seconds(self.config.timeout * DEADLINE_FACTOR)
+            );
+            return Err(Failure::fetch(call, message, false));
         }
         let timeout = self.config.timeout.min(left);
         debug!(attempt, path = url.path(), "{call}: GET");
