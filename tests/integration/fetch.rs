@@ -4,12 +4,16 @@
 //! scanned for the credentials.
 
 use std::fs;
+use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Output;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use wiremock::matchers::{method, path, query_param};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
@@ -730,4 +734,125 @@ async fn proxies_from_the_environment_are_honoured() {
     assert_eq!(out.status.code(), Some(3));
     assert!(error_line(&out).contains("cannot connect to 127.0.0.2:9"));
     assert_eq!(proxy.received_requests().await.unwrap().len(), 2);
+}
+
+/// An HTTPS stand-in: a CA and a certificate for 127.0.0.1 made on the spot, and a server that
+/// answers gettoken with TOKEN and anything else with the seed list.
+struct TlsServer {
+    addr: SocketAddr,
+    ca_pem: String,
+    /// TLS connections that completed a handshake, and those attempted.
+    handshakes: Arc<AtomicUsize>,
+    connections: Arc<AtomicUsize>,
+}
+
+async fn tls_server() -> TlsServer {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+    use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(DnType::CommonName, "wecom-allowlist test CA");
+    let ca = ca.self_signed(&ca_key).unwrap();
+    let leaf_key = KeyPair::generate().unwrap();
+    let leaf = CertificateParams::new(vec!["127.0.0.1".to_string()])
+        .unwrap()
+        .signed_by(&leaf_key, &ca, &ca_key)
+        .unwrap();
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf_key.serialize_der()));
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![leaf.der().clone()], key)
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let handshakes = Arc::new(AtomicUsize::new(0));
+    let connections = Arc::new(AtomicUsize::new(0));
+    let (shakes, conns) = (handshakes.clone(), connections.clone());
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            conns.fetch_add(1, Ordering::SeqCst);
+            let (acceptor, shakes) = (acceptor.clone(), shakes.clone());
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                shakes.fetch_add(1, Ordering::SeqCst);
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match tls.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let body = if head.starts_with(format!("GET {GETTOKEN}?").as_bytes()) {
+                    json!({"errcode": 0, "errmsg": "ok", "access_token": TOKEN, "expires_in": 7200})
+                } else {
+                    seed()
+                }
+                .to_string();
+                let answer = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = tls.write_all(answer.as_bytes()).await;
+                let _ = tls.shutdown().await;
+            });
+        }
+    });
+    TlsServer {
+        addr,
+        ca_pem: ca.pem(),
+        handshakes,
+        connections,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn https_is_verified_against_the_system_trust_store() {
+    let server = tls_server().await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("corp-ca.pem");
+    fs::write(&ca_file, &server.ca_pem).unwrap();
+    let base = format!("https://{}", server.addr);
+    let args = ["fetch", "-vv", "--api-base", &base];
+    let app = [
+        ("WECOM_CORP_ID", CORP_ID),
+        ("WECOM_CORP_SECRET", SECRET),
+        ("RUST_LOG", "trace"),
+    ];
+
+    // A CA the system store doesn't hold: refused at once, with what to do, and not retried.
+    let out = run_env(&args, None, &app);
+    assert_no_secrets(&out);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let line = error_line(&out);
+    assert!(
+        line.contains(&format!("gettoken: TLS with {} failed", server.addr)),
+        "{line}"
+    );
+    assert!(
+        line.contains("UnknownIssuer") && line.contains("trust store"),
+        "{line}"
+    );
+    assert_eq!(server.connections.load(Ordering::SeqCst), 1, "retried");
+    assert_eq!(server.handshakes.load(Ordering::SeqCst), 0);
+
+    // The same CA added to the store (SSL_CERT_FILE is how OpenSSL-style stores are pointed
+    // elsewhere; rustls-native-certs reads it as the system store).
+    let mut env = app.to_vec();
+    let ca_path = ca_file.to_str().unwrap();
+    env.push(("SSL_CERT_FILE", ca_path));
+    let out = run_env(&args, None, &env);
+    assert_no_secrets(&out);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out), pretty(&seed()));
+    assert_eq!(server.handshakes.load(Ordering::SeqCst), 2);
 }

@@ -12,8 +12,8 @@ pub fn fixture(name: &str) -> PathBuf {
 }
 
 /// Variables of the machine running the tests that would change what the binary does: its
-/// credentials, API base, log levels and proxies. Every run starts without them.
-const HOST_ENV: [&str; 13] = [
+/// credentials, API base, log levels, proxies and trusted CAs. Every run starts without them.
+const HOST_ENV: [&str; 15] = [
     "WECOM_CORP_ID",
     "WECOM_CORP_SECRET",
     "WECOM_ACCESS_TOKEN",
@@ -27,6 +27,8 @@ const HOST_ENV: [&str; 13] = [
     "all_proxy",
     "NO_PROXY",
     "no_proxy",
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
 ];
 
 /// Runs the binary with `args`, feeding `stdin` if given.
