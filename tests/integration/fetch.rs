@@ -856,3 +856,72 @@ async fn https_is_verified_against_the_system_trust_store() {
     assert_eq!(stdout(&out), pretty(&seed()));
     assert_eq!(server.handshakes.load(Ordering::SeqCst), 2);
 }
+
+/// A CONNECT proxy that tunnels every request to `upstream`, whatever it was asked for, and
+/// records what it was asked for.
+async fn connect_proxy(upstream: SocketAddr) -> (SocketAddr, Arc<std::sync::Mutex<Vec<String>>>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let asked = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = asked.clone();
+    tokio::spawn(async move {
+        while let Ok((mut client, _)) = listener.accept().await {
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    match client.read(&mut byte).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(_) => head.push(byte[0]),
+                    }
+                }
+                let line = String::from_utf8_lossy(&head)
+                    .lines()
+                    .next()
+                    .unwrap_or("")
+                    .to_owned();
+                seen.lock().unwrap().push(line);
+                let Ok(mut server) = tokio::net::TcpStream::connect(upstream).await else {
+                    return;
+                };
+                if client
+                    .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
+                    .await
+                    .is_ok()
+                {
+                    let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                }
+            });
+        }
+    });
+    (addr, asked)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn https_goes_through_https_proxy() {
+    let server = tls_server().await;
+    let (proxy, asked) = connect_proxy(server.addr).await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("corp-ca.pem");
+    fs::write(&ca_file, &server.ca_pem).unwrap();
+    // Nothing listens on port 1: only the proxy can reach the server.
+    let args = ["fetch", "-vv", "--api-base", "https://127.0.0.1:1"];
+    let proxy_url = format!("http://{proxy}");
+    let env = [
+        ("WECOM_CORP_ID", CORP_ID),
+        ("WECOM_CORP_SECRET", SECRET),
+        ("RUST_LOG", "trace"),
+        ("SSL_CERT_FILE", ca_file.to_str().unwrap()),
+        ("HTTPS_PROXY", &proxy_url),
+    ];
+    let out = run_env(&args, None, &env);
+    assert_no_secrets(&out);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out), pretty(&seed()));
+    let asked = asked.lock().unwrap().clone();
+    assert!(
+        !asked.is_empty() && asked.iter().all(|l| l.starts_with("CONNECT 127.0.0.1:1 ")),
+        "{asked:?}"
+    );
+}
