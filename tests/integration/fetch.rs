@@ -85,9 +85,13 @@ fn assert_no_secrets(out: &Output) {
 /// Runs the binary against `server` at the most verbose level, with the app's credentials in
 /// the environment unless `env` overrides them, and checks that nothing leaked.
 fn wecom(server: &MockServer, args: &[&str], env: &[(&str, &str)]) -> Output {
-    let base = server.uri();
+    wecom_at(&server.uri(), args, env)
+}
+
+/// `wecom` with any API base.
+fn wecom_at(base: &str, args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut all = args.to_vec();
-    all.extend(["-vv", "--api-base", &base]);
+    all.extend(["-vv", "--api-base", base]);
     let mut vars = vec![
         ("WECOM_CORP_ID", CORP_ID),
         ("WECOM_CORP_SECRET", SECRET),
@@ -711,17 +715,10 @@ async fn proxies_from_the_environment_are_honoured() {
     // Nothing listens on 127.0.0.2:9; the stand-in server plays the proxy, so a success means
     // the request went through it.
     let proxy = happy_server().await;
-    let base = "http://127.0.0.2:9";
-    let args = ["fetch", "-vv", "--api-base", base, "--timeout", "2"];
+    let (base, args) = ("http://127.0.0.2:9", ["fetch", "--timeout", "2"]);
     let proxy_url = proxy.uri();
-    let mut env = vec![
-        ("WECOM_CORP_ID", CORP_ID),
-        ("WECOM_CORP_SECRET", SECRET),
-        ("RUST_LOG", "trace"),
-        ("HTTP_PROXY", &proxy_url),
-    ];
-    let out = run_env(&args, None, &env);
-    assert_no_secrets(&out);
+    let mut env = vec![("HTTP_PROXY", proxy_url.as_str())];
+    let out = wecom_at(base, &args, &env);
     assert!(out.status.success(), "{}", stderr(&out));
     let seen = proxy.received_requests().await.unwrap();
     assert_eq!(seen.len(), 2);
@@ -729,8 +726,7 @@ async fn proxies_from_the_environment_are_honoured() {
 
     // NO_PROXY sends it straight to 127.0.0.2:9, where nothing answers.
     env.push(("NO_PROXY", "127.0.0.2"));
-    let out = run_env(&args, None, &env);
-    assert_no_secrets(&out);
+    let out = wecom_at(base, &args, &env);
     assert_eq!(out.status.code(), Some(3));
     assert!(error_line(&out).contains("cannot connect to 127.0.0.2:9"));
     assert_eq!(proxy.received_requests().await.unwrap().len(), 2);
@@ -740,7 +736,8 @@ async fn proxies_from_the_environment_are_honoured() {
 /// answers gettoken with TOKEN and anything else with the seed list.
 struct TlsServer {
     addr: SocketAddr,
-    ca_pem: String,
+    /// The CA's certificate (PEM), for SSL_CERT_FILE.
+    ca_file: tempfile::NamedTempFile,
     /// TLS connections that completed a handshake, and those attempted.
     handshakes: Arc<AtomicUsize>,
     connections: Arc<AtomicUsize>,
@@ -807,9 +804,11 @@ async fn tls_server() -> TlsServer {
             });
         }
     });
+    let mut ca_file = tempfile::NamedTempFile::new().unwrap();
+    std::io::Write::write_all(&mut ca_file, ca.pem().as_bytes()).unwrap();
     TlsServer {
         addr,
-        ca_pem: ca.pem(),
+        ca_file,
         handshakes,
         connections,
     }
@@ -818,20 +817,10 @@ async fn tls_server() -> TlsServer {
 #[tokio::test(flavor = "multi_thread")]
 async fn https_is_verified_against_the_system_trust_store() {
     let server = tls_server().await;
-    let dir = tempfile::tempdir().unwrap();
-    let ca_file = dir.path().join("corp-ca.pem");
-    fs::write(&ca_file, &server.ca_pem).unwrap();
     let base = format!("https://{}", server.addr);
-    let args = ["fetch", "-vv", "--api-base", &base];
-    let app = [
-        ("WECOM_CORP_ID", CORP_ID),
-        ("WECOM_CORP_SECRET", SECRET),
-        ("RUST_LOG", "trace"),
-    ];
 
     // A CA the system store doesn't hold: refused at once, with what to do, and not retried.
-    let out = run_env(&args, None, &app);
-    assert_no_secrets(&out);
+    let out = wecom_at(&base, &["fetch"], &[]);
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
     let line = error_line(&out);
     assert!(
@@ -847,11 +836,8 @@ async fn https_is_verified_against_the_system_trust_store() {
 
     // The same CA added to the store (SSL_CERT_FILE is how OpenSSL-style stores are pointed
     // elsewhere; rustls-native-certs reads it as the system store).
-    let mut env = app.to_vec();
-    let ca_path = ca_file.to_str().unwrap();
-    env.push(("SSL_CERT_FILE", ca_path));
-    let out = run_env(&args, None, &env);
-    assert_no_secrets(&out);
+    let ca = server.ca_file.path().to_str().unwrap();
+    let out = wecom_at(&base, &["fetch"], &[("SSL_CERT_FILE", ca)]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(stdout(&out), pretty(&seed()));
     assert_eq!(server.handshakes.load(Ordering::SeqCst), 2);
@@ -902,21 +888,13 @@ async fn connect_proxy(upstream: SocketAddr) -> (SocketAddr, Arc<std::sync::Mute
 async fn https_goes_through_https_proxy() {
     let server = tls_server().await;
     let (proxy, asked) = connect_proxy(server.addr).await;
-    let dir = tempfile::tempdir().unwrap();
-    let ca_file = dir.path().join("corp-ca.pem");
-    fs::write(&ca_file, &server.ca_pem).unwrap();
-    // Nothing listens on port 1: only the proxy can reach the server.
-    let args = ["fetch", "-vv", "--api-base", "https://127.0.0.1:1"];
     let proxy_url = format!("http://{proxy}");
     let env = [
-        ("WECOM_CORP_ID", CORP_ID),
-        ("WECOM_CORP_SECRET", SECRET),
-        ("RUST_LOG", "trace"),
-        ("SSL_CERT_FILE", ca_file.to_str().unwrap()),
+        ("SSL_CERT_FILE", server.ca_file.path().to_str().unwrap()),
         ("HTTPS_PROXY", &proxy_url),
     ];
-    let out = run_env(&args, None, &env);
-    assert_no_secrets(&out);
+    // Nothing listens on port 1: only the proxy can reach the server.
+    let out = wecom_at("https://127.0.0.1:1", &["fetch"], &env);
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(stdout(&out), pretty(&seed()));
     let asked = asked.lock().unwrap().clone();
