@@ -30,6 +30,10 @@ fn seed() -> Value {
     serde_json::from_slice(&fs::read(fixture("seed.json")).unwrap()).unwrap()
 }
 
+fn seed_answer() -> ResponseTemplate {
+    ResponseTemplate::new(200).set_body_json(seed())
+}
+
 fn token_answer(token: &str) -> ResponseTemplate {
     ResponseTemplate::new(200).set_body_json(
         json!({"errcode": 0, "errmsg": "ok", "access_token": token, "expires_in": 7200}),
@@ -57,13 +61,27 @@ fn list(token: &str, answer: ResponseTemplate) -> Mock {
         .respond_with(answer)
 }
 
+/// Mounts `answers` for one endpoint to be given in turn, each exactly once.
+async fn in_turn(
+    server: &MockServer,
+    endpoint: impl Fn(ResponseTemplate) -> Mock,
+    answers: Vec<ResponseTemplate>,
+) {
+    for (turn, answer) in (1u8..).zip(answers) {
+        endpoint(answer)
+            .with_priority(turn)
+            .up_to_n_times(1)
+            .expect(1)
+            .mount(server)
+            .await;
+    }
+}
+
 /// A server that hands out TOKEN and answers the seed list for it.
 async fn happy_server() -> MockServer {
     let server = MockServer::start().await;
     gettoken(token_answer(TOKEN)).mount(&server).await;
-    list(TOKEN, ResponseTemplate::new(200).set_body_json(seed()))
-        .mount(&server)
-        .await;
+    list(TOKEN, seed_answer()).mount(&server).await;
     server
 }
 
@@ -169,10 +187,7 @@ fn write_cache(path: &Path, token: &str, expires_in: u64) {
 async fn the_token_flow_saves_the_answer_as_received() {
     let server = MockServer::start().await;
     gettoken(token_answer(TOKEN)).expect(1).mount(&server).await;
-    list(TOKEN, ResponseTemplate::new(200).set_body_json(seed()))
-        .expect(1)
-        .mount(&server)
-        .await;
+    list(TOKEN, seed_answer()).expect(1).mount(&server).await;
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("wecom.json");
     fs::write(&file, "old\n").unwrap();
@@ -248,23 +263,12 @@ async fn a_busy_api_is_retried() {
     let server = MockServer::start().await;
     gettoken(token_answer(TOKEN)).expect(1).mount(&server).await;
     // -1 (system busy), then 45033 (too many concurrent calls), then the list.
-    list(TOKEN, wecom_error(-1, "system busy"))
-        .with_priority(1)
-        .up_to_n_times(1)
-        .expect(1)
-        .mount(&server)
-        .await;
-    list(TOKEN, wecom_error(45033, "api concurrent out of limit"))
-        .with_priority(2)
-        .up_to_n_times(1)
-        .expect(1)
-        .mount(&server)
-        .await;
-    list(TOKEN, ResponseTemplate::new(200).set_body_json(seed()))
-        .with_priority(3)
-        .expect(1)
-        .mount(&server)
-        .await;
+    let answers = vec![
+        wecom_error(-1, "system busy"),
+        wecom_error(45033, "api concurrent out of limit"),
+        seed_answer(),
+    ];
+    in_turn(&server, |a| list(TOKEN, a), answers).await;
     let out = wecom(&server, &["fetch"], &[]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(stdout(&out), pretty(&seed()));
@@ -276,28 +280,10 @@ async fn a_busy_api_is_retried() {
 #[tokio::test(flavor = "multi_thread")]
 async fn http_503_and_429_are_retried() {
     let server = MockServer::start().await;
-    gettoken(ResponseTemplate::new(503).set_body_string("upstream unavailable"))
-        .with_priority(1)
-        .up_to_n_times(1)
-        .expect(1)
-        .mount(&server)
-        .await;
-    gettoken(token_answer(TOKEN))
-        .with_priority(2)
-        .expect(1)
-        .mount(&server)
-        .await;
-    list(TOKEN, ResponseTemplate::new(429))
-        .with_priority(1)
-        .up_to_n_times(1)
-        .expect(1)
-        .mount(&server)
-        .await;
-    list(TOKEN, ResponseTemplate::new(200).set_body_json(seed()))
-        .with_priority(2)
-        .expect(1)
-        .mount(&server)
-        .await;
+    let unavailable = ResponseTemplate::new(503).set_body_string("upstream unavailable");
+    in_turn(&server, gettoken, vec![unavailable, token_answer(TOKEN)]).await;
+    let too_many = ResponseTemplate::new(429);
+    in_turn(&server, |a| list(TOKEN, a), vec![too_many, seed_answer()]).await;
     let out = wecom(&server, &["fetch"], &[]);
     assert!(out.status.success(), "{}", stderr(&out));
     let err = stderr(&out);
@@ -335,10 +321,7 @@ async fn a_refused_cached_token_is_replaced_once() {
         .expect(1)
         .mount(&server)
         .await;
-    list(TOKEN2, ResponseTemplate::new(200).set_body_json(seed()))
-        .expect(1)
-        .mount(&server)
-        .await;
+    list(TOKEN2, seed_answer()).expect(1).mount(&server).await;
     let dir = tempfile::tempdir().unwrap();
     let cache = dir.path().join("token.json");
     write_cache(&cache, TOKEN, 7200);
@@ -393,10 +376,7 @@ async fn a_ready_token_is_used_as_is() {
         .expect(0)
         .mount(&server)
         .await;
-    list(TOKEN, ResponseTemplate::new(200).set_body_json(seed()))
-        .expect(1)
-        .mount(&server)
-        .await;
+    list(TOKEN, seed_answer()).expect(1).mount(&server).await;
     let no_app = [
         ("WECOM_CORP_ID", ""),
         ("WECOM_CORP_SECRET", ""),
@@ -429,10 +409,7 @@ async fn a_ready_token_is_used_as_is() {
 async fn the_token_cache_saves_gettoken_calls() {
     let server = MockServer::start().await;
     gettoken(token_answer(TOKEN)).expect(1).mount(&server).await;
-    list(TOKEN, ResponseTemplate::new(200).set_body_json(seed()))
-        .expect(2)
-        .mount(&server)
-        .await;
+    list(TOKEN, seed_answer()).expect(2).mount(&server).await;
     let dir = tempfile::tempdir().unwrap();
     let cache = dir.path().join("token.json");
     let args = ["fetch", "--token-cache", cache.to_str().unwrap()];
@@ -449,10 +426,7 @@ async fn the_token_cache_saves_gettoken_calls() {
         .expect(1)
         .mount(&server)
         .await;
-    list(TOKEN2, ResponseTemplate::new(200).set_body_json(seed()))
-        .expect(1)
-        .mount(&server)
-        .await;
+    list(TOKEN2, seed_answer()).expect(1).mount(&server).await;
     let out = wecom(&server, &args, &[]);
     assert!(out.status.success(), "{}", stderr(&out));
     let cached: Value = serde_json::from_slice(&fs::read(&cache).unwrap()).unwrap();
@@ -688,10 +662,7 @@ async fn missing_credentials_fail_before_any_request() {
 async fn the_secret_can_come_from_a_file() {
     let server = MockServer::start().await;
     gettoken(token_answer(TOKEN)).expect(1).mount(&server).await;
-    list(TOKEN, ResponseTemplate::new(200).set_body_json(seed()))
-        .expect(1)
-        .mount(&server)
-        .await;
+    list(TOKEN, seed_answer()).expect(1).mount(&server).await;
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("secret");
     fs::write(&file, format!("{SECRET}\n")).unwrap();
