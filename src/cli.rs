@@ -4,12 +4,14 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{ArgAction, Args, Parser, Subcommand};
 
 use crate::config::Config;
 use crate::diff::{summarize, Format};
 use crate::error::{Error, Result};
+use crate::fetch;
 use crate::list::List;
 use crate::output::{read_input, stale_files, write_file, write_files};
 use crate::render::Templates;
@@ -23,12 +25,16 @@ pub const SOURCE_FILE: &str = "source.json";
 #[command(name = "wecom-allowlist", version, about, long_about = None)]
 #[command(
     after_help = "Exit codes: 0 success (no change for --check and diff); 1 changes found \
-(--check, diff); 2 invalid input, config or usage; 3 the response carries a WeCom error; 4 a \
-safety guard refused; 70 an internal template error (a bug)."
+(--check, diff); 2 invalid input, config or usage; 3 a WeCom API error, a network error or missing \
+credentials; 4 a safety guard refused; 70 an internal template error (a bug)."
 )]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+    /// Log on standard error: -v what the fetch does, -vv every request. RUST_LOG (e.g.
+    /// `hyper_util=debug`) sets the levels of other crates. Secrets are never logged.
+    #[arg(short, long, action = ArgAction::Count, global = true)]
+    pub verbose: u8,
 }
 
 #[derive(Debug, Subcommand)]
@@ -84,17 +90,72 @@ pub enum Command {
     },
     /// List the targets, each with its file name and what it holds.
     Targets,
+    /// Fetch the list from the WeCom API, check it as `render` would, and save it as received
+    /// (pretty JSON); an invalid or error answer is never saved.
+    Fetch {
+        #[command(flatten)]
+        fetch: FetchArgs,
+        /// Write to FILE atomically instead of standard output; on any error FILE is left as it was.
+        #[arg(short, long, value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Args)]
 pub struct SourceArgs {
     /// A saved get_server_domain_ip response (JSON, exactly as the API returns it, or a
-    /// source.json); `-` reads standard input.
+    /// source.json); `-` reads standard input. Without it the list is fetched live (see the
+    /// fetch options).
     #[arg(short, long, value_name = "FILE|-")]
-    pub input: PathBuf,
+    pub input: Option<PathBuf>,
     /// Drop invalid entries with a warning each on standard error, instead of failing.
     #[arg(long)]
     pub skip_invalid: bool,
+    #[command(flatten)]
+    pub fetch: FetchArgs,
+}
+
+const FETCH_HEADING: &str = "Fetching live (fetch; render and build without --input)";
+
+/// Where and how to fetch the list live. The app's Secret is read from WECOM_CORP_SECRET or
+/// --corp-secret-file, never from a flag value, which `ps` would show.
+#[derive(Debug, Args)]
+pub struct FetchArgs {
+    /// The corp id (企业ID). With it: the app's Secret in the environment variable
+    /// WECOM_CORP_SECRET or in --corp-secret-file. Or, instead of both, a ready token in
+    /// WECOM_ACCESS_TOKEN.
+    #[arg(help_heading = FETCH_HEADING, long, value_name = "ID", env = "WECOM_CORP_ID")]
+    pub corp_id: Option<String>,
+    /// A file that holds the app's Secret (instead of WECOM_CORP_SECRET).
+    #[arg(help_heading = FETCH_HEADING, long, value_name = "PATH")]
+    pub corp_secret_file: Option<PathBuf>,
+    /// The API's address: for private deployments, proxies and tests.
+    #[arg(help_heading = FETCH_HEADING, long, value_name = "URL", env = "WECOM_API_BASE", default_value = fetch::DEFAULT_API_BASE)]
+    pub api_base: String,
+    /// Seconds to wait for each request; the whole fetch, retries included, gives up after
+    /// three times this.
+    #[arg(help_heading = FETCH_HEADING, long, value_name = "SECONDS", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub timeout: u64,
+    /// Keep the access token in FILE (mode 0600) and reuse it while it has more than 5 minutes
+    /// left: WeCom asks callers not to get tokens often.
+    #[arg(help_heading = FETCH_HEADING, long, value_name = "FILE")]
+    pub token_cache: Option<PathBuf>,
+}
+
+impl FetchArgs {
+    /// Checks everything, credentials included, before any request is sent.
+    fn config(&self) -> Result<fetch::Config> {
+        Ok(fetch::Config {
+            api_base: fetch::api_base(&self.api_base)?,
+            timeout: Duration::from_secs(self.timeout),
+            credentials: fetch::Credentials::from_env(
+                self.corp_id.clone(),
+                self.corp_secret_file.as_deref(),
+            )?,
+            token_cache: self.token_cache.clone(),
+        })
+    }
 }
 
 /// What to allow and where the rules go. Flags override the config file.
@@ -168,8 +229,22 @@ impl PolicyArgs {
     }
 }
 
+/// The list's JSON document from the API. The async runtime is built here, only when a fetch
+/// is needed: runs from a file never start one.
+fn fetch_live(args: &FetchArgs) -> Result<serde_json::Value> {
+    let config = args.config()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Fetch(format!("cannot start the async runtime: {e}")))?;
+    runtime.block_on(fetch::fetch(&config))
+}
+
 fn load(source: &SourceArgs) -> Result<wecom::Response> {
-    let response = wecom::parse(&read_input(&source.input)?, source.skip_invalid)?;
+    let response = match &source.input {
+        Some(path) => wecom::parse(&read_input(path)?, source.skip_invalid)?,
+        None => wecom::validate(&fetch_live(&source.fetch)?, source.skip_invalid)?,
+    };
     for skipped in &response.skipped {
         eprintln!("wecom-allowlist: warning: skipped {skipped}");
     }
@@ -237,6 +312,18 @@ pub fn run(cli: Cli) -> Result<Outcome> {
                 .map(|t| format!("{:<10} {:<16} {}\n", t.name(), t.file_name(), t.summary()))
                 .collect();
             print(&text)?;
+        }
+        Command::Fetch { fetch, output } => {
+            let doc = fetch_live(&fetch)?;
+            wecom::validate(&doc, false)?;
+            // serde_json keeps the key order (preserve_order): the file reads as WeCom sent it.
+            let mut text = serde_json::to_string_pretty(&doc)
+                .map_err(|e| Error::Input(format!("cannot write the answer as JSON: {e}")))?;
+            text.push('\n');
+            match output {
+                Some(path) => write_file(&path, text.as_bytes())?,
+                None => print(&text)?,
+            }
         }
         Command::Render {
             target,
@@ -318,9 +405,40 @@ pub fn run(cli: Cli) -> Result<Outcome> {
     Ok(Outcome::Done)
 }
 
+/// Logs go to standard error only, so standard output stays the result. Without RUST_LOG and
+/// -v only this crate's warnings show (retries, an unusable token cache).
+fn init_logging(verbose: u8) {
+    use tracing_subscriber::filter::{LevelFilter, Targets};
+    use tracing_subscriber::prelude::*;
+
+    let ours = match verbose {
+        0 => LevelFilter::WARN,
+        1 => LevelFilter::INFO,
+        _ => LevelFilter::TRACE,
+    };
+    let crate_name = env!("CARGO_CRATE_NAME");
+    let mut filter = Targets::new().with_target(crate_name, ours);
+    match std::env::var("RUST_LOG") {
+        Ok(spec) if !spec.trim().is_empty() => match spec.parse::<Targets>() {
+            Ok(targets) if verbose > 0 => filter = targets.with_target(crate_name, ours),
+            Ok(targets) => filter = targets,
+            Err(e) => eprintln!("wecom-allowlist: warning: RUST_LOG ignored: {e}"),
+        },
+        _ => {}
+    }
+    let logs = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    // Fails only if a subscriber is set already, and then logs still go somewhere.
+    let _ = tracing_subscriber::registry()
+        .with(logs)
+        .with(filter)
+        .try_init();
+}
+
 /// The binary's whole `main`.
 pub fn main() -> ExitCode {
-    match run(Cli::parse()) {
+    let cli = Cli::parse();
+    init_logging(cli.verbose);
+    match run(cli) {
         Ok(Outcome::Done) => ExitCode::SUCCESS,
         Ok(Outcome::Changed) => ExitCode::from(1),
         Err(e) => {

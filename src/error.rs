@@ -9,9 +9,23 @@ pub enum Error {
     #[error("invalid input: {0}")]
     Input(String),
 
-    /// The saved response carries a WeCom error instead of a list.
-    #[error("{}", crate::wecom::describe_api_error(*errcode, errmsg))]
-    Api { errcode: i64, errmsg: String },
+    /// WeCom answered with an error code: in a saved response (`call` is `None`) or live, from
+    /// the call named.
+    #[error("{}", crate::wecom::describe_api_error(*call, *errcode, errmsg))]
+    Api {
+        call: Option<&'static str>,
+        errcode: i64,
+        errmsg: String,
+    },
+
+    /// The API could not be reached or gave no usable answer: network, TLS, HTTP status, a body
+    /// that is not JSON. The text never holds the secret or the token.
+    #[error("cannot fetch the list: {0}")]
+    Fetch(String),
+
+    /// Credentials missing or unreadable, found before any request is sent.
+    #[error("credentials: {0}")]
+    Credentials(String),
 
     /// A safety guard refused to produce an allowlist that would cut WeCom off or open a hole.
     #[error("refused: {0}")]
@@ -62,7 +76,7 @@ impl Error {
             | Error::CustomTemplate { .. }
             | Error::Read { .. }
             | Error::Write { .. } => 2,
-            Error::Api { .. } => 3,
+            Error::Api { .. } | Error::Fetch(_) | Error::Credentials(_) => 3,
             Error::Guard(_) => 4,
             Error::Render { .. } => 70,
         }

@@ -1,14 +1,16 @@
 //! wecom-allowlist: WeCom's published server list, validated and turned into firewall allowlists.
 //!
-//! The pipeline, one module a stage: `wecom` (parse and validate a response) -> `normalize`
-//! (filter, group, aggregate) -> `render` (templates per `target`) -> `output` (atomic files,
-//! `--check`). `config` holds the user's choices, `list` and `diff` the normalized list that
-//! ties a build folder to its source and shows what changed.
+//! The pipeline, one module a stage: `fetch` (the live API, when no saved response is given) ->
+//! `wecom` (parse and validate a response) -> `normalize` (filter, group, aggregate) -> `render`
+//! (templates per `target`) -> `output` (atomic files, `--check`). `config` holds the user's
+//! choices, `list` and `diff` the normalized list that ties a build folder to its source and
+//! shows what changed.
 
 pub mod cli;
 pub mod config;
 pub mod diff;
 pub mod error;
+pub mod fetch;
 pub mod list;
 pub mod model;
 pub mod normalize;

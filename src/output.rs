@@ -17,9 +17,19 @@ fn write_error(path: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
     }
 }
 
-/// Writes `bytes` to a temporary file in `path`'s folder, with the mode the old file had
-/// (0644 for a new one, as git checkouts and config management expect).
-fn stage(path: &Path, bytes: &[u8]) -> Result<NamedTempFile> {
+/// Who may read a file once it is in place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Access {
+    /// The mode the old file had, 0644 for a new one, as git checkouts and config management
+    /// expect.
+    AsBefore,
+    /// 0600 whatever the old file had: the file holds a credential.
+    Private,
+}
+
+/// Writes `bytes` to a temporary file in `path`'s folder, with the mode `access` asks for. The
+/// temporary file is created 0600, so a private file is never readable by others, even briefly.
+fn stage(path: &Path, bytes: &[u8], access: Access) -> Result<NamedTempFile> {
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
@@ -31,9 +41,12 @@ fn stage(path: &Path, bytes: &[u8]) -> Result<NamedTempFile> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        let mode = fs::metadata(path)
-            .map(|m| m.permissions().mode() & 0o7777)
-            .unwrap_or(0o644);
+        let mode = match access {
+            Access::Private => 0o600,
+            Access::AsBefore => fs::metadata(path)
+                .map(|m| m.permissions().mode() & 0o7777)
+                .unwrap_or(0o644),
+        };
         fs::set_permissions(tmp.path(), fs::Permissions::from_mode(mode)).map_err(&err)?;
     }
     Ok(tmp)
@@ -44,20 +57,29 @@ pub fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
     write_files(&[(path.to_owned(), bytes.to_vec())])
 }
 
+/// Replaces or creates a file that holds a credential (the token cache) atomically, mode 0600.
+pub fn write_private_file(path: &Path, bytes: &[u8]) -> Result<()> {
+    persist(path, stage(path, bytes, Access::Private)?)
+}
+
 /// Replaces or creates every file, staging them all first: if any can't be written, none
 /// changes. (The renames that follow can't fail for lack of space.)
 pub fn write_files(files: &[(PathBuf, Vec<u8>)]) -> Result<()> {
     let staged = files
         .iter()
-        .map(|(path, bytes)| stage(path, bytes).map(|tmp| (path, tmp)))
+        .map(|(path, bytes)| stage(path, bytes, Access::AsBefore).map(|tmp| (path, tmp)))
         .collect::<Result<Vec<_>>>()?;
     for (path, tmp) in staged {
-        tmp.persist(path).map_err(|e| Error::Write {
-            path: path.clone(),
-            source: e.error,
-        })?;
+        persist(path, tmp)?;
     }
     Ok(())
+}
+
+fn persist(path: &Path, tmp: NamedTempFile) -> Result<()> {
+    tmp.persist(path).map(drop).map_err(|e| Error::Write {
+        path: path.to_owned(),
+        source: e.error,
+    })
 }
 
 /// A file whose bytes on disk differ from what a build would write.
@@ -167,5 +189,23 @@ mod tests {
         let files = vec![(a, b"one\n2\n".to_vec())];
         let diff = &stale_files(&files).unwrap()[0].diff;
         assert!(diff.contains("-two\n+2\n"), "{diff}");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_private_file_is_0600_even_over_a_readable_one() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("token.json");
+        fs::write(&path, "old").unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
+        write_private_file(&path, b"secret").unwrap();
+        assert_eq!(fs::read_to_string(&path).unwrap(), "secret");
+        let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        // And an ordinary write keeps the mode the file had.
+        write_file(&path, b"x").unwrap();
+        let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
     }
 }

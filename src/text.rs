@@ -4,10 +4,15 @@
 /// Quotes a value for an error message: control characters, quotes and backslashes escaped
 /// (a newline shows as `\n`), and long values cut so one bad field can't flood a terminal.
 pub fn quote(s: &str) -> String {
-    const MAX_CHARS: usize = 120;
+    quote_max(s, 120)
+}
+
+/// `quote`, cut after `max_chars` characters: the start of a page that is not JSON says more
+/// with a little more room.
+pub fn quote_max(s: &str, max_chars: usize) -> String {
     let mut out = String::from("\"");
     for (i, c) in s.chars().enumerate() {
-        if i == MAX_CHARS {
+        if i == max_chars {
             out.push_str("\"...");
             return out;
         }

@@ -23,18 +23,24 @@ pub struct Response {
     pub skipped: Vec<String>,
 }
 
-/// Parses a saved or fetched response. With `skip_invalid`, a bad entry is reported in
-/// `skipped` instead of failing the whole input; a bad document always fails.
+/// Parses a saved response. With `skip_invalid`, a bad entry is reported in `skipped` instead
+/// of failing the whole input; a bad document always fails.
 pub fn parse(bytes: &[u8], skip_invalid: bool) -> Result<Response> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Err(Error::Input("the input is empty".into()));
     }
     let doc: Value =
         serde_json::from_slice(bytes).map_err(|e| Error::Input(format!("not valid JSON: {e}")))?;
+    validate(&doc, skip_invalid)
+}
+
+/// Validates a response already read as JSON: a live fetch has the document in hand and must
+/// pass the very checks a saved file does.
+pub fn validate(doc: &Value, skip_invalid: bool) -> Result<Response> {
     let Value::Object(top) = doc else {
         return Err(Error::Input(format!(
             "the top level must be a JSON object, found {}",
-            kind(&doc)
+            kind(doc)
         )));
     };
 
@@ -47,6 +53,7 @@ pub fn parse(bytes: &[u8], skip_invalid: bool) -> Result<Response> {
     if errcode != 0 {
         let errmsg = top.get("errmsg").and_then(Value::as_str).unwrap_or("");
         return Err(Error::Api {
+            call: None,
             errcode,
             errmsg: errmsg.to_owned(),
         });
@@ -320,13 +327,21 @@ fn shown(v: &Value) -> String {
 pub fn advice(errcode: i64, errmsg: &str) -> String {
     match errcode {
         -1 => "WeCom is busy; retry later (at most 3 times)".into(),
-        40001 => "the corp secret is invalid: check the app's Secret in the WeCom admin console".into(),
-        40013 => "the corp id is invalid: check 我的企业 - 企业信息 - 企业ID".into(),
-        40014 | 42001 | 41001 => "the access token is invalid, expired or missing: fetch a new one".into(),
-        41004 => "the corp secret is missing".into(),
-        45009 => "the API call frequency limit was hit: wait a minute and try again".into(),
+        40001 => "the corp secret is invalid: copy the app's Secret again (应用管理 - the app - Secret) \
+into WECOM_CORP_SECRET or --corp-secret-file"
+            .into(),
+        40013 => "the corp id is invalid: check WECOM_CORP_ID or --corp-id against 我的企业 - 企业信息 - 企业ID".into(),
+        40014 | 42001 | 41001 => "the access token is invalid, expired or missing: fetch a new one (a stale \
+WECOM_ACCESS_TOKEN must be replaced; with WECOM_CORP_ID and WECOM_CORP_SECRET set, wecom-allowlist gets its own)"
+            .into(),
+        41004 => "the corp secret is missing: set WECOM_CORP_SECRET or --corp-secret-file".into(),
+        45009 => "the API call frequency limit was hit (per company and API: 10,000 a minute, 150,000 an \
+hour): wait a minute and try again"
+            .into(),
         45033 => "too many concurrent calls: retry later".into(),
-        48002 => "the API is forbidden for this app: add the app under 我的企业 - 设置 - 域名IP - 可调用API的应用".into(),
+        48002 => "the API is forbidden for this app: add the app (a self-built app, 自建应用) under \
+我的企业 - 设置 - 域名IP - 可调用API的应用"
+            .into(),
         60020 => match from_ip(errmsg) {
             Some(ip) => format!("calls from {ip} are not allowed: add {ip} to the app's trusted IPs (企业可信IP)"),
             None => "calls from this address are not allowed: add it to the app's trusted IPs (企业可信IP)".into(),
@@ -342,9 +357,11 @@ fn from_ip(errmsg: &str) -> Option<IpAddr> {
     IpAddr::from_str(token).ok()
 }
 
-pub fn describe_api_error(errcode: i64, errmsg: &str) -> String {
+/// The message of `Error::Api`; `call` names the live call that failed, if any.
+pub fn describe_api_error(call: Option<&str>, errcode: i64, errmsg: &str) -> String {
     format!(
-        "WeCom returned errcode {errcode} ({}): {}",
+        "{}WeCom returned errcode {errcode} ({}): {}",
+        call.map(|c| format!("{c}: ")).unwrap_or_default(),
         quote(errmsg),
         advice(errcode, errmsg)
     )

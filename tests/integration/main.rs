@@ -2,6 +2,7 @@
 //! binary, as users and CI do.
 
 mod cli;
+mod fetch;
 mod gitops;
 mod normalize_props;
 mod oracle;

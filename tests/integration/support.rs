@@ -11,9 +11,38 @@ pub fn fixture(name: &str) -> PathBuf {
     fixtures().join(name)
 }
 
+/// Variables of the machine running the tests that would change what the binary does: its
+/// credentials, API base, log levels, proxies and trusted CAs. Every run starts without them.
+const HOST_ENV: [&str; 15] = [
+    "WECOM_CORP_ID",
+    "WECOM_CORP_SECRET",
+    "WECOM_ACCESS_TOKEN",
+    "WECOM_API_BASE",
+    "RUST_LOG",
+    "HTTP_PROXY",
+    "http_proxy",
+    "HTTPS_PROXY",
+    "https_proxy",
+    "ALL_PROXY",
+    "all_proxy",
+    "NO_PROXY",
+    "no_proxy",
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+];
+
 /// Runs the binary with `args`, feeding `stdin` if given.
 pub fn run(args: &[&str], stdin: Option<&[u8]>) -> Output {
+    run_env(args, stdin, &[])
+}
+
+/// `run` with environment variables set (a later pair wins over an earlier one).
+pub fn run_env(args: &[&str], stdin: Option<&[u8]>, env: &[(&str, &str)]) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_wecom-allowlist"));
+    for name in HOST_ENV {
+        cmd.env_remove(name);
+    }
+    cmd.envs(env.iter().copied());
     cmd.args(args)
         .stdin(if stdin.is_some() {
             Stdio::piped()
