@@ -33,7 +33,7 @@ use render::{Settings, Templates};
 /// caller can refuse to write anything when any target fails.
 pub struct Prepared {
     entries: Vec<Entry>,
-    config: Config,
+    options: normalize::Options,
     pub list: List,
     /// `source.json`, whose digest every file's header carries.
     pub source_json: String,
@@ -56,7 +56,7 @@ pub fn prepare(response: wecom::Response, config: &Config) -> Result<Prepared> {
     };
     Ok(Prepared {
         entries,
-        config: config.clone(),
+        options: config.options.clone(),
         list,
         source_json,
         settings,
@@ -66,7 +66,7 @@ pub fn prepare(response: wecom::Response, config: &Config) -> Result<Prepared> {
 impl Prepared {
     /// The policy for one target; refuses an nftables table family that can't hold the list.
     pub fn policy(&self, target: Target) -> Result<Policy> {
-        let policy = normalize::normalize(&self.entries, &self.config.options, target.wildcards())?;
+        let policy = normalize::normalize(&self.entries, &self.options, target.wildcards())?;
         if target == Target::Nftables {
             let family = self.settings.names.nft_family.as_str();
             let clash = policy.groups.iter().find(|g| {
