@@ -381,7 +381,7 @@ pub fn run(cli: Cli) -> Result<Outcome> {
                 if stale.is_empty() {
                     return Ok(Outcome::Done);
                 }
-                let mut report: String = stale.iter().map(|s| s.diff.as_str()).collect();
+                let mut report: String = stale.concat();
                 report.push('\n');
                 report.push_str(&summarize(&previous, &prepared.list).text());
                 print(&report)?;

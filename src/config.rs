@@ -4,7 +4,6 @@
 
 use std::path::Path;
 
-use ipnet::IpNet;
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
@@ -149,7 +148,7 @@ impl Config {
 
         let exclude = Exclude {
             names: each("exclude.domains", &file.exclude.domains, exclude_name)?,
-            nets: each("exclude.cidrs", &file.exclude.cidrs, exclude_net)?,
+            nets: each("exclude.cidrs", &file.exclude.cidrs, wecom::parse_ip)?,
         };
         Ok(Config {
             names,
@@ -186,21 +185,6 @@ fn exclude_name(raw: &str) -> Result<Dest, &'static str> {
         Some(rest) => Hostname::parse(rest).map(Dest::Wildcard),
         None => Hostname::parse(raw).map(Dest::Exact),
     }
-}
-
-/// An address or a network; host bits must be clear, as in the response.
-fn exclude_net(raw: &str) -> Result<IpNet, String> {
-    let net: IpNet = match raw.parse() {
-        Ok(n) => n,
-        Err(_) => raw
-            .parse::<std::net::IpAddr>()
-            .map(IpNet::from)
-            .map_err(|_| "is not an IPv4/IPv6 address or CIDR".to_string())?,
-    };
-    if net.trunc() != net {
-        return Err(format!("has host bits set (did you mean {}?)", net.trunc()));
-    }
-    Ok(net)
 }
 
 #[cfg(test)]

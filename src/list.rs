@@ -154,9 +154,7 @@ impl List {
 
 /// `sha256:<hex>` of a text: what headers print to tie a file to its source.json.
 pub fn digest(text: &str) -> String {
-    let hash = Sha256::digest(text.as_bytes());
-    let hex: String = hash.iter().map(|b| format!("{b:02x}")).collect();
-    format!("sha256:{hex}")
+    format!("sha256:{:x}", Sha256::digest(text.as_bytes()))
 }
 
 #[cfg(test)]

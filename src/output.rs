@@ -82,15 +82,9 @@ fn persist(path: &Path, tmp: NamedTempFile) -> Result<()> {
     })
 }
 
-/// A file whose bytes on disk differ from what a build would write.
-pub struct Stale {
-    pub path: PathBuf,
-    /// A unified diff from what is there (nothing, if missing) to what would be written.
-    pub diff: String,
-}
-
-/// Compares each file with what is on disk, for `--check`: writes nothing.
-pub fn stale_files(files: &[(PathBuf, Vec<u8>)]) -> Result<Vec<Stale>> {
+/// Compares each file with what is on disk, for `--check`, and writes nothing: one unified diff,
+/// from what is there (nothing, if missing) to what would be written, per file that differs.
+pub fn stale_files(files: &[(PathBuf, Vec<u8>)]) -> Result<Vec<String>> {
     let mut out = Vec::new();
     for (path, new) in files {
         let old = match fs::read(path) {
@@ -124,10 +118,7 @@ pub fn stale_files(files: &[(PathBuf, Vec<u8>)]) -> Result<Vec<Stale>> {
                 &format!("b/{name}"),
             )
             .to_string();
-        out.push(Stale {
-            path: path.clone(),
-            diff,
-        });
+        out.push(diff);
     }
     Ok(out)
 }
@@ -182,12 +173,12 @@ mod tests {
         let stale = stale_files(&files).unwrap();
         assert_eq!(stale.len(), 1);
         assert!(
-            stale[0].diff.starts_with("--- /dev/null\n+++ b/"),
+            stale[0].starts_with("--- /dev/null\n+++ b/"),
             "{}",
-            stale[0].diff
+            stale[0]
         );
         let files = vec![(a, b"one\n2\n".to_vec())];
-        let diff = &stale_files(&files).unwrap()[0].diff;
+        let diff = &stale_files(&files).unwrap()[0];
         assert!(diff.contains("-two\n+2\n"), "{diff}");
     }
 

@@ -273,8 +273,9 @@ fn port_words(ports: &PortSet) -> String {
 }
 
 fn short_hash(ports: &PortSet) -> String {
-    let digest = Sha256::digest(ports.to_string().as_bytes());
-    digest[..4].iter().map(|b| format!("{b:02x}")).collect()
+    let mut hex = format!("{:x}", Sha256::digest(ports.to_string().as_bytes()));
+    hex.truncate(8);
+    hex
 }
 
 fn slugs(g: &Group) -> (String, String) {

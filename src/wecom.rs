@@ -178,7 +178,7 @@ fn required_str<'a>(obj: &'a Map<String, Value>, name: &str) -> Result<&'a str, 
 
 /// An address is a host route; a CIDR must have no host bits set, since `10.0.0.1/8` may mean
 /// the host or the network and guessing wrong either opens a hole or cuts a service off.
-fn parse_ip(raw: &str) -> Result<IpNet, String> {
+pub fn parse_ip(raw: &str) -> Result<IpNet, String> {
     if raw.contains('/') {
         let net =
             IpNet::from_str(raw).map_err(|_| "is not an IPv4/IPv6 address or CIDR".to_string())?;
