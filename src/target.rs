@@ -34,7 +34,7 @@ impl Target {
         Target::Squid,
     ];
 
-    pub fn name(self) -> &'static str {
+    pub const fn name(self) -> &'static str {
         match self {
             Target::Iptables => "iptables",
             Target::Ip6tables => "ip6tables",
@@ -165,10 +165,18 @@ impl Syntax {
     }
 }
 
+/// XML 1.0's `Char`: anything else (U+FFFE, U+FFFF, most C0 controls) is fatal to a parser,
+/// even written as a character reference.
+fn is_xml_char(c: char) -> bool {
+    matches!(c, '\t' | '\n' | '\r' | '\u{20}'..='\u{D7FF}' | '\u{E000}'..='\u{FFFD}' | '\u{10000}'..)
+}
+
+/// Escapes markup, and replaces a character that XML can't hold with U+FFFD.
 fn xml_escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         match c {
+            c if !is_xml_char(c) => out.push('\u{FFFD}'),
             '&' => out.push_str("&amp;"),
             '<' => out.push_str("&lt;"),
             '>' => out.push_str("&gt;"),
@@ -202,6 +210,19 @@ mod tests {
             "a&quot;b\\c &lt;x&gt;&amp;&apos;"
         );
         assert_eq!(Syntax::Squid.escape(hostile), "a\"b\\c <x>&'");
+    }
+
+    #[test]
+    fn xml_never_holds_a_character_outside_xml_chars() {
+        let text = "a\u{FFFE}b\u{FFFF}c\u{1}\u{1F}d\u{E000}\u{10FFFF}\u{D7FF}";
+        for escaped in [Syntax::Xml.escape(text), xml_escape(text)] {
+            assert!(escaped.chars().all(is_xml_char), "{escaped:?}");
+            assert!(
+                escaped.contains("\u{E000}\u{10FFFF}\u{D7FF}"),
+                "{escaped:?}"
+            );
+        }
+        assert_eq!(xml_escape("\u{FFFE}x\u{FFFF}"), "\u{FFFD}x\u{FFFD}");
     }
 
     #[test]

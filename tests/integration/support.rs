@@ -3,6 +3,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
+use wecom_allowlist::Target;
+
 pub fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
 }
@@ -82,4 +84,13 @@ pub fn render(target: &str, fixture_path: &Path, args: &[&str]) -> String {
     stdout(&out)
 }
 
-pub const TARGETS: [&str; 5] = ["iptables", "ip6tables", "nftables", "pfsense", "squid"];
+/// Every target's name, from the crate's own table: a new target can't miss a test.
+pub const TARGETS: [&str; Target::ALL.len()] = {
+    let mut names = [""; Target::ALL.len()];
+    let mut i = 0;
+    while i < names.len() {
+        names[i] = Target::ALL[i].name();
+        i += 1;
+    }
+    names
+};
