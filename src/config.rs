@@ -137,14 +137,20 @@ impl Config {
         names.validate()?;
 
         let mut extra = Response::default();
+        let in_config = |e: Error| match e {
+            Error::Input(msg) => Error::Config(msg),
+            other => other,
+        };
         wecom::parse_list(
             ListKind::Domain,
             true,
             &file.extra.domain_list,
             false,
             &mut extra,
-        )?;
-        wecom::parse_list(ListKind::Ip, true, &file.extra.ip_list, false, &mut extra)?;
+        )
+        .map_err(in_config)?;
+        wecom::parse_list(ListKind::Ip, true, &file.extra.ip_list, false, &mut extra)
+            .map_err(in_config)?;
 
         let exclude = Exclude {
             names: each("exclude.domains", &file.exclude.domains, exclude_name)?,
@@ -246,6 +252,8 @@ mod tests {
             ("[nftables]\nfamily = \"bridge\"", "bridge"),
             ("[pfsense]\nalias_prefix = \"pkg_\"", "pkg_"),
             ("[[extra.ip_list]]\nip = \"1.2.3.4\"\nprotocol = \"TCP\"\nport = [0]\nis_necessary = 1", "extra.ip_list[0].port"),
+            ("[[extra.ip_list]]\nip = \"1.2.3.4\"\nprotocol = \"TCP\"\nport = [1]\nis_necessary = 1\ndescripton = \"x\"", "extra.ip_list[0]: unknown key \"descripton\""),
+            ("[[extra.domain_list]]\ndomain = \"a.example.com\"\nuniversal_domian = \"example.com\"\nuniversal_domain = \"a.example.com\"\nprotocol = \"TCP\"\nport = [1]\nis_necessary = 1", "extra.domain_list[0].universal_domain"),
             ("[exclude]\ncidrs = [\"10.0.0.1/8\"]", "exclude.cidrs[0]"),
             ("[exclude]\ndomains = [\"com\"]", "exclude.domains[0]"),
         ] {
@@ -253,5 +261,17 @@ mod tests {
             assert_eq!(e.exit_code(), 2, "{text}");
             assert!(e.to_string().contains(needle), "{text}: {e}");
         }
+    }
+
+    #[test]
+    fn extra_entries_take_either_spelling_of_universal_domain() {
+        let c = Config::parse(
+            "[[extra.domain_list]]\ndomain = \"a.work.example.com\"\nuniversal_domain = \"work.example.com\"\nprotocol = \"TCP\"\nport = [443]\nis_necessary = 1",
+        )
+        .unwrap();
+        assert_eq!(
+            c.extra.entries[0].universal.as_ref().map(|h| h.as_str()),
+            Some("work.example.com")
+        );
     }
 }

@@ -110,7 +110,7 @@ pub fn select(entries: Vec<Entry>, opts: &Options) -> Result<Vec<Entry>> {
 /// What is left of an entry once the exclusions are taken out: nothing, the entry, or for an
 /// address range around an excluded one, the pieces around it. A name can't be cut out of a
 /// wildcard in any target, so that is an error rather than a silent no-op.
-fn exclude(mut e: Entry, opts: &Options) -> Result<Vec<Entry>> {
+fn exclude(e: Entry, opts: &Options) -> Result<Vec<Entry>> {
     let ex = &opts.exclude;
     let carve_error = |inside: &Dest, wildcard: &Hostname, universal: bool| {
         Error::Option(format!(
@@ -145,20 +145,28 @@ fn exclude(mut e: Entry, opts: &Options) -> Result<Vec<Entry>> {
                 .collect())
         }
         Dest::Exact(h) => {
+            let universal = match (&e.universal, opts.exact_domains) {
+                (Some(u), false) => {
+                    exclude_wildcard(u, &ex.names).map_err(|x| carve_error(&x, u, true))?
+                }
+                (u, _) => u.clone(),
+            };
             let gone = ex.names.iter().any(|x| match x {
                 Dest::Exact(x) => x == h,
                 Dest::Wildcard(w) => h.is_within(w),
                 Dest::Net(_) => false,
             });
-            if gone {
-                return Ok(Vec::new());
+            match (gone, universal) {
+                (false, universal) => Ok(vec![Entry { universal, ..e }]),
+                // The name is out but its wildcard (unrelated to it, or it would have been a
+                // carve error) stays.
+                (true, Some(u)) if !opts.exact_domains => Ok(vec![Entry {
+                    dest: Dest::Wildcard(u),
+                    universal: None,
+                    ..e
+                }]),
+                (true, _) => Ok(Vec::new()),
             }
-            if let (Some(u), false) = (&e.universal, opts.exact_domains) {
-                let u = u.clone();
-                e.universal =
-                    exclude_wildcard(&u, &ex.names).map_err(|x| carve_error(&x, &u, true))?;
-            }
-            Ok(vec![e])
         }
         Dest::Wildcard(h) => match exclude_wildcard(h, &ex.names) {
             Ok(Some(_)) => Ok(vec![e]),
@@ -169,18 +177,23 @@ fn exclude(mut e: Entry, opts: &Options) -> Result<Vec<Entry>> {
 }
 
 /// The wildcard `.w` after the exclusions: kept, gone (a wider exclusion covers it), or an
-/// exclusion strictly inside it, which can't be expressed.
+/// exclusion strictly inside it, which can't be expressed. A covering exclusion wins over one
+/// inside, whatever their order: `*.example.com` takes `x.work.example.com` out with the rest.
 fn exclude_wildcard(w: &Hostname, names: &[Dest]) -> Result<Option<Hostname>, Dest> {
-    for x in names {
-        match x {
-            Dest::Wildcard(x) if w.is_within(x) => return Ok(None),
-            Dest::Wildcard(x) | Dest::Exact(x) if x.is_within(w) => {
-                return Err(Dest::Exact(x.clone()))
-            }
-            _ => {}
-        }
+    let covered = names
+        .iter()
+        .any(|x| matches!(x, Dest::Wildcard(x) if w.is_within(x)));
+    if covered {
+        return Ok(None);
     }
-    Ok(Some(w.clone()))
+    let inside = names.iter().find_map(|x| match x {
+        Dest::Wildcard(x) | Dest::Exact(x) if x.is_within(w) => Some(Dest::Exact(x.clone())),
+        _ => None,
+    });
+    match inside {
+        Some(x) => Err(x),
+        None => Ok(Some(w.clone())),
+    }
 }
 
 /// `outer` without `inner` (which it contains), as the fewest prefixes: halve `outer` and keep
@@ -592,6 +605,51 @@ mod tests {
             ..opts
         };
         assert_eq!(select(entries, &opts).unwrap().len(), 4);
+    }
+
+    #[test]
+    fn exclusions_give_the_same_result_in_any_order() {
+        let doc = br#"{"domain_list":[
+            {"domain":"a.work.example.com","universal_domian":"work.example.com","protocol":"TCP","port":[443],"is_necessary":1},
+            {"domain":"*.work.example.com","protocol":"TCP","port":[80],"is_necessary":1},
+            {"domain":"b.example.org","protocol":"TCP","port":[443],"is_necessary":1}]}"#;
+        let entries = crate::wecom::parse(doc, false).unwrap().entries;
+        let name = |s: &str| Hostname::parse(s).unwrap();
+        let inside = Dest::Exact(name("x.work.example.com"));
+        let around = Dest::Wildcard(name("example.com"));
+        for names in [
+            vec![inside.clone(), around.clone()],
+            vec![around.clone(), inside.clone()],
+        ] {
+            let opts = Options {
+                exclude: Exclude {
+                    names: names.clone(),
+                    nets: vec![],
+                },
+                ..Options::default()
+            };
+            let kept = select(entries.clone(), &opts).unwrap();
+            let shown: Vec<String> = kept.iter().map(|e| e.dest.to_string()).collect();
+            assert_eq!(shown, ["b.example.org"], "{names:?}");
+        }
+    }
+
+    #[test]
+    fn an_excluded_name_with_an_unrelated_wildcard_keeps_the_wildcard() {
+        let doc = br#"{"domain_list":[
+            {"domain":"a.example.org","universal_domian":"work.example.com","protocol":"TCP","port":[443],"is_necessary":1}]}"#;
+        let entries = crate::wecom::parse(doc, false).unwrap().entries;
+        let opts = Options {
+            exclude: Exclude {
+                names: vec![Dest::Exact(Hostname::parse("a.example.org").unwrap())],
+                nets: vec![],
+            },
+            ..Options::default()
+        };
+        let kept = select(entries, &opts).unwrap();
+        assert_eq!(kept.len(), 1);
+        assert_eq!(kept[0].dest.to_string(), ".work.example.com");
+        assert_eq!(kept[0].universal, None);
     }
 
     #[test]

@@ -113,6 +113,18 @@ fn parse_entry(list: ListKind, extra: bool, index: usize, item: &Value) -> Resul
             kind(item)
         ));
     };
+    // The user's own entries are held to the config's rule: a misspelt key (`descripton`)
+    // must not vanish. WeCom's answers may grow fields, so theirs are ignored.
+    if extra {
+        let known = known_keys(list);
+        if let Some(key) = obj.keys().find(|k| !known.contains(&k.as_str())) {
+            return Err(format!(
+                "{location}: unknown key {} (known: {})",
+                quote(key),
+                known.join(", ")
+            ));
+        }
+    }
     let (dest, universal) = match list {
         ListKind::Ip => {
             let raw = required_str(obj, "ip").map_err(|w| format!("{}: {w}", at("ip")))?;
@@ -131,8 +143,7 @@ fn parse_entry(list: ListKind, extra: bool, index: usize, item: &Value) -> Resul
                         .map_err(|w| format!("{}: {} {w}", at("domain"), quote(raw)))?,
                 ),
             };
-            let universal = parse_universal(obj.get("universal_domian"))
-                .map_err(|w| format!("{}: {w}", at("universal_domian")))?;
+            let universal = universal_domain(obj, &at)?;
             (dest, universal)
         }
     };
@@ -166,6 +177,46 @@ fn parse_entry(list: ListKind, extra: bool, index: usize, item: &Value) -> Resul
         necessary,
         description,
     })
+}
+
+/// The keys an entry of `list` may have.
+fn known_keys(list: ListKind) -> &'static [&'static str] {
+    match list {
+        ListKind::Ip => &["ip", "protocol", "port", "is_necessary", "description"],
+        ListKind::Domain => &[
+            "domain",
+            "universal_domian",
+            "universal_domain",
+            "protocol",
+            "port",
+            "is_necessary",
+            "description",
+        ],
+    }
+}
+
+/// `universal_domian` (the API's spelling) or `universal_domain` (in case WeCom fixes the
+/// typo); with both, they must agree, since either reading could be the one WeCom meant.
+fn universal_domain(
+    obj: &Map<String, Value>,
+    at: &dyn Fn(&str) -> String,
+) -> Result<Option<Hostname>, String> {
+    let read =
+        |field: &str| parse_universal(obj.get(field)).map_err(|w| format!("{}: {w}", at(field)));
+    let typo = read("universal_domian")?;
+    if !obj.contains_key("universal_domain") {
+        return Ok(typo);
+    }
+    let fixed = read("universal_domain")?;
+    if obj.contains_key("universal_domian") && typo != fixed {
+        return Err(format!(
+            "{}: {} differs from universal_domian {}: give one, or the same value in both",
+            at("universal_domain"),
+            shown(obj.get("universal_domain").unwrap_or(&Value::Null)),
+            shown(obj.get("universal_domian").unwrap_or(&Value::Null)),
+        ));
+    }
+    Ok(fixed)
 }
 
 fn required_str<'a>(obj: &'a Map<String, Value>, name: &str) -> Result<&'a str, String> {
@@ -487,6 +538,63 @@ mod tests {
             );
             assert!(parse(doc.as_bytes(), false).is_err(), "{bad} was accepted");
         }
+    }
+
+    #[test]
+    fn universal_domain_is_a_second_spelling_that_must_agree() {
+        let with = |fields: &str| {
+            parse(
+                format!(r#"{{"domain_list":[{{"domain":"a.work.example.com",{fields}"protocol":"TCP","port":[443],"is_necessary":1}}]}}"#)
+                    .as_bytes(),
+                false,
+            )
+        };
+        let work = Some(Hostname::parse("work.example.com").unwrap());
+        for fields in [
+            r#""universal_domain":"work.example.com","#,
+            r#""universal_domian":"work.example.com","#,
+            r#""universal_domian":"work.example.com","universal_domain":"Work.Example.com.","#,
+        ] {
+            assert_eq!(with(fields).unwrap().entries[0].universal, work, "{fields}");
+        }
+        for fields in [
+            r#""universal_domian":"work.example.com","universal_domain":"example.com","#,
+            r#""universal_domian":"","universal_domain":"work.example.com","#,
+        ] {
+            let e = with(fields).unwrap_err().to_string();
+            assert!(e.contains("domain_list[0].universal_domain: "), "{e}");
+            assert!(e.contains("differs from universal_domian"), "{e}");
+        }
+        let e = with(r#""universal_domain":"a b","#)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains(r#"domain_list[0].universal_domain: "a b""#),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_in_extra_entries_only() {
+        let entry = serde_json::json!({"ip":"1.2.3.4","protocol":"TCP","port":[1],"is_necessary":1,"descripton":"x"});
+        let mut out = Response::default();
+        parse_list(
+            ListKind::Ip,
+            false,
+            std::slice::from_ref(&entry),
+            false,
+            &mut out,
+        )
+        .unwrap();
+        let e = parse_list(ListKind::Ip, true, &[entry], false, &mut out).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains(r#"extra.ip_list[0]: unknown key "descripton""#),
+            "{e}"
+        );
+        let entry = serde_json::json!({"domain":"a.example.com","ip":"1.2.3.4","protocol":"TCP","port":[1],"is_necessary":1});
+        let e = parse_list(ListKind::Domain, true, &[entry], false, &mut out).unwrap_err();
+        assert!(e.to_string().contains(r#"unknown key "ip""#), "{e}");
     }
 
     #[test]

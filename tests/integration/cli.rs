@@ -408,3 +408,76 @@ fn usage_errors_exit_2() {
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("cannot read /no/such/file.json"));
 }
+
+/// Writes `text` as a config file in `dir` and returns its path.
+fn config_file(dir: &std::path::Path, text: &str) -> String {
+    let path = dir.join("wecom-allowlist.toml");
+    fs::write(&path, text).unwrap();
+    path.to_str().unwrap().to_owned()
+}
+
+#[test]
+fn exclusions_do_not_depend_on_their_order() {
+    let dir = tempfile::tempdir().unwrap();
+    // rich.json lists the wildcard *.wecom.example.com.
+    let seed = fixture("rich.json");
+    let mut outputs = Vec::new();
+    for domains in [
+        r#"["x.wecom.example.com", "*.example.com"]"#,
+        r#"["*.example.com", "x.wecom.example.com"]"#,
+    ] {
+        let config = config_file(dir.path(), &format!("[exclude]\ndomains = {domains}\n"));
+        let out = run(
+            &[
+                "render",
+                "squid",
+                "-i",
+                seed.to_str().unwrap(),
+                "--config",
+                &config,
+            ],
+            None,
+        );
+        assert!(out.status.success(), "{domains}: {}", stderr(&out));
+        let text = stdout(&out);
+        let rules = text.lines().filter(|l| !l.starts_with('#'));
+        assert!(
+            !rules.clone().any(|l| l.contains("example.com")) && rules.count() > 2,
+            "{domains}: {text}"
+        );
+        outputs.push(text);
+    }
+    assert_eq!(outputs[0], outputs[1]);
+}
+
+#[test]
+fn extra_entries_refuse_unknown_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let seed = fixture("seed.json");
+    for (entry, message) in [
+        (
+            "[[extra.ip_list]]\nip = \"115.238.203.1\"\nprotocol = \"TCP\"\nport = [443]\nis_necessary = 1\ndescripton = \"typo\"\n",
+            r#"extra.ip_list[0]: unknown key "descripton""#,
+        ),
+        (
+            "[[extra.domain_list]]\ndomain = \"a.example.com\"\nuniversal_domian = \"example.com\"\nuniversal_domain = \"other.example.com\"\nprotocol = \"TCP\"\nport = [443]\nis_necessary = 1\n",
+            "extra.domain_list[0].universal_domain:",
+        ),
+    ] {
+        let config = config_file(dir.path(), entry);
+        let out = run(
+            &[
+                "render",
+                "squid",
+                "-i",
+                seed.to_str().unwrap(),
+                "--config",
+                &config,
+            ],
+            None,
+        );
+        assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+        assert!(out.stdout.is_empty());
+        assert!(stderr(&out).contains(message), "{}", stderr(&out));
+    }
+}
