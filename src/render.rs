@@ -110,13 +110,6 @@ impl Names {
                 "use inet (both families), ip or ip6",
             );
         }
-        if !["inet", "ip", "ip6"].contains(&self.nft_family.as_str()) {
-            return bad(
-                "nftables family",
-                &self.nft_family,
-                "use inet (both families), ip or ip6",
-            );
-        }
         for (what, v) in [
             ("nftables table", &self.nft_table),
             ("nftables chain", &self.nft_chain),
@@ -128,7 +121,41 @@ impl Names {
                     "use 1-64 letters, digits or '_', starting with a letter",
                 );
             }
+            if is_nft_keyword(v) {
+                return bad(
+                    what,
+                    v,
+                    "is an nft keyword, which nft can't read as a name; choose another",
+                );
+            }
         }
+        let chain = &self.nft_chain;
+        if NFT_HOOKS.iter().any(|h| h.eq_ignore_ascii_case(chain)) {
+            return bad(
+                "nftables chain",
+                chain,
+                "is a hook's name, usually your own base chain: the script flushes its chain, \
+                 which would wipe your rules; use a chain of the allowlist's own (default wecom_allow)",
+            );
+        }
+        let table = &self.nft_table;
+        if self.nft_family != "inet"
+            && IPTABLES_NFT_TABLES
+                .iter()
+                .any(|t| t.eq_ignore_ascii_case(table))
+        {
+            return bad(
+                "nftables table",
+                table,
+                &format!(
+                    "belongs to iptables-nft in family {}, which rewrites it on every \
+                     iptables-restore; use family inet, or a table of your own",
+                    self.nft_family
+                ),
+            );
+        }
+        // A set's name is the prefix and a slug such as `v4_tcp_443`: with its '_' it is never
+        // a keyword (none holds one), and the identifier rule above keeps it a plain string.
         for (what, v) in [
             ("nftables set prefix", &self.nft_set_prefix),
             ("Squid ACL prefix", &self.squid_acl_prefix),
@@ -155,6 +182,45 @@ impl Names {
         }
         Ok(())
     }
+}
+
+/// Hook names: a chain named so is, in most rulesets, the user's base chain at that hook.
+const NFT_HOOKS: [&str; 7] = [
+    "input",
+    "output",
+    "forward",
+    "prerouting",
+    "postrouting",
+    "ingress",
+    "egress",
+];
+
+/// The tables iptables-nft creates and rewrites in families `ip` and `ip6`.
+const IPTABLES_NFT_TABLES: [&str; 5] = ["filter", "nat", "mangle", "raw", "security"];
+
+/// Every keyword of nft's scanner (`src/scanner.l` of nftables 1.0.6 and of later releases)
+/// that looks like a name (letters and digits, starting with a letter) and is a keyword
+/// everywhere: nft reads it as such, so a table or chain named so fails to parse. Keywords of
+/// one scope only (`saddr` after `ip`, `filter` ...) are plain strings where names stand.
+pub const NFT_KEYWORDS: &str = "\
+    accept add ah all and arp bridge cgroup chain comment comp constant continue counter \
+    cpu create ct day dccp define delete describe destroy device devices dnat drop dst dup \
+    dynamic ecn element elements eq esp ether exists expires export exthdr fib flags flow \
+    flowtable flush frag fwd ge geneve get goto gre gretap gt handle hbh hook hour ibriport \
+    ibrname icmp icmpv6 igmp iif iifgroup iifname iiftype import include index inet insert \
+    interval ip ip6 ipsec jhash jump last le limit list log lshift lt map mark masquerade \
+    meta meter mh missing monitor ne netdev nftrace not notrack numgen obriport obrname \
+    offload oif oifgroup oifname oiftype or osf pkttype policy position priority queue \
+    quota random redefine redirect reject rename replace reset return rshift rt rt0 rt2 \
+    rtclassid rule ruleset sctp secmark set size skgid skuid snat socket srh symhash \
+    synproxy table tcp th time timeout tproxy tunnel type typeof udp udplite undefine \
+    update vlan vmap vni vxlan xor xt";
+
+/// Compared without case: a keyword in capitals is a legal name to nft, but too close to one.
+fn is_nft_keyword(name: &str) -> bool {
+    NFT_KEYWORDS
+        .split_ascii_whitespace()
+        .any(|k| k.eq_ignore_ascii_case(name))
 }
 
 /// Checks a pfSense alias name the way pfSense's GUI does; an XML restore doesn't check.
@@ -600,6 +666,41 @@ mod tests {
             assert!(pfsense_alias_name(bad).is_err(), "{bad} accepted");
         }
         assert!(pfsense_alias_name("WECOM_V4_TCP_80_443").is_ok());
+    }
+
+    #[test]
+    fn nft_keywords_hooks_and_iptables_nft_tables_are_refused() {
+        let words: Vec<&str> = NFT_KEYWORDS.split_ascii_whitespace().collect();
+        assert!(words.len() > 100 && words.contains(&"drop") && words.contains(&"counter"));
+        for word in words
+            .iter()
+            .copied()
+            .chain(["Drop", "OUTPUT", "input", "egress"])
+        {
+            let chain = Names {
+                nft_chain: word.into(),
+                ..Names::default()
+            };
+            assert!(chain.validate().is_err(), "chain {word} accepted");
+        }
+        for word in words {
+            let table = Names {
+                nft_table: word.into(),
+                ..Names::default()
+            };
+            assert!(table.validate().is_err(), "table {word} accepted");
+        }
+        let table = |family: &str, table: &str| Names {
+            nft_family: family.into(),
+            nft_table: table.into(),
+            ..Names::default()
+        };
+        for t in ["filter", "nat", "mangle", "raw", "security", "Filter"] {
+            assert!(table("ip", t).validate().is_err(), "ip {t} accepted");
+            assert!(table("ip6", t).validate().is_err(), "ip6 {t} accepted");
+        }
+        assert!(table("inet", "filter").validate().is_ok());
+        assert!(table("ip", "wecom").validate().is_ok());
     }
 
     #[test]

@@ -729,6 +729,210 @@ fn nftables_reload_of_another_list_replaces_the_first() {
     failures.assert_none();
 }
 
+/// The keywords of the installed nft, read from its library: bison keeps every token's
+/// spelling (`"accept"`) in libnftables. Independent of the crate's own list.
+fn installed_nft_tokens() -> Option<BTreeSet<String>> {
+    let dirs = ["/usr/lib", "/usr/lib64", "/lib", "/usr/local/lib"];
+    let mut libs: Vec<PathBuf> = Vec::new();
+    for dir in dirs {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let candidates = if path.is_dir() {
+                std::fs::read_dir(&path)
+                    .map(|e| e.flatten().map(|e| e.path()).collect())
+                    .unwrap_or_default()
+            } else {
+                vec![path]
+            };
+            libs.extend(candidates.into_iter().filter(|p| {
+                p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with("libnftables.so"))
+            }));
+        }
+    }
+    let bytes = libs.iter().find_map(|p| std::fs::read(p).ok())?;
+    let mut tokens = BTreeSet::new();
+    for piece in bytes.split(|&b| b == 0) {
+        if let Some(word) = piece
+            .strip_prefix(b"\"")
+            .and_then(|p| p.strip_suffix(b"\""))
+        {
+            if !word.is_empty()
+                && word
+                    .iter()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'_')
+            {
+                tokens.insert(String::from_utf8_lossy(word).into_owned());
+            }
+        }
+    }
+    (!tokens.is_empty()).then_some(tokens)
+}
+
+/// Renders the seed with `name` as nft table, chain and set prefix (each where the crate accepts
+/// it), for `nft -c`. `None` when no role accepts it.
+fn nft_render_named(scratch: &Scratch, i: usize, name: &str) -> Option<(String, PathBuf)> {
+    use wecom_allowlist::render::Names;
+    let accepts = |names: Names| names.validate().is_ok();
+    let roles: Vec<(&str, String)> = [
+        (
+            "table",
+            accepts(Names {
+                nft_table: name.into(),
+                ..Names::default()
+            }),
+        ),
+        (
+            "chain",
+            accepts(Names {
+                nft_chain: name.into(),
+                ..Names::default()
+            }),
+        ),
+        (
+            "set_prefix",
+            accepts(Names {
+                nft_set_prefix: name.into(),
+                ..Names::default()
+            }),
+        ),
+    ]
+    .into_iter()
+    .filter(|(_, ok)| *ok)
+    .map(|(role, _)| (role, format!("{role} = \"{name}\"\n")))
+    .collect();
+    if roles.is_empty() {
+        return None;
+    }
+    let config = format!(
+        "[nftables]\n{}",
+        roles.iter().map(|(_, l)| l.as_str()).collect::<String>()
+    );
+    let config = scratch.write(&format!("{i}.toml"), &config);
+    let seed = crate::support::fixture("seed.json");
+    let text = render(
+        "nftables",
+        &seed,
+        &["--config", config.to_str().expect("UTF-8 path")],
+    );
+    let what = roles.iter().map(|(r, _)| *r).collect::<Vec<_>>().join("+");
+    Some((
+        format!("{name} as {what}"),
+        scratch.write(&format!("{i}.nft"), &text),
+    ))
+}
+
+/// `nft -c` never fails on a name the crate accepts (sampled: every keyword of the installed
+/// nft, hook and table names, short words), and the names that wipe a user's chain or clash
+/// with nft's syntax are refused.
+#[test]
+fn nftables_parses_every_accepted_name_and_refuses_keywords_and_hooks() {
+    use wecom_allowlist::render::Names;
+    if !nft_tools() {
+        return;
+    }
+    let Some(tokens) = installed_nft_tokens() else {
+        if std::env::var_os(SKIP_VAR).is_some_and(|v| v == "1") {
+            eprintln!("skipped because {SKIP_VAR}=1: libnftables not found");
+            return;
+        }
+        panic!("libnftables (nft's library) not found under /usr/lib or /lib");
+    };
+    // What the issue names, and a hook in capitals (iptables-nft's chains).
+    let must_refuse = [
+        "input",
+        "output",
+        "forward",
+        "prerouting",
+        "postrouting",
+        "ingress",
+        "egress",
+        "OUTPUT",
+        "drop",
+        "accept",
+        "counter",
+        "table",
+        "chain",
+        "set",
+        "ip",
+        "ip6",
+        "inet",
+        "jump",
+        "flush",
+    ];
+    let mut failures = Failures::default();
+    for name in must_refuse {
+        let names = Names {
+            nft_chain: name.into(),
+            ..Names::default()
+        };
+        failures.check(
+            &format!("--nft-chain {name}"),
+            match names.validate() {
+                Ok(()) => Err("accepted".into()),
+                Err(_) => Ok(()),
+            },
+        );
+    }
+    for (family, table, refused) in [
+        ("ip", "filter", true),
+        ("ip6", "NAT", true),
+        ("ip", "security", true),
+        ("inet", "filter", false),
+        ("ip", "wecom", false),
+    ] {
+        let accepted = Names {
+            nft_family: family.into(),
+            nft_table: table.into(),
+            ..Names::default()
+        }
+        .validate()
+        .is_ok();
+        failures.check(
+            &format!("table {family} {table}"),
+            if accepted == refused {
+                Err(format!("accepted: {accepted}"))
+            } else {
+                Ok(())
+            },
+        );
+    }
+    let mut sample: BTreeSet<String> = tokens;
+    sample.extend(must_refuse.iter().map(|s| (*s).to_owned()));
+    sample.extend(["filter", "nat", "mangle", "raw", "security", "wecom_allow"].map(String::from));
+    sample.extend(('a'..='z').map(String::from));
+    sample.extend(["ms", "s1", "x0", "inet6", "d1h", "Accept", "Table"].map(String::from));
+    let scratch = Scratch::new();
+    let mut files = Vec::new();
+    for (i, name) in sample.iter().enumerate() {
+        if let Some(file) = nft_render_named(&scratch, i, name) {
+            files.push(file);
+        }
+    }
+    assert!(files.len() > 100, "too few names accepted: {}", files.len());
+    let list: String = files
+        .iter()
+        .map(|(_, p)| format!("{}\n", p.display()))
+        .collect();
+    scratch.write("files", &list);
+    // One namespace for every file; each failing file is named on stdout.
+    let result = scratch.in_namespace(
+        r#"while read -r f; do nft -c -f "$f" >/dev/null 2>&1 || echo "$f" >> "$2"; done < "$1"; touch "$2""#,
+        &["files", "failed"],
+    );
+    failures.check("nft -c over every accepted name", result);
+    let failed = std::fs::read_to_string(scratch.path("failed")).unwrap_or_default();
+    for (what, path) in &files {
+        if failed.lines().any(|l| Path::new(l) == path.as_path()) {
+            failures.check(what, Err("accepted, but nft -c fails on the render".into()));
+        }
+    }
+    failures.assert_none();
+}
+
 // ---------------------------------------------------------------------------------------------
 // Squid
 
