@@ -344,7 +344,7 @@ fn config_typos_are_rejected_before_anything_is_written() {
         ("[iptables]\nchian = \"X\"\n", "chian"),
         ("[filters]\nnecessary = true\n", "necessary"),
         (
-            "[nftables]\nfamily = \"ip\"\n",
+            "[nftables]\nfamily = \"ip\"\ntable = \"wecom\"\n",
             "can't hold the list's IPv6",
         ),
         ("not toml at all", "invalid config"),
