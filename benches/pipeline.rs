@@ -20,7 +20,7 @@ fn synthetic(n: usize) -> String {
         x ^= x >> 17;
         x ^= x << 5;
         let len = [32, 32, 32, 28, 24][i % 5];
-        let addr = std::net::Ipv4Addr::from((x & 0x00FF_FFFF) | 0x0A00_0000);
+        let addr = std::net::Ipv4Addr::from((x & 0x00FF_FFFF) | 0x6500_0000);
         let net = ipnet::Ipv4Net::new(addr, len)
             .expect("valid length")
             .trunc();

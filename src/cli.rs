@@ -181,6 +181,10 @@ pub struct PolicyArgs {
     /// Allow prefixes shorter than /8 (IPv4) or /16 (IPv6), 0.0.0.0/0 and ::/0 included.
     #[arg(long)]
     pub allow_broad: bool,
+    /// Allow addresses in WeCom's list that are not publicly reachable (private, loopback,
+    /// link-local, documentation ...). The config's extra entries never need it.
+    #[arg(long)]
+    pub allow_nonpublic: bool,
     /// iptables/ip6tables: the chain that holds the rules (default WECOM_ALLOW; never a
     /// built-in chain).
     #[arg(long, value_name = "NAME")]
@@ -209,6 +213,7 @@ impl PolicyArgs {
         o.exact_domains |= self.exact_domains;
         o.allow_empty |= self.allow_empty;
         o.allow_broad |= self.allow_broad;
+        o.allow_nonpublic |= self.allow_nonpublic;
         let n = &mut config.names;
         for (slot, flag) in [
             (&mut n.iptables_chain, &self.chain),

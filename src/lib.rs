@@ -16,6 +16,7 @@ pub mod model;
 pub mod normalize;
 pub mod output;
 pub mod render;
+pub mod special;
 pub mod target;
 pub mod text;
 pub mod wecom;

@@ -18,6 +18,8 @@ pub struct Options {
     pub exact_domains: bool,
     pub allow_empty: bool,
     pub allow_broad: bool,
+    /// Let WeCom's list hold addresses that are not publicly reachable (see `special`).
+    pub allow_nonpublic: bool,
     /// The protocols to keep; empty keeps all.
     pub protocols: Vec<Protocol>,
     /// The families to keep (`Dns` for names); empty keeps all.
@@ -66,6 +68,16 @@ const MIN_PREFIX_V6: u8 = 16;
 /// for every target.
 pub fn select(entries: Vec<Entry>, opts: &Options) -> Result<Vec<Entry>> {
     let listed = entries.len();
+    // The config's extra addresses are the user's own, and so is a listed address inside one:
+    // a source.json holds the extras, and building from it with the same config must work.
+    let own: Vec<IpNet> = entries
+        .iter()
+        .filter(|e| e.extra)
+        .filter_map(|e| match e.dest {
+            Dest::Net(n) => Some(n),
+            _ => None,
+        })
+        .collect();
     let mut selected = Vec::with_capacity(entries.len());
     for mut e in entries {
         if opts.necessary_only && !e.necessary {
@@ -102,6 +114,29 @@ pub fn select(entries: Vec<Entry>, opts: &Options) -> Result<Vec<Entry>> {
                 e.location(),
                 e.dest
             )));
+        }
+    }
+    if !opts.allow_nonpublic {
+        for e in &selected {
+            let Dest::Net(n) = &e.dest else { continue };
+            if own.iter().any(|o| o.contains(n)) {
+                continue;
+            }
+            if let Some(block) = crate::special::non_public(n) {
+                let shown = if n.prefix_len() == n.max_prefix_len() {
+                    n.addr().to_string()
+                } else {
+                    n.to_string()
+                };
+                return Err(Error::Guard(format!(
+                    "{}.ip: {} {} {} ({}), which is not publicly reachable; WeCom lists public addresses only (--allow-nonpublic to proceed; an address of your own belongs under [[extra.ip_list]] in the config)",
+                    e.location(),
+                    crate::text::quote(&shown),
+                    if block.net.contains(n) { "lies inside" } else { "overlaps" },
+                    block.net,
+                    block.name
+                )));
+            }
         }
     }
     Ok(selected)
@@ -434,6 +469,8 @@ fn drop_covered_across_groups(groups: &mut [Group]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::ListKind;
+    use crate::wecom::Response;
     use proptest::prelude::*;
     use std::net::Ipv4Addr;
 
@@ -560,8 +597,8 @@ mod tests {
     #[test]
     fn filters_and_exclusions() {
         let doc = br#"{"ip_list":[
-            {"ip":"10.0.0.0/8","protocol":"TCP/UDP","port":[443],"is_necessary":1},
-            {"ip":"2001:db8::/32","protocol":"TCP","port":[443],"is_necessary":1}],
+            {"ip":"101.0.0.0/8","protocol":"TCP/UDP","port":[443],"is_necessary":1},
+            {"ip":"2001:da8::/32","protocol":"TCP","port":[443],"is_necessary":1}],
             "domain_list":[
             {"domain":"a.work.example.com","universal_domian":"work.example.com","protocol":"TCP","port":[443],"is_necessary":1},
             {"domain":"b.example.com","protocol":"TCP","port":[443],"is_necessary":1}]}"#;
@@ -575,7 +612,7 @@ mod tests {
                     Dest::Exact(name("b.example.com")),
                     Dest::Wildcard(name("work.example.com")),
                 ],
-                nets: vec!["10.1.0.0/16".parse().unwrap()],
+                nets: vec!["101.1.0.0/16".parse().unwrap()],
             },
             ..Options::default()
         };
@@ -584,7 +621,7 @@ mod tests {
         let shown: Vec<String> = kept.iter().map(|e| e.dest.to_string()).collect();
         assert_eq!(shown.len(), 8, "{shown:?}");
         assert!(
-            shown.contains(&"10.128.0.0/9".to_string())
+            shown.contains(&"101.128.0.0/9".to_string())
                 && !shown.iter().any(|s| s.starts_with("2001"))
         );
         // a.work.example.com lies under the excluded wildcard, b.example.com is excluded itself.
@@ -650,6 +687,51 @@ mod tests {
         assert_eq!(kept.len(), 1);
         assert_eq!(kept[0].dest.to_string(), ".work.example.com");
         assert_eq!(kept[0].universal, None);
+    }
+
+    #[test]
+    fn non_public_addresses_are_a_guard_except_the_users_own() {
+        let entries = |doc: &str| crate::wecom::parse(doc.as_bytes(), false).unwrap().entries;
+        let listed = entries(
+            r#"{"ip_list":[{"ip":"115.238.203.109","protocol":"TCP","port":[443],"is_necessary":1},
+                           {"ip":"169.254.169.254","protocol":"TCP","port":[80],"is_necessary":1},
+                           {"ip":"100.0.0.0/8","protocol":"TCP","port":[443],"is_necessary":1}]}"#,
+        );
+        let e = select(listed.clone(), &Options::default()).unwrap_err();
+        assert_eq!(e.exit_code(), 4);
+        assert!(
+            e.to_string().contains(
+                r#"ip_list[1].ip: "169.254.169.254" lies inside 169.254.0.0/16 (link-local"#
+            ),
+            "{e}"
+        );
+        let without_1: Vec<Entry> = listed.iter().filter(|e| e.index != 1).cloned().collect();
+        let e = select(without_1, &Options::default()).unwrap_err();
+        assert!(
+            e.to_string().contains(
+                r#"ip_list[2].ip: "100.0.0.0/8" overlaps 100.64.0.0/10 (shared address space"#
+            ),
+            "{e}"
+        );
+        let opts = Options {
+            allow_nonpublic: true,
+            ..Options::default()
+        };
+        assert_eq!(select(listed.clone(), &opts).unwrap().len(), 3);
+
+        // The config's extras are exempt, and so is a listed address inside one of them.
+        let mut extra = Response::default();
+        crate::wecom::parse_list(
+            ListKind::Ip,
+            true,
+            &[serde_json::json!({"ip":"169.254.0.0/16","protocol":"TCP","port":[80],"is_necessary":1})],
+            false,
+            &mut extra,
+        )
+        .unwrap();
+        let mut with_extra: Vec<Entry> = listed.into_iter().filter(|e| e.index != 2).collect();
+        with_extra.extend(extra.entries);
+        assert_eq!(select(with_extra, &Options::default()).unwrap().len(), 3);
     }
 
     #[test]

@@ -230,18 +230,38 @@ fn required_str<'a>(obj: &'a Map<String, Value>, name: &str) -> Result<&'a str, 
 /// An address is a host route; a CIDR must have no host bits set, since `10.0.0.1/8` may mean
 /// the host or the network and guessing wrong either opens a hole or cuts a service off.
 pub fn parse_ip(raw: &str) -> Result<IpNet, String> {
-    if raw.contains('/') {
+    let net = if raw.contains('/') {
         let net =
             IpNet::from_str(raw).map_err(|_| "is not an IPv4/IPv6 address or CIDR".to_string())?;
         if net.trunc() != net {
             return Err(format!("has host bits set (did you mean {}?)", net.trunc()));
         }
-        Ok(net)
+        net
     } else {
         IpAddr::from_str(raw)
             .map(IpNet::from)
-            .map_err(|_| "is not an IPv4/IPv6 address or CIDR".to_string())
+            .map_err(|_| "is not an IPv4/IPv6 address or CIDR".to_string())?
+    };
+    match ipv4_mapped(&net) {
+        Some(v4) if v4.prefix_len() == 32 => Err(format!(
+            "is an IPv4-mapped IPv6 address: write the IPv4 address {} instead",
+            v4.addr()
+        )),
+        Some(v4) => Err(format!(
+            "is an IPv4-mapped IPv6 network: write the IPv4 network {v4} instead"
+        )),
+        None => Ok(net),
     }
+}
+
+/// The IPv4 network that an IPv6 one inside `::ffff:0:0/96` stands for. Such a value would
+/// land in the IPv6 rules, where some targets read it as IPv4 (Squid then allows every IPv4
+/// destination for `::ffff:10.0.0.0/120`) and others never match it, so it is refused.
+fn ipv4_mapped(net: &IpNet) -> Option<ipnet::Ipv4Net> {
+    let IpNet::V6(v6) = net else { return None };
+    let v4 = v6.addr().to_ipv4_mapped()?;
+    let len = v6.prefix_len().checked_sub(96)?;
+    ipnet::Ipv4Net::new(v4, len).ok()
 }
 
 fn parse_universal(v: Option<&Value>) -> Result<Option<Hostname>, String> {
@@ -456,6 +476,27 @@ mod tests {
         );
         let m = err(r#"{"ip":"10.0.0.1/8","protocol":"TCP","port":[1],"is_necessary":1}"#);
         assert!(m.contains("did you mean 10.0.0.0/8"), "{m}");
+        for (ip, says) in [
+            (
+                "::ffff:1.2.3.4",
+                "IPv4-mapped IPv6 address: write the IPv4 address 1.2.3.4",
+            ),
+            ("::FFFF:102:304", "write the IPv4 address 1.2.3.4"),
+            (
+                "::ffff:10.0.0.0/120",
+                "IPv4-mapped IPv6 network: write the IPv4 network 10.0.0.0/24",
+            ),
+            ("::ffff:0:0/96", "write the IPv4 network 0.0.0.0/0"),
+        ] {
+            let m = err(&format!(
+                r#"{{"ip":"{ip}","protocol":"TCP","port":[1],"is_necessary":1}}"#
+            ));
+            assert!(
+                m.starts_with(&format!("ip_list[0].ip: \"{ip}\" is an ")),
+                "{m}"
+            );
+            assert!(m.contains(says), "{m}");
+        }
         for (bad, field) in [
             (
                 r#""ip":"1.2.3.4","protocol":"ICMP","port":[1],"is_necessary":1"#,

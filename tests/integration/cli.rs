@@ -4,7 +4,7 @@ use std::fs;
 
 use crate::support::{fixture, run, stderr, stdout, TARGETS};
 
-const GOOD_ENTRY: &str = r#"{"ip":"192.0.2.1","protocol":"TCP","port":[443],"is_necessary":1}"#;
+const GOOD_ENTRY: &str = r#"{"ip":"101.0.2.1","protocol":"TCP","port":[443],"is_necessary":1}"#;
 
 fn doc_with_ip_entry(entry: &str) -> String {
     format!(r#"{{"errcode":0,"errmsg":"ok","ip_list":[{GOOD_ENTRY},{entry}]}}"#)
@@ -290,8 +290,22 @@ fn guards_exit_4_unless_overridden() {
             r#"{{"ip":"{broad}","protocol":"TCP","port":[443],"is_necessary":1}}"#
         ));
         refused(&doc, &[], 4, &format!("ip_list[1].ip: {broad} is broader"));
+        // Each of these holds non-public addresses too, a guard of its own.
+        refused(
+            &doc,
+            &["--allow-broad"],
+            4,
+            &format!("ip_list[1].ip: \"{broad}\" overlaps"),
+        );
         let out = run(
-            &["render", "iptables", "-i", "-", "--allow-broad"],
+            &[
+                "render",
+                "iptables",
+                "-i",
+                "-",
+                "--allow-broad",
+                "--allow-nonpublic",
+            ],
             Some(doc.as_bytes()),
         );
         assert!(out.status.success(), "{broad}: {}", stderr(&out));
@@ -316,7 +330,7 @@ fn skip_invalid_warns_once_per_dropped_entry() {
     );
     let text = stdout(&out);
     assert!(
-        text.contains("-d 192.0.2.1/32") && !text.contains("192.0.2.2"),
+        text.contains("-d 101.0.2.1/32") && !text.contains("192.0.2.2"),
         "{text}"
     );
 }
@@ -480,4 +494,90 @@ fn extra_entries_refuse_unknown_keys() {
         assert!(out.stdout.is_empty());
         assert!(stderr(&out).contains(message), "{}", stderr(&out));
     }
+}
+
+#[test]
+fn non_public_addresses_are_a_guard_unless_allowed_or_the_users_own() {
+    for (ip, says) in [
+        ("169.254.169.254", "lies inside 169.254.0.0/16 (link-local"),
+        ("127.0.0.1", "lies inside 127.0.0.0/8 (loopback"),
+        ("10.0.0.0/8", "lies inside 10.0.0.0/8 (private use"),
+        ("192.168.1.1", "lies inside 192.168.0.0/16 (private use"),
+        (
+            "100.64.0.0/10",
+            "lies inside 100.64.0.0/10 (shared address space",
+        ),
+        ("100.0.0.0/8", "overlaps 100.64.0.0/10"),
+        ("224.0.0.251", "lies inside 224.0.0.0/4 (multicast"),
+        ("198.18.0.1", "lies inside 198.18.0.0/15 (benchmarking"),
+        ("0.0.0.0", "lies inside 0.0.0.0/8"),
+        ("fd00::1", "lies inside fc00::/7 (unique local"),
+        ("fe80::1", "lies inside fe80::/10 (link-local"),
+        ("2001:db8::/32", "lies inside 2001:db8::/32 (documentation"),
+        ("64:ff9b::a00:1", "lies inside 64:ff9b::/96 (NAT64"),
+        ("64:ff9b:1::/48", "lies inside 64:ff9b:1::/48"),
+    ] {
+        let doc = doc_with_ip_entry(&format!(
+            r#"{{"ip":"{ip}","protocol":"TCP","port":[443],"is_necessary":1}}"#
+        ));
+        refused(&doc, &[], 4, &format!("ip_list[1].ip: \"{ip}\" {says}"));
+        refused(&doc, &[], 4, "--allow-nonpublic to proceed");
+        let out = run(
+            &["render", "nftables", "-i", "-", "--allow-nonpublic"],
+            Some(doc.as_bytes()),
+        );
+        assert!(out.status.success(), "{ip}: {}", stderr(&out));
+    }
+    // An IPv4-mapped IPv6 value is never right: it is refused as invalid, whatever the flags.
+    for (ip, says) in [
+        ("::ffff:1.2.3.4", "write the IPv4 address 1.2.3.4 instead"),
+        (
+            "::ffff:10.0.0.0/120",
+            "write the IPv4 network 10.0.0.0/24 instead",
+        ),
+    ] {
+        let doc = doc_with_ip_entry(&format!(
+            r#"{{"ip":"{ip}","protocol":"TCP","port":[443],"is_necessary":1}}"#
+        ));
+        refused(
+            &doc,
+            &["--allow-nonpublic", "--allow-broad"],
+            2,
+            &format!("ip_list[1].ip: \"{ip}\" is an IPv4-mapped IPv6"),
+        );
+        refused(&doc, &[], 2, says);
+    }
+
+    // The config's extras are the user's own, and building from the source.json that holds
+    // them, with the same config, works too.
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_file(
+        dir.path(),
+        "[[extra.ip_list]]\nip = \"10.8.0.0/16\"\nprotocol = \"TCP\"\nport = [443]\nis_necessary = 1\n",
+    );
+    let seed = fixture("seed.json");
+    let out_dir = dir.path().join("out");
+    let build = |input: &str, with_config: bool| {
+        let mut args = vec!["build", "-i", input, "--out-dir", out_dir.to_str().unwrap()];
+        if with_config {
+            args.extend(["--config", config.as_str()]);
+        }
+        run(&args, None)
+    };
+    let out = build(seed.to_str().unwrap(), true);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let source = out_dir.join("source.json");
+    let source_text = fs::read_to_string(&source).unwrap();
+    assert!(source_text.contains("10.8.0.0/16"), "{source_text}");
+    let copy = dir.path().join("source-copy.json");
+    fs::copy(&source, &copy).unwrap();
+    let out = build(copy.to_str().unwrap(), true);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = build(copy.to_str().unwrap(), false);
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(r#".ip: "10.8.0.0/16" lies inside 10.0.0.0/8"#),
+        "{}",
+        stderr(&out)
+    );
 }

@@ -38,7 +38,7 @@ fn seed_plus_one(dir: &Path) -> std::path::PathBuf {
     let mut doc: serde_json::Value =
         serde_json::from_slice(&fs::read(fixture("seed.json")).unwrap()).unwrap();
     doc["ip_list"].as_array_mut().unwrap().push(serde_json::json!({
-        "ip": "198.51.100.7", "protocol": "TCP", "port": [443], "is_necessary": 1, "description": "new node"
+        "ip": "101.51.100.7", "protocol": "TCP", "port": [443], "is_necessary": 1, "description": "new node"
     }));
     let path = dir.join("next.json");
     fs::write(&path, serde_json::to_vec(&doc).unwrap()).unwrap();
@@ -106,11 +106,11 @@ fn check_reports_nothing_when_up_to_date_and_the_diff_when_not() {
         "{report}"
     );
     assert!(
-        report.contains("+-A WECOM_ALLOW -d 198.51.100.7/32 -p tcp -m tcp --dport 443"),
+        report.contains("+-A WECOM_ALLOW -d 101.51.100.7/32 -p tcp -m tcp --dport 443"),
         "{report}"
     );
     assert!(
-        report.contains("+ ip 198.51.100.7/32: tcp 443 (necessary)\n1 added, 0 removed, 0 changed"),
+        report.contains("+ ip 101.51.100.7/32: tcp 443 (necessary)\n1 added, 0 removed, 0 changed"),
         "{report}"
     );
     assert_eq!(contents(&out), before, "--check wrote something");
@@ -173,7 +173,7 @@ fn failed_builds_leave_every_file_as_it_was() {
     }
     let res = build(&shrunk, &out, &[]);
     assert!(
-        stderr(&res).contains("203.0.113.3/32, 203.0.113.6/32"),
+        stderr(&res).contains("101.0.113.3/32, 101.0.113.6/32"),
         "the guard names what would go: {}",
         stderr(&res)
     );
@@ -216,18 +216,18 @@ fn diff_in_every_format() {
     assert_eq!(text.status.code(), Some(1));
     assert_eq!(
         stdout(&text),
-        "+ ip 198.51.100.7/32: tcp 443 (necessary)\n1 added, 0 removed, 0 changed\n"
+        "+ ip 101.51.100.7/32: tcp 443 (necessary)\n1 added, 0 removed, 0 changed\n"
     );
 
     let md = stdout(&run(&["diff", n, s, "--format", "markdown"], None));
     assert!(
-        md.contains("| removed | ip | `198.51.100.7/32` | tcp 443 (necessary) |  |"),
+        md.contains("| removed | ip | `101.51.100.7/32` | tcp 443 (necessary) |  |"),
         "{md}"
     );
 
     let json: serde_json::Value =
         serde_json::from_slice(&run(&["diff", s, n, "--format", "json"], None).stdout).unwrap();
-    assert_eq!(json["added"][0]["destination"], "198.51.100.7/32");
+    assert_eq!(json["added"][0]["destination"], "101.51.100.7/32");
     assert_eq!(json["added"][0]["after"]["services"]["tcp"], "443");
     assert_eq!(json["removed"].as_array().unwrap().len(), 0);
 
