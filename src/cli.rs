@@ -410,29 +410,40 @@ pub fn run(cli: Cli) -> Result<Outcome> {
     Ok(Outcome::Done)
 }
 
-/// Logs go to standard error only, so standard output stays the result. Without RUST_LOG and
-/// -v only this crate's warnings show (retries, an unusable token cache).
+/// Logs go to standard error only, so standard output stays the result. This crate's warnings
+/// (retries, an unusable token cache) always show, whatever RUST_LOG says about other crates,
+/// unless RUST_LOG names this crate itself (and no -v overrides it). Records of crates that log
+/// through `log` (reqwest) are bridged in, and every line is scrubbed of the credentials.
 fn init_logging(verbose: u8) {
     use tracing_subscriber::filter::{LevelFilter, Targets};
     use tracing_subscriber::prelude::*;
 
-    let ours = match verbose {
+    let mut ours = match verbose {
         0 => LevelFilter::WARN,
         1 => LevelFilter::INFO,
         _ => LevelFilter::TRACE,
     };
     let crate_name = env!("CARGO_CRATE_NAME");
-    let mut filter = Targets::new().with_target(crate_name, ours);
+    let mut filter = Targets::new();
+    let mut named = false;
     match std::env::var("RUST_LOG") {
         Ok(spec) if !spec.trim().is_empty() => match spec.parse::<Targets>() {
-            Ok(targets) if verbose > 0 => filter = targets.with_target(crate_name, ours),
-            Ok(targets) => filter = targets,
+            Ok(targets) => {
+                named = verbose == 0 && targets.iter().any(|(target, _)| target == crate_name);
+                // `RUST_LOG=debug` turns everything up, this crate included.
+                ours = ours.max(targets.default_level().unwrap_or(LevelFilter::OFF));
+                filter = targets;
+            }
             Err(e) => eprintln!("wecom-allowlist: warning: RUST_LOG ignored: {e}"),
         },
         _ => {}
     }
-    let logs = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
-    // Fails only if a subscriber is set already, and then logs still go somewhere.
+    if !named {
+        filter = filter.with_target(crate_name, ours);
+    }
+    let logs = tracing_subscriber::fmt::layer().with_writer(|| fetch::ScrubbedStderr);
+    // Fails only if a subscriber (or a `log` logger) is set already, and then logs still go
+    // somewhere.
     let _ = tracing_subscriber::registry()
         .with(logs)
         .with(filter)

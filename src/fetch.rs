@@ -11,6 +11,7 @@ use std::fs;
 use std::io;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use backon::{BackoffBuilder, ExponentialBuilder};
@@ -55,6 +56,15 @@ const CACHE_MARGIN_SECS: u64 = 300;
 
 /// How much of a body that is not JSON to quote in a message.
 const SNIPPET_CHARS: usize = 200;
+
+/// The shortest Secret or token accepted. WeCom's Secrets are 43 characters and its tokens
+/// longer; anything this short is a typo or a cut paste, and hiding it in messages would blank
+/// out ordinary words and show, by what vanished, what it is.
+pub const MIN_SECRET_CHARS: usize = 16;
+
+/// WeCom's tokens live 7200 s. An answer that claims longer is not believed: the cache keeps the
+/// token at most this long (and `now + expires_in` can't overflow).
+const MAX_TOKEN_SECS: u64 = 7200;
 
 const GETTOKEN: &str = "gettoken";
 const GET_LIST: &str = "get_server_domain_ip";
@@ -127,6 +137,12 @@ impl Credentials {
                 ))
             }
         };
+        if let Some((_, secret)) = &app {
+            too_short("the app's Secret", secret)?;
+        }
+        if let Some(token) = &token {
+            too_short("WECOM_ACCESS_TOKEN", token)?;
+        }
         if app.is_none() && token.is_none() {
             return Err(Error::Credentials(
                 "none given: set WECOM_CORP_ID and WECOM_CORP_SECRET (the app's Secret; or \
@@ -147,6 +163,18 @@ impl Credentials {
         };
         Self::new(corp_id, secret, env_secret("WECOM_ACCESS_TOKEN")?)
     }
+}
+
+/// Refuses a credential shorter than `MIN_SECRET_CHARS`, saying how long it is but nothing of it.
+fn too_short(what: &str, secret: &Secret) -> Result<()> {
+    let chars = secret.expose().chars().count();
+    if chars >= MIN_SECRET_CHARS {
+        return Ok(());
+    }
+    Err(Error::Credentials(format!(
+        "{what} is {chars} characters long, too short to be real (WeCom's Secrets are 43, \
+         tokens longer; at least {MIN_SECRET_CHARS} are required): is the whole value set?"
+    )))
 }
 
 fn env_secret(name: &str) -> Result<Option<Secret>> {
@@ -232,6 +260,24 @@ impl Failure {
     }
 }
 
+/// Where the token in use came from, to know whether another source is left to try.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Origin {
+    Given,
+    Cache,
+    Fresh,
+}
+
+impl Origin {
+    fn describe(self) -> &'static str {
+        match self {
+            Origin::Given => "from WECOM_ACCESS_TOKEN",
+            Origin::Cache => "from the cache",
+            Origin::Fresh => "just fetched",
+        }
+    }
+}
+
 struct Session<'a> {
     config: &'a Config,
     client: reqwest::Client,
@@ -239,6 +285,9 @@ struct Session<'a> {
     /// Every credential seen so far, raw and percent-encoded, to scrub from text the server
     /// sent before it is shown.
     hidden: Vec<String>,
+    /// The proxy the environment routes the API through (`scheme://host:port`, no user name
+    /// or password), to name it when it fails.
+    proxy: Option<String>,
 }
 
 impl<'a> Session<'a> {
@@ -269,7 +318,20 @@ impl<'a> Session<'a> {
             client,
             deadline: Instant::now() + config.timeout * DEADLINE_FACTOR,
             hidden: Vec::new(),
+            proxy: None,
         };
+        if let Some(proxy) = env_proxy(&config.api_base) {
+            // A proxy's error page may echo the Proxy-Authorization it was sent.
+            if let Some(auth) = proxy.basic_auth().and_then(|v| v.to_str().ok()) {
+                let encoded = auth.trim_start_matches("Basic ").to_owned();
+                session.hide(&encoded);
+            }
+            let uri = proxy.uri();
+            session.proxy = Some(match (uri.scheme_str(), uri.authority()) {
+                (Some(scheme), Some(authority)) => format!("{scheme}://{authority}"),
+                _ => "from the environment".into(),
+            });
+        }
         if let Some((_, secret)) = &config.credentials.app {
             session.redact(secret);
         }
@@ -281,32 +343,41 @@ impl<'a> Session<'a> {
 
     async fn run(&mut self) -> Result<Value> {
         let config = self.config;
-        let mut token = match &config.credentials.token {
+        let (mut token, mut origin) = match &config.credentials.token {
             Some(token) => {
                 info!("using the access token from WECOM_ACCESS_TOKEN");
-                token.clone()
+                (token.clone(), Origin::Given)
             }
-            None => self.token(false).await?,
+            None => self.token(None).await?,
         };
-        let mut refreshed = false;
+        // A refused token gives way to the next source (the cache, then gettoken); a token from
+        // gettoken is replaced once. Each step is taken at most once, so this ends.
+        let mut fresh_refused = false;
         loop {
             match self.get_list(&token).await {
                 Err(Error::Api {
                     errcode: errcode @ (40014 | 42001),
                     ..
-                }) if !refreshed && config.credentials.app.is_some() => {
-                    warn!("{GET_LIST}: the access token was refused (errcode {errcode}); getting a new one");
-                    token = self.token(true).await?;
-                    refreshed = true;
+                }) if !(origin == Origin::Fresh && fresh_refused)
+                    && config.credentials.app.is_some() =>
+                {
+                    fresh_refused |= origin == Origin::Fresh;
+                    warn!(
+                        "{GET_LIST}: the access token {} was refused (errcode {errcode}); \
+                         getting another one",
+                        origin.describe()
+                    );
+                    (token, origin) = self.token(Some(&token)).await?;
                 }
                 result => return result,
             }
         }
     }
 
-    /// A token from the cache, or a new one from gettoken (always a new one when the last was
-    /// refused: `stale`).
-    async fn token(&mut self, stale: bool) -> Result<Secret> {
+    /// A token from the cache, or a new one from gettoken. The cache is dropped only when its
+    /// own token is the one WeCom just `refused`: a refused WECOM_ACCESS_TOKEN says nothing
+    /// about it.
+    async fn token(&mut self, refused: Option<&Secret>) -> Result<(Secret, Origin)> {
         let config = self.config;
         let Some((corp_id, secret)) = &config.credentials.app else {
             return Err(Error::Credentials(
@@ -314,15 +385,15 @@ impl<'a> Session<'a> {
             ));
         };
         let cache = config.token_cache.as_deref();
-        match cache {
-            Some(path) if stale => discard_cache(path),
-            Some(path) => {
-                if let Some(token) = load_cache(path, corp_id, secret) {
-                    self.redact(&token);
-                    return Ok(token);
+        if let Some(path) = cache {
+            match load_cache(path, corp_id, secret) {
+                Some(cached) if Some(&cached) == refused => discard_cache(path),
+                Some(cached) => {
+                    self.redact(&cached);
+                    return Ok((cached, Origin::Cache));
                 }
+                None => {}
             }
-            None => {}
         }
         let url = self.url(
             "cgi-bin/gettoken",
@@ -336,15 +407,32 @@ impl<'a> Session<'a> {
             .map(Secret::new)
             .ok_or_else(|| Error::Fetch(format!("{GETTOKEN}: the answer has no access_token")))?;
         self.redact(&token);
-        let expires_in = answer
-            .get("expires_in")
-            .and_then(Value::as_u64)
-            .unwrap_or(7200);
+        if token.expose().chars().count() < MIN_SECRET_CHARS {
+            return Err(Error::Fetch(format!(
+                "{GETTOKEN}: the answer's access_token is shorter than {MIN_SECRET_CHARS} \
+                 characters: is --api-base the WeCom API?"
+            )));
+        }
+        let claimed = answer.get("expires_in").and_then(Value::as_u64);
+        let expires_in = claimed.unwrap_or(MAX_TOKEN_SECS).min(MAX_TOKEN_SECS);
+        if claimed.is_some_and(|c| c > MAX_TOKEN_SECS) {
+            warn!(
+                "{GETTOKEN}: expires_in {} is longer than WeCom's tokens live; the token is \
+                 cached for {MAX_TOKEN_SECS} s at most",
+                claimed.unwrap_or_default()
+            );
+        }
         info!("{GETTOKEN}: got a new access token, valid for {expires_in} s");
         if let Some(path) = cache {
-            save_cache(path, corp_id, secret, &token, now() + expires_in);
+            save_cache(
+                path,
+                corp_id,
+                secret,
+                &token,
+                now().saturating_add(expires_in),
+            );
         }
-        Ok(token)
+        Ok((token, Origin::Fresh))
     }
 
     async fn get_list(&self, token: &Secret) -> Result<Value> {
@@ -352,7 +440,7 @@ impl<'a> Session<'a> {
             "cgi-bin/security/get_server_domain_ip",
             &[("access_token", token.expose())],
         )?;
-        self.call(GET_LIST, &url).await
+        Ok(self.scrub_json(self.call(GET_LIST, &url).await?))
     }
 
     fn url(&self, path: &str, query: &[(&str, &str)]) -> Result<Url> {
@@ -481,7 +569,7 @@ impl<'a> Session<'a> {
                 call,
                 format!(
                     "HTTP {status}, content-type {}: {}",
-                    quote(content_type),
+                    quote(&self.scrub(content_type)),
                     self.snippet(body)
                 ),
                 retry,
@@ -493,7 +581,7 @@ impl<'a> Session<'a> {
                 format!(
                     "HTTP {status}, content-type {}: the answer is not JSON (a proxy's or a \
                      gateway's page?): {}",
-                    quote(content_type),
+                    quote(&self.scrub(content_type)),
                     self.snippet(body)
                 ),
                 false,
@@ -542,6 +630,10 @@ impl<'a> Session<'a> {
             _ => "the server".into(),
         };
         let detail = self.scrub(&chain(&error));
+        let host = match &self.proxy {
+            Some(proxy) => format!("{host} through the proxy {proxy}"),
+            None => host,
+        };
         if error.is_timeout() {
             let message = format!(
                 "no answer from {host} within {} (--timeout)",
@@ -568,25 +660,47 @@ impl<'a> Session<'a> {
         Failure::fetch(call, format!("request to {host} failed: {detail}"), retry)
     }
 
+    /// Hides `secret` from every message and log line from now on, raw and percent-encoded.
     fn redact(&mut self, secret: &Secret) {
-        let raw = secret.expose();
-        if raw.is_empty() {
+        self.hide(secret.expose());
+        let mut probe = self.config.api_base.clone();
+        probe
+            .query_pairs_mut()
+            .clear()
+            .append_pair("v", secret.expose());
+        if let Some(encoded) = probe.query().and_then(|q| q.strip_prefix("v=")) {
+            let encoded = encoded.to_owned();
+            self.hide(&encoded);
+        }
+    }
+
+    fn hide(&mut self, text: &str) {
+        if text.is_empty() || self.hidden.iter().any(|h| h == text) {
             return;
         }
-        let mut probe = self.config.api_base.clone();
-        probe.query_pairs_mut().clear().append_pair("v", raw);
-        if let Some(encoded) = probe.query().and_then(|q| q.strip_prefix("v=")) {
-            if encoded != raw {
-                self.hidden.push(encoded.to_owned());
-            }
+        self.hidden.push(text.to_owned());
+        if let Ok(mut all) = LOG_HIDDEN.lock() {
+            all.push(text.to_owned());
         }
-        self.hidden.push(raw.to_owned());
     }
 
     fn scrub(&self, text: &str) -> String {
-        self.hidden.iter().fold(text.to_owned(), |text, secret| {
-            text.replace(secret, "[redacted]")
-        })
+        scrub_words(&self.hidden, text)
+    }
+
+    /// The list's document with every credential scrubbed from its strings, keys included: a
+    /// token echoed in `errmsg` would otherwise be saved by `fetch -o`.
+    fn scrub_json(&self, value: Value) -> Value {
+        match value {
+            Value::String(s) => Value::String(self.scrub(&s)),
+            Value::Array(items) => items.into_iter().map(|v| self.scrub_json(v)).collect(),
+            Value::Object(map) => Value::Object(
+                map.into_iter()
+                    .map(|(k, v)| (self.scrub(&k), self.scrub_json(v)))
+                    .collect(),
+            ),
+            other => other,
+        }
     }
 
     /// The start of a body for a message, escaped, with every credential scrubbed before it is
@@ -601,6 +715,87 @@ impl<'a> Session<'a> {
             quote_max(&self.scrub(&text), SNIPPET_CHARS)
         )
     }
+}
+
+/// Every credential this process has seen, for `ScrubbedStderr`: reqwest and hyper log through
+/// `log` with text of their own, out of reach of `Session::scrub`.
+static LOG_HIDDEN: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+/// Standard error for log lines, with every credential the fetch knows scrubbed. The log layer
+/// writes each event in one piece, so a credential never straddles two writes.
+pub struct ScrubbedStderr;
+
+impl io::Write for ScrubbedStderr {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let clean = scrub_log(&String::from_utf8_lossy(buf));
+        io::stderr().write_all(clean.as_bytes())?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        io::stderr().flush()
+    }
+}
+
+/// A log line without any credential seen so far.
+fn scrub_log(text: &str) -> String {
+    match LOG_HIDDEN.lock() {
+        Ok(hidden) => scrub_words(&hidden, text),
+        // A panic while holding the lock left the list as it was: still usable.
+        Err(poisoned) => scrub_words(&poisoned.into_inner(), text),
+    }
+}
+
+/// Characters that make up a token, a Secret or their percent-encoded forms.
+fn is_word_char(c: char) -> bool {
+    c.is_alphanumeric() || matches!(c, '-' | '_' | '%')
+}
+
+/// `text` with each word (run of `is_word_char`) that contains one of `hidden` replaced by
+/// `[redacted]`: whole words only, so no part of a credential glued to other characters
+/// survives and no ordinary word is cut in two. A value shorter than `MIN_SECRET_CHARS` (a
+/// proxy's encoded password, say) hides only words equal to it, lest it blank out every word
+/// that happens to contain it.
+fn scrub_words(hidden: &[String], text: &str) -> String {
+    let mut spans: Vec<(usize, usize)> = Vec::new();
+    for secret in hidden.iter().filter(|s| !s.is_empty()) {
+        for (at, found) in text.match_indices(secret.as_str()) {
+            let start = text[..at]
+                .char_indices()
+                .rev()
+                .take_while(|&(_, c)| is_word_char(c))
+                .last()
+                .map_or(at, |(i, _)| i);
+            let end = at + found.len();
+            let end = end
+                + text[end..]
+                    .chars()
+                    .take_while(|&c| is_word_char(c))
+                    .map(char::len_utf8)
+                    .sum::<usize>();
+            if secret.len() >= MIN_SECRET_CHARS || (start, end) == (at, at + found.len()) {
+                spans.push((start, end));
+            }
+        }
+    }
+    if spans.is_empty() {
+        return text.to_owned();
+    }
+    spans.sort_unstable();
+    let mut out = String::with_capacity(text.len());
+    let mut done = 0;
+    for (start, end) in spans {
+        if end <= done {
+            continue;
+        }
+        if start >= done {
+            out.push_str(&text[done..start]);
+            out.push_str("[redacted]");
+        }
+        done = end;
+    }
+    out.push_str(&text[done..]);
+    out
 }
 
 enum BodyError {
@@ -661,6 +856,13 @@ fn is_tls_error(error: &(dyn StdError + 'static)) -> bool {
     false
 }
 
+/// The proxy reqwest takes for `url` from HTTPS_PROXY, HTTP_PROXY, ALL_PROXY and NO_PROXY (the
+/// same matcher, hyper-util's, so the two can't disagree).
+fn env_proxy(url: &Url) -> Option<hyper_util::client::proxy::matcher::Intercept> {
+    let uri: http::Uri = url.as_str().parse().ok()?;
+    hyper_util::client::proxy::matcher::Matcher::from_system().intercept(&uri)
+}
+
 fn is_loopback(url: &Url) -> bool {
     match url.host_str() {
         Some("localhost") => true,
@@ -705,8 +907,9 @@ fn secret_sha256(secret: &Secret) -> String {
 /// A cached token for this app with more than `CACHE_MARGIN_SECS` left. A cache that can't be
 /// used is only a reason to get a new token, never to fail; its content is never printed.
 fn load_cache(path: &Path, corp_id: &str, secret: &Secret) -> Option<Secret> {
-    let bytes = match fs::read(path) {
-        Ok(bytes) => bytes,
+    let bytes = match read_private(path) {
+        Ok(Some(bytes)) => bytes,
+        Ok(None) => return None,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             debug!("token cache {}: none yet", path.display());
             return None;
@@ -735,8 +938,43 @@ fn load_cache(path: &Path, corp_id: &str, secret: &Secret) -> Option<Secret> {
         info!("the cached access token expires in {left} s; getting a new one");
         return None;
     }
+    if left > MAX_TOKEN_SECS || cached.access_token.chars().count() < MIN_SECRET_CHARS {
+        warn!(
+            "the token cache {} holds a token no WeCom answer gives (too long-lived or too \
+             short); getting a new token",
+            path.display()
+        );
+        return None;
+    }
     info!("using the cached access token, valid for another {left} s");
     Some(Secret::new(cached.access_token))
+}
+
+/// The cache's bytes, unless group or others may access it: then its token may have been read
+/// by someone else, so it is not used (`Ok(None)`), and the mode is set to 0600 at once (the new
+/// token replaces the file anyway, privately).
+fn read_private(path: &Path) -> io::Result<Option<Vec<u8>>> {
+    let mut file = fs::File::open(path)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = file.metadata()?.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            let fixed = match file.set_permissions(fs::Permissions::from_mode(0o600)) {
+                Ok(()) => "set to 0600".to_owned(),
+                Err(e) => format!("cannot be set to 0600: {e}"),
+            };
+            warn!(
+                "the token cache {} has mode {mode:04o}: others may have read its token, so it \
+                 is not used (mode {fixed}); getting a new token",
+                path.display()
+            );
+            return Ok(None);
+        }
+    }
+    let mut bytes = Vec::new();
+    io::Read::read_to_end(&mut file, &mut bytes)?;
+    Ok(Some(bytes))
 }
 
 /// Writes the cache atomically, mode 0600. A failure costs only a gettoken call next time, so
@@ -772,7 +1010,7 @@ mod tests {
 
     #[test]
     fn secrets_never_print() {
-        let s = Secret::new("s3cr3t");
+        let s = Secret::new("s3cr3t-s3cr3t-s3cr3t");
         assert_eq!(format!("{s} {s:?}"), "[redacted] [redacted]");
         let c = Credentials::new(Some("ww1".into()), Some(s.clone()), Some(s)).unwrap();
         assert!(!format!("{c:?}").contains("s3cr3t"), "{c:?}");
@@ -780,7 +1018,7 @@ mod tests {
 
     #[test]
     fn credentials_need_an_app_or_a_token() {
-        let s = || Some(Secret::new("x"));
+        let s = || Some(Secret::new("x".repeat(MIN_SECRET_CHARS)));
         assert!(Credentials::new(Some("ww1".into()), s(), None).is_ok());
         assert!(Credentials::new(None, None, s()).is_ok());
         // A ready token stands on its own even with half an app.
@@ -791,6 +1029,16 @@ mod tests {
             (Some("ww1"), Some(""), "Secret is missing or empty"),
             (None, Some("x"), "corp id is missing"),
             (Some("  "), Some("x"), "corp id is missing"),
+            (
+                Some("ww1"),
+                Some("x"),
+                "the app's Secret is 1 characters long",
+            ),
+            (
+                Some("ww1"),
+                Some("0123456789abcde"),
+                "is 15 characters long",
+            ),
         ] {
             let e =
                 Credentials::new(id.map(Into::into), secret.map(Secret::new), None).unwrap_err();
@@ -829,20 +1077,27 @@ mod tests {
             timeout: Duration::from_secs(1),
             credentials: Credentials::new(
                 Some("ww1".into()),
-                Some(Secret::new("a+b/c")),
-                Some(Secret::new("tok")),
+                Some(Secret::new("a+b/c-secret-secret")),
+                Some(Secret::new("tok-token-token-token")),
             )
             .unwrap(),
             token_cache: None,
         };
         let session = Session::new(&config).unwrap();
-        let page = b"<h1>403</h1> GET /cgi-bin/gettoken?corpid=ww1&corpsecret=a%2Bb%2Fc a+b/c tok";
+        let page = b"<h1>403</h1> GET /cgi-bin/gettoken?corpid=ww1&corpsecret=a%2Bb%2Fc-secret-secret a+b/c-secret-secret tok-token-token-token";
         let shown = session.snippet(page);
         assert!(
-            !shown.contains("a%2Bb") && !shown.contains("a+b") && !shown.contains("tok"),
+            !shown.contains("a%2Bb") && !shown.contains("a+b") && !shown.contains("tok-"),
             "{shown}"
         );
         assert_eq!(session.snippet(b"  \n"), "the answer is empty");
+        // Log lines of other crates, which never pass through the session, are scrubbed too.
+        assert_eq!(
+            scrub_log(
+                "GET /x?access_token=tok-token-token-token&corpsecret=a%2Bb%2Fc-secret-secret"
+            ),
+            "GET /x?access_token=[redacted]&corpsecret=[redacted]"
+        );
         assert!(session.snippet(&[b'x'; 500]).ends_with("\"..."));
     }
 
@@ -885,8 +1140,8 @@ mod tests {
     fn the_cache_is_used_only_for_the_same_app_with_time_left() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("token.json");
-        let secret = Secret::new("sec");
-        let token = Secret::new("tok");
+        let secret = Secret::new("sec-secret-secret");
+        let token = Secret::new("tok-token-token-token");
         assert!(load_cache(&path, "ww1", &secret).is_none());
         save_cache(&path, "ww1", &secret, &token, now() + 7200);
         assert_eq!(load_cache(&path, "ww1", &secret), Some(token.clone()));
@@ -894,7 +1149,7 @@ mod tests {
         assert!(load_cache(&path, "ww1", &Secret::new("other")).is_none());
         let text = fs::read_to_string(&path).unwrap();
         assert!(
-            !text.contains("\"sec\""),
+            !text.contains("sec-secret"),
             "the secret itself is stored: {text}"
         );
         save_cache(&path, "ww1", &secret, &token, now() + CACHE_MARGIN_SECS);
@@ -903,5 +1158,26 @@ mod tests {
         assert!(load_cache(&path, "ww1", &secret).is_none());
         discard_cache(&path);
         assert!(!path.exists());
+        // A cache that claims a token lives longer than WeCom's do is not believed.
+        save_cache(&path, "ww1", &secret, &token, now() + 10 * MAX_TOKEN_SECS);
+        assert!(load_cache(&path, "ww1", &secret).is_none());
+    }
+
+    #[test]
+    fn scrubbing_hides_whole_words_only() {
+        let hidden = ["S3cretS3cretS3cret".to_owned(), "ok".to_owned()];
+        // Glued to other characters, the whole word goes; ordinary words are never cut.
+        assert_eq!(
+            scrub_words(
+                &hidden,
+                "x=S3cretS3cretS3cret&y=abcS3cretS3cretS3cretdef. ok, book, okay"
+            ),
+            "x=[redacted]&y=[redacted]. [redacted], book, okay"
+        );
+        assert_eq!(scrub_words(&hidden, "nothing here"), "nothing here");
+        assert_eq!(
+            scrub_words(&hidden, "企业S3cretS3cretS3cret企业 end"),
+            "[redacted] end"
+        );
     }
 }

@@ -181,6 +181,12 @@ fn write_cache(path: &Path, token: &str, expires_in: u64) {
         "expires_at": now + expires_in,
     });
     fs::write(path, cache.to_string()).unwrap();
+    // As the tool writes it: a cache others can read is not used.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(path, fs::Permissions::from_mode(0o600)).unwrap();
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -873,4 +879,271 @@ async fn https_goes_through_https_proxy() {
         !asked.is_empty() && asked.iter().all(|l| l.starts_with("CONNECT 127.0.0.1:1 ")),
         "{asked:?}"
     );
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+#[cfg(unix)]
+fn mode(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hostile_expires_in_is_capped_in_the_cache() {
+    for expires_in in [json!(u64::MAX), json!(1_000_000_000u64)] {
+        let server = MockServer::start().await;
+        let answer =
+            json!({"errcode": 0, "errmsg": "ok", "access_token": TOKEN, "expires_in": expires_in});
+        gettoken(ResponseTemplate::new(200).set_body_json(answer))
+            .expect(1)
+            .mount(&server)
+            .await;
+        list(TOKEN, seed_answer()).expect(1).mount(&server).await;
+        let dir = tempfile::tempdir().unwrap();
+        let cache = dir.path().join("token.json");
+        let before = now_secs();
+        let out = wecom(
+            &server,
+            &["fetch", "--token-cache", cache.to_str().unwrap()],
+            &[],
+        );
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert!(stderr(&out).contains("cached for 7200 s at most"));
+        let cached: Value = serde_json::from_slice(&fs::read(&cache).unwrap()).unwrap();
+        let expires_at = cached["expires_at"].as_u64().unwrap();
+        assert!(
+            (before + 7200..=now_secs() + 7200).contains(&expires_at),
+            "{expires_at}"
+        );
+        server.verify().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refused_ready_token_leaves_the_cache_alone() {
+    // WECOM_ACCESS_TOKEN is refused; the cache holds another, good token: it is used, and kept.
+    let server = MockServer::start().await;
+    list(TOKEN, wecom_error(42001, "access_token expired"))
+        .expect(1)
+        .mount(&server)
+        .await;
+    list(TOKEN2, seed_answer()).expect(1).mount(&server).await;
+    gettoken(token_answer(TOKEN)).expect(0).mount(&server).await;
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("token.json");
+    write_cache(&cache, TOKEN2, 7200);
+    let written = fs::read(&cache).unwrap();
+    let out = wecom(
+        &server,
+        &["fetch", "--token-cache", cache.to_str().unwrap()],
+        &[("WECOM_ACCESS_TOKEN", TOKEN)],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out), pretty(&seed()));
+    assert!(stderr(&out).contains("the access token from WECOM_ACCESS_TOKEN was refused"));
+    assert_eq!(fs::read(&cache).unwrap(), written, "the cache changed");
+    server.verify().await;
+
+    // When the cached token is refused in turn, it is the one dropped, and gettoken gives a
+    // new one.
+    let server = MockServer::start().await;
+    list(TOKEN, wecom_error(42001, "access_token expired"))
+        .expect(1)
+        .mount(&server)
+        .await;
+    list(TOKEN2, wecom_error(40014, "invalid access_token"))
+        .expect(1)
+        .mount(&server)
+        .await;
+    const TOKEN3: &str = "TokC9Zr4Mw2Qe7Ty5Ui1Op8As3Df6Gh0JkLx";
+    gettoken(token_answer(TOKEN3))
+        .expect(1)
+        .mount(&server)
+        .await;
+    list(TOKEN3, seed_answer()).expect(1).mount(&server).await;
+    let out = wecom(
+        &server,
+        &["fetch", "--token-cache", cache.to_str().unwrap()],
+        &[("WECOM_ACCESS_TOKEN", TOKEN)],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let cached: Value = serde_json::from_slice(&fs::read(&cache).unwrap()).unwrap();
+    assert_eq!(cached["access_token"], TOKEN3);
+    server.verify().await;
+}
+
+/// Runs the binary against `server` WITHOUT -v, with RUST_LOG as given, checking nothing leaked.
+fn quiet(server: &MockServer, rust_log: &str) -> Output {
+    let base = server.uri();
+    let vars = [
+        ("WECOM_CORP_ID", CORP_ID),
+        ("WECOM_CORP_SECRET", SECRET),
+        ("RUST_LOG", rust_log),
+    ];
+    let out = run_env(&["fetch", "--api-base", &base], None, &vars);
+    assert_no_secrets(&out);
+    out
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn our_warnings_show_whatever_rust_log_says_of_other_crates() {
+    let server = MockServer::start().await;
+    gettoken(token_answer(TOKEN)).mount(&server).await;
+    let busy = || wecom_error(-1, "system busy");
+    for (rust_log, shown) in [
+        ("", true),
+        ("hyper_util=debug", true),
+        ("error", true),
+        ("off", true),
+        ("reqwest=info,hyper_util=off", true),
+        // Naming this crate is the one way to quieten it.
+        ("wecom_allowlist=error", false),
+        ("hyper_util=debug,wecom_allowlist=off", false),
+    ] {
+        server.reset().await;
+        gettoken(token_answer(TOKEN)).mount(&server).await;
+        in_turn(&server, |a| list(TOKEN, a), vec![busy(), seed_answer()]).await;
+        let out = quiet(&server, rust_log);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let err = stderr(&out);
+        assert_eq!(
+            err.contains("retrying in"),
+            shown,
+            "RUST_LOG={rust_log:?}: {err}"
+        );
+        assert!(!err.contains(" INFO "), "RUST_LOG={rust_log:?}: {err}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reqwest_records_reach_the_log_scrubbed() {
+    let server = happy_server().await;
+    let out = wecom(&server, &["fetch"], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    // reqwest logs through `log`; its records show next to ours (and were scanned above).
+    let err = stderr(&out);
+    assert!(err.contains("reqwest::connect"), "{err}");
+    assert!(err.contains("wecom_allowlist::fetch"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn secrets_that_are_too_short_are_refused_before_any_request() {
+    let server = MockServer::start().await;
+    for (env, message) in [
+        (
+            &[("WECOM_CORP_SECRET", "x7")][..],
+            "the app's Secret is 2 characters long, too short",
+        ),
+        (
+            &[
+                ("WECOM_CORP_ID", ""),
+                ("WECOM_CORP_SECRET", ""),
+                ("WECOM_ACCESS_TOKEN", "tok3n"),
+            ][..],
+            "WECOM_ACCESS_TOKEN is 5 characters long, too short",
+        ),
+    ] {
+        let line = fetch_fails(&server, &[], env, 3, &[message, "at least 16"]);
+        assert!(!line.contains("x7") && !line.contains("tok3n"), "{line}");
+    }
+    assert!(server.received_requests().await.unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn server_text_is_scrubbed_headers_included() {
+    // A content type that echoes the request, secret included, on an answer that is not JSON
+    // (final at once) and on a 503 (retried, so quoted in each warning too).
+    let echo = format!("text/plain; url={GETTOKEN}?corpid={CORP_ID}&corpsecret={SECRET}");
+    for status in [200, 503] {
+        let server = MockServer::start().await;
+        gettoken(
+            ResponseTemplate::new(status)
+                .set_body_raw("blocked", &echo)
+                .insert_header("content-type", echo.as_str()),
+        )
+        .mount(&server)
+        .await;
+        let line = fetch_fails(
+            &server,
+            &[],
+            &[],
+            3,
+            &["corpsecret=[redacted]", "\"blocked\""],
+        );
+        assert!(line.contains(&format!("HTTP {status}")), "{line}");
+    }
+
+    // A token echoed inside a successful answer is not saved by `fetch -o`.
+    let server = MockServer::start().await;
+    gettoken(token_answer(TOKEN)).mount(&server).await;
+    let mut doc = seed();
+    doc["errmsg"] = json!(format!("ok, access_token={TOKEN}"));
+    list(TOKEN, ResponseTemplate::new(200).set_body_json(doc))
+        .mount(&server)
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("wecom.json");
+    let out = wecom(&server, &["fetch", "-o", file.to_str().unwrap()], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let saved: Value = serde_json::from_slice(&fs::read(&file).unwrap()).unwrap();
+    assert_eq!(saved["errmsg"], "ok, access_token=[redacted]");
+    assert_eq!(saved["domain_list"], seed()["domain_list"]);
+}
+
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread")]
+async fn a_token_cache_others_can_read_is_not_used() {
+    use std::os::unix::fs::PermissionsExt;
+    let server = MockServer::start().await;
+    list(TOKEN, seed_answer()).expect(0).mount(&server).await;
+    gettoken(token_answer(TOKEN2))
+        .expect(1)
+        .mount(&server)
+        .await;
+    list(TOKEN2, seed_answer()).expect(1).mount(&server).await;
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("token.json");
+    write_cache(&cache, TOKEN, 7200);
+    fs::set_permissions(&cache, fs::Permissions::from_mode(0o644)).unwrap();
+    let out = wecom(
+        &server,
+        &["fetch", "--token-cache", cache.to_str().unwrap()],
+        &[],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("has mode 0644: others may have read its token, so it is not used"),
+        "{err}"
+    );
+    assert_eq!(mode(&cache), 0o600);
+    let cached: Value = serde_json::from_slice(&fs::read(&cache).unwrap()).unwrap();
+    assert_eq!(cached["access_token"], TOKEN2);
+    server.verify().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_proxy_that_is_down_is_named_without_its_password() {
+    // Nothing listens on 127.0.0.1:1, the proxy; the API base is never reached directly.
+    let password = "Pr0xyPassw0rdSecret";
+    let proxy = format!("http://agent:{password}@127.0.0.1:1");
+    let out = wecom_at(
+        "http://127.0.0.2:9",
+        &["fetch", "--timeout", "2"],
+        &[("HTTP_PROXY", &proxy)],
+    );
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let line = error_line(&out);
+    assert!(
+        line.contains("cannot connect to 127.0.0.2:9 through the proxy http://127.0.0.1:1:"),
+        "{line}"
+    );
+    let err = stderr(&out);
+    assert!(!err.contains(password) && !err.contains("agent:"), "{err}");
 }
