@@ -12,7 +12,7 @@ use crate::config::Config;
 use crate::diff::{summarize, Format};
 use crate::error::{Error, Result};
 use crate::fetch;
-use crate::list::List;
+use crate::list::{self, List};
 use crate::output::{read_input, stale_files, write_file, write_files};
 use crate::render::Templates;
 use crate::target::Target;
@@ -64,15 +64,18 @@ pub enum Command {
         /// squid.conf and source.json into (created if missing).
         #[arg(long, value_name = "DIR")]
         out_dir: PathBuf,
-        /// Only these targets (repeat the option for several). Default: all.
+        /// Only these targets (repeat the option for several). Default: all. Refused (exit 4)
+        /// when another target's file in DIR would then cite another source.json.
         #[arg(long = "target", value_enum, value_name = "TARGET")]
         targets: Vec<Target>,
         /// Write nothing: exit 0 when DIR is up to date, 1 with a unified diff of each file that
         /// would change and a summary of the list's changes when it is not.
         #[arg(long)]
         check: bool,
-        /// Refuse (exit 4) when the new list has lost more than PCT percent of the destinations
-        /// in DIR's previous source.json; 100 turns the guard off.
+        /// Refuse (exit 4) when the new list takes away more than PCT percent of what DIR's
+        /// previous source.json allowed: each of its (destination, protocol) pairs weighs the
+        /// same and counts by the share of its ports no longer allowed (a wider network or a
+        /// wildcard that covers it counts as allowed); 100 turns the guard off.
         #[arg(long, value_name = "PCT", default_value_t = 50, value_parser = clap::value_parser!(u8).range(0..=100))]
         max_shrink: u8,
         #[command(flatten)]
@@ -284,28 +287,116 @@ pub enum Outcome {
     Changed,
 }
 
-/// Refuses a build that would drop more than `max_pct` percent of the previous list.
-fn shrink_guard(previous: &List, next: &List, max_pct: u8, source: &Path) -> Result<()> {
-    let gone = summarize(previous, next).removed;
-    let lost = gone.len() * 100;
-    if max_pct >= 100 || previous.is_empty() || lost <= usize::from(max_pct) * previous.len() {
+/// Refuses a build that would take away more than `max_pct` percent of what the previous list
+/// allowed, measured as `list::shrinkage` defines it.
+fn shrink_guard(
+    previous: &List,
+    next: &List,
+    max_pct: u8,
+    exact_domains: bool,
+    source: &Path,
+) -> Result<()> {
+    if max_pct >= 100 || previous.is_empty() {
         return Ok(());
     }
-    let mut names: Vec<String> = gone
+    let shrink = list::shrinkage(previous, next, exact_domains);
+    if shrink.percent <= f64::from(max_pct) {
+        return Ok(());
+    }
+    let mut names: Vec<String> = shrink
+        .lost
         .iter()
         .take(20)
-        .map(|(k, _)| k.dest.to_string())
+        .map(|(dest, p, ports)| format!("{dest} ({} {ports})", p.as_str()))
         .collect();
-    if gone.len() > names.len() {
-        names.push(format!("and {} more", gone.len() - names.len()));
+    if shrink.lost.len() > names.len() {
+        names.push(format!("and {} more", shrink.lost.len() - names.len()));
     }
     Err(Error::Guard(format!(
-        "the new list drops {} of the {} destinations in {} ({}%), more than --max-shrink {max_pct}%: {} (check the source; --max-shrink 100 to proceed)",
-        gone.len(),
-        previous.len(),
+        "the new list takes away {:.1}% of what {} allowed ({} of its {} (destination, protocol) pairs lose ports), more than --max-shrink {max_pct}%: {} (check the source; --max-shrink 100 to proceed)",
+        shrink.percent,
         source.display(),
-        lost / previous.len(),
+        shrink.lost.len(),
+        shrink.pairs,
         names.join(", ")
+    )))
+}
+
+/// The list in a build folder's `source.json`, or an empty one if there is none. A file that
+/// is there but isn't a list (damaged, hand-edited, an API error saved over it) stops the build
+/// with what to do about it: the shrink guard can't work without it.
+fn previous_list(source_path: &Path) -> Result<List> {
+    let bytes = match std::fs::read(source_path) {
+        Ok(bytes) => bytes,
+        // No folder yet (or a file in its place, which writing will report): no previous list.
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
+            ) =>
+        {
+            return Ok(List::default())
+        }
+        Err(source) => {
+            return Err(Error::Read {
+                path: source_path.to_owned(),
+                source,
+            })
+        }
+    };
+    let why = match wecom::parse(&bytes, false) {
+        Ok(response) => return Ok(List::from_entries(&response.entries)),
+        Err(Error::Api { errcode, .. }) => {
+            format!("it holds a WeCom error answer (errcode {errcode}), not a list")
+        }
+        Err(e) => e.to_string(),
+    };
+    Err(Error::Input(format!(
+        "{p} is damaged: {why}. It is the list the files beside it were built from: restore it from version control (git checkout -- {p}), or remove it to start over (the shrink guard then has nothing to compare with)",
+        p = source_path.display()
+    )))
+}
+
+/// The first `sha256:<64 hex>` in a file: the digest its header cites.
+fn cited_digest(text: &str) -> Option<&str> {
+    text.match_indices("sha256:").find_map(|(i, _)| {
+        let hex = text.get(i + 7..i + 7 + 64)?;
+        hex.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+            .then(|| &text[i..i + 7 + 64])
+    })
+}
+
+/// Refuses a build of some targets that would leave the files of the others citing another
+/// source.json than the one written: their headers would vouch for a list they weren't built
+/// from. They can't be re-rendered here (their options aren't known), so the user must.
+fn refuse_stale_others(out_dir: &Path, targets: &[Target], digest: &str) -> Result<()> {
+    let mut stale = Vec::new();
+    for t in Target::ALL.iter().filter(|t| !targets.contains(t)) {
+        let path = out_dir.join(t.file_name());
+        if !std::fs::metadata(&path).is_ok_and(|m| m.is_file()) {
+            continue;
+        }
+        let text = std::fs::read(&path).map_err(|source| Error::Read {
+            path: path.clone(),
+            source,
+        })?;
+        if cited_digest(&String::from_utf8_lossy(&text)) != Some(digest) {
+            stale.push((*t, path));
+        }
+    }
+    if stale.is_empty() {
+        return Ok(());
+    }
+    let files: Vec<String> = stale.iter().map(|(_, p)| p.display().to_string()).collect();
+    let more: Vec<String> = stale
+        .iter()
+        .map(|(t, _)| format!("--target {}", t.name()))
+        .collect();
+    Err(Error::Guard(format!(
+        "this build would leave {} citing another source.json than the one it writes: build every target (omit --target, with the options those files were built with), or add {}, or remove the stale files",
+        files.join(", "),
+        more.join(" ")
     )))
 }
 
@@ -366,6 +457,17 @@ pub fn run(cli: Cli) -> Result<Outcome> {
             }
             targets.sort_unstable();
             targets.dedup();
+            // Every guard that can refuse runs before the (costly) rendering.
+            let source_path = out_dir.join(SOURCE_FILE);
+            let previous = previous_list(&source_path)?;
+            shrink_guard(
+                &previous,
+                &prepared.list,
+                max_shrink,
+                config.options.exact_domains,
+                &source_path,
+            )?;
+            refuse_stale_others(&out_dir, &targets, &list::digest(&prepared.source_json))?;
             let mut files = Vec::with_capacity(targets.len() + 1);
             for t in targets {
                 files.push((
@@ -373,13 +475,6 @@ pub fn run(cli: Cli) -> Result<Outcome> {
                     prepared.render(t, &templates)?.into_bytes(),
                 ));
             }
-            let source_path = out_dir.join(SOURCE_FILE);
-            let previous = if source_path.exists() {
-                load_list(&source_path)?
-            } else {
-                List::default()
-            };
-            shrink_guard(&previous, &prepared.list, max_shrink, &source_path)?;
             files.push((source_path, prepared.source_json.clone().into_bytes()));
             if check {
                 let stale = stale_files(&files)?;

@@ -1,10 +1,11 @@
 //! What changed between two lists, for people (text), pull requests (markdown) and programs
-//! (JSON). Only what changes the firewall counts: destinations added or removed, and protocol,
-//! ports or is_necessary changed. Descriptions are comments and show in the file diffs instead.
+//! (JSON). Only what changes the firewall counts: destinations added or removed, and what a
+//! destination allows (protocols and ports, with and without `--necessary-only`) changed.
+//! Descriptions are comments and show in the file diffs instead.
 
 use serde_json::{json, Value};
 
-use crate::list::{Key, List, Record};
+use crate::list::{services_text, Key, List, Record, Services};
 use crate::model::{Dest, ListKind};
 
 #[derive(Debug, Default)]
@@ -57,12 +58,17 @@ fn destination(key: &Key) -> String {
     }
 }
 
+/// `tcp 443 (necessary)`, `tcp 443 (optional)`, or for a mix `tcp 80,443 (necessary: tcp 443)`.
 fn effect(r: &Record) -> String {
-    format!(
-        "{} ({})",
-        r.services_text(),
-        if r.necessary { "necessary" } else { "optional" }
-    )
+    let (all, necessary) = (r.services(), r.necessary_services());
+    let which = if necessary.is_empty() {
+        "optional".to_owned()
+    } else if necessary == all {
+        "necessary".to_owned()
+    } else {
+        format!("necessary: {}", services_text(&necessary))
+    };
+    format!("{} ({which})", services_text(&all))
 }
 
 /// One line of a summary: what happened to a destination, with its state before and after.
@@ -162,13 +168,18 @@ impl Summary<'_> {
     }
 
     pub fn json(&self) -> Value {
-        let record = |r: &Record| {
-            let services: serde_json::Map<String, Value> = r
-                .services
-                .iter()
+        let services = |s: &Services| -> serde_json::Map<String, Value> {
+            s.iter()
                 .map(|(p, ports)| (p.as_str().to_owned(), json!(ports.to_string())))
-                .collect();
-            json!({ "services": services, "is_necessary": r.necessary })
+                .collect()
+        };
+        // `is_necessary`: some entry is; `necessary_services`: what --necessary-only keeps.
+        let record = |r: &Record| {
+            json!({
+                "services": services(&r.services()),
+                "is_necessary": r.any_necessary(),
+                "necessary_services": services(&r.necessary_services()),
+            })
         };
         let mut out = json!({ "added": [], "removed": [], "changed": [] });
         for row in self.rows() {
@@ -232,5 +243,35 @@ mod tests {
         assert_eq!(j["removed"][0]["destination"], "192.0.2.2/32");
         assert_eq!(j["changed"][0]["after"]["services"]["tcp"], "80,443");
         assert!(summarize(&new, &new).is_empty());
+    }
+
+    #[test]
+    fn necessary_moving_between_services_is_a_change_and_descriptions_are_not() {
+        let old = list(
+            r#"{"ip_list":[
+            {"ip":"192.0.2.1","protocol":"TCP","port":[443],"is_necessary":1,"description":"a"},
+            {"ip":"192.0.2.1","protocol":"UDP","port":[3478],"is_necessary":0,"description":"b"}]}"#,
+        );
+        let new = list(
+            r#"{"ip_list":[
+            {"ip":"192.0.2.1","protocol":"TCP","port":[443],"is_necessary":0,"description":"a"},
+            {"ip":"192.0.2.1","protocol":"UDP","port":[3478],"is_necessary":1,"description":"b"}]}"#,
+        );
+        let s = summarize(&old, &new);
+        assert_eq!(
+            s.text(),
+            "~ ip 192.0.2.1/32: tcp 443; udp 3478 (necessary: tcp 443) -> tcp 443; udp 3478 (necessary: udp 3478)\n\
+             0 added, 0 removed, 1 changed\n"
+        );
+        assert_eq!(
+            s.json()["changed"][0]["after"]["necessary_services"]["udp"],
+            "3478"
+        );
+        let reworded = list(
+            r#"{"ip_list":[
+            {"ip":"192.0.2.1","protocol":"TCP","port":[443],"is_necessary":1,"description":"new"},
+            {"ip":"192.0.2.1","protocol":"UDP","port":[3478],"is_necessary":0}]}"#,
+        );
+        assert!(summarize(&old, &reworded).is_empty());
     }
 }

@@ -1,6 +1,10 @@
 //! Writing results without ever leaving a half-written or emptied file behind: every file is
 //! written to a temporary file beside it, synced, and renamed over the old one. `write_files`
-//! stages all files before renaming any, so a failure while writing changes nothing.
+//! stages all files before renaming any, and keeps the old ones until every rename succeeded,
+//! so a failure at any point leaves every file as it was.
+//!
+//! Temporary files are named `.wecom-allowlist-*.tmp`: after a crash, what is left over is
+//! obvious in `git status` and can't be mistaken for an output.
 
 use std::fs;
 use std::io::Write;
@@ -9,6 +13,10 @@ use std::path::{Path, PathBuf};
 use tempfile::NamedTempFile;
 
 use crate::error::{Error, Result};
+
+/// How temporary files (staged outputs, kept old versions) start and end.
+pub const TMP_PREFIX: &str = ".wecom-allowlist-";
+pub const TMP_SUFFIX: &str = ".tmp";
 
 fn write_error(path: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
     move |source| Error::Write {
@@ -20,66 +28,170 @@ fn write_error(path: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
 /// Who may read a file once it is in place.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Access {
-    /// The mode the old file had, 0644 for a new one, as git checkouts and config management
-    /// expect.
+    /// The mode the old file had; a new file gets 0666 less the process umask, as any other
+    /// program's new file would (git checkouts and config management expect that).
     AsBefore,
     /// 0600 whatever the old file had: the file holds a credential.
     Private,
 }
 
-/// Writes `bytes` to a temporary file in `path`'s folder, with the mode `access` asks for. The
-/// temporary file is created 0600, so a private file is never readable by others, even briefly.
-fn stage(path: &Path, bytes: &[u8], access: Access) -> Result<NamedTempFile> {
-    let dir = match path.parent() {
+/// The folder a file goes into: `.` for a bare file name.
+fn folder(path: &Path) -> &Path {
+    match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
+    }
+}
+
+fn temp_builder() -> tempfile::Builder<'static, 'static> {
+    let mut b = tempfile::Builder::new();
+    b.prefix(TMP_PREFIX).suffix(TMP_SUFFIX);
+    b
+}
+
+/// Refuses to replace anything but a regular file: renaming over a device, a FIFO or a folder
+/// would destroy it, or fail halfway through a build.
+fn refuse_non_regular(path: &Path, hint: &str) -> Result<()> {
+    let kind = match fs::metadata(path) {
+        Err(_) => return Ok(()),
+        Ok(m) if m.is_file() => return Ok(()),
+        Ok(m) if m.is_dir() => "a folder",
+        Ok(_) => "a device, FIFO or socket",
     };
+    Err(Error::Write {
+        path: path.to_owned(),
+        source: std::io::Error::other(format!(
+            "it is {kind}, not a regular file, and is left alone{hint}"
+        )),
+    })
+}
+
+/// Writes `bytes` to a temporary file in `path`'s folder, with the mode `access` asks for. A
+/// private file is created 0600, so it is never readable by others, even briefly.
+fn stage(path: &Path, bytes: &[u8], access: Access) -> Result<NamedTempFile> {
     let err = write_error(path);
-    let mut tmp = NamedTempFile::new_in(dir).map_err(&err)?;
-    tmp.write_all(bytes).map_err(&err)?;
-    tmp.as_file().sync_all().map_err(&err)?;
+    let mut builder = temp_builder();
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        let mode = match access {
+        let create = match access {
             Access::Private => 0o600,
-            Access::AsBefore => fs::metadata(path)
-                .map(|m| m.permissions().mode() & 0o7777)
-                .unwrap_or(0o644),
+            Access::AsBefore => 0o666,
         };
-        fs::set_permissions(tmp.path(), fs::Permissions::from_mode(mode)).map_err(&err)?;
+        builder.permissions(fs::Permissions::from_mode(create));
     }
+    let mut tmp = builder.tempfile_in(folder(path)).map_err(&err)?;
+    #[cfg(unix)]
+    if access == Access::AsBefore {
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(old) = fs::metadata(path) {
+            let mode = old.permissions().mode() & 0o7777;
+            fs::set_permissions(tmp.path(), fs::Permissions::from_mode(mode)).map_err(&err)?;
+        }
+    }
+    tmp.write_all(bytes).map_err(&err)?;
+    tmp.as_file().sync_all().map_err(&err)?;
     Ok(tmp)
 }
 
-/// Replaces or creates `path` atomically.
+/// Replaces or creates `path` atomically (`-o FILE`).
 pub fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
-    write_files(&[(path.to_owned(), bytes.to_vec())])
+    refuse_non_regular(path, " (omit -o to write to standard output)")?;
+    commit(vec![(path, stage(path, bytes, Access::AsBefore)?)])
 }
 
 /// Replaces or creates a file that holds a credential (the token cache) atomically, mode 0600.
 pub fn write_private_file(path: &Path, bytes: &[u8]) -> Result<()> {
-    persist(path, stage(path, bytes, Access::Private)?)
+    refuse_non_regular(path, "")?;
+    commit(vec![(path, stage(path, bytes, Access::Private)?)])
 }
 
-/// Replaces or creates every file, staging them all first: if any can't be written, none
-/// changes. (The renames that follow can't fail for lack of space.)
+/// Replaces or creates every file, all or nothing: all are staged first, the old ones are kept
+/// until every rename succeeded, and put back if one fails.
 pub fn write_files(files: &[(PathBuf, Vec<u8>)]) -> Result<()> {
+    for (path, _) in files {
+        refuse_non_regular(path, "")?;
+    }
     let staged = files
         .iter()
-        .map(|(path, bytes)| stage(path, bytes, Access::AsBefore).map(|tmp| (path, tmp)))
+        .map(|(path, bytes)| stage(path, bytes, Access::AsBefore).map(|tmp| (path.as_path(), tmp)))
         .collect::<Result<Vec<_>>>()?;
-    for (path, tmp) in staged {
-        persist(path, tmp)?;
-    }
-    Ok(())
+    commit(staged)
 }
 
-fn persist(path: &Path, tmp: NamedTempFile) -> Result<()> {
-    tmp.persist(path).map(drop).map_err(|e| Error::Write {
-        path: path.to_owned(),
-        source: e.error,
-    })
+/// The old version of a file, kept under a temporary name (a hard link, or a copy where the
+/// file system has none) until the new one is in place.
+fn keep_old(path: &Path) -> std::io::Result<Option<NamedTempFile<()>>> {
+    match fs::symlink_metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+        Ok(_) => {}
+    }
+    temp_builder()
+        .make_in(folder(path), |kept| match fs::hard_link(path, kept) {
+            Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
+                fs::copy(path, kept).map(drop)
+            }
+            other => other,
+        })
+        .map(Some)
+}
+
+/// Renames every staged file over its target, then syncs their folders. On any failure, the
+/// files already renamed are put back as they were (or removed, if they were new).
+fn commit(staged: Vec<(&Path, NamedTempFile)>) -> Result<()> {
+    let mut done: Vec<(&Path, Option<NamedTempFile<()>>)> = Vec::with_capacity(staged.len());
+    let mut failure = None;
+    for (path, tmp) in staged {
+        let kept = match keep_old(path) {
+            Ok(kept) => kept,
+            Err(source) => {
+                failure = Some(Error::Write {
+                    path: path.to_owned(),
+                    source,
+                });
+                break;
+            }
+        };
+        match tmp.persist(path) {
+            Ok(_) => done.push((path, kept)),
+            Err(e) => {
+                failure = Some(Error::Write {
+                    path: path.to_owned(),
+                    source: e.error,
+                });
+                break;
+            }
+        }
+    }
+    if failure.is_none() {
+        let mut folders: Vec<&Path> = done.iter().map(|(p, _)| folder(p)).collect();
+        folders.sort_unstable();
+        folders.dedup();
+        for dir in folders {
+            if let Err(source) = fs::File::open(dir).and_then(|d| d.sync_all()) {
+                failure = Some(Error::Write {
+                    path: dir.to_owned(),
+                    source,
+                });
+                break;
+            }
+        }
+    }
+    let Some(failure) = failure else {
+        // The kept old versions are dropped, which removes them.
+        return Ok(());
+    };
+    for (path, kept) in done.into_iter().rev() {
+        let restored = match kept {
+            Some(old) => old.persist(path).map(drop).map_err(|e| e.error),
+            None => fs::remove_file(path),
+        };
+        if let Err(e) = restored {
+            tracing::error!("could not put {} back as it was: {e}", path.display());
+        }
+    }
+    Err(failure)
 }
 
 /// Compares each file with what is on disk, for `--check`, and writes nothing: one unified diff,
@@ -198,5 +310,55 @@ mod tests {
         write_file(&path, b"x").unwrap();
         let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
+    }
+
+    #[test]
+    fn a_failed_rename_puts_back_every_file_already_renamed() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b, c) = (
+            dir.path().join("a.txt"),
+            dir.path().join("b.txt"),
+            dir.path().join("c.txt"),
+        );
+        fs::write(&a, "old a").unwrap();
+        // A folder that appears after the check: only the rename can fail on it.
+        fs::create_dir(&c).unwrap();
+        fs::write(c.join("inside"), "x").unwrap();
+        let staged = vec![
+            (a.as_path(), stage(&a, b"new a", Access::AsBefore).unwrap()),
+            (b.as_path(), stage(&b, b"new b", Access::AsBefore).unwrap()),
+            (c.as_path(), stage(&c, b"new c", Access::AsBefore).unwrap()),
+        ];
+        for (_, tmp) in &staged {
+            let name = tmp.path().file_name().unwrap().to_str().unwrap();
+            assert!(
+                name.starts_with(TMP_PREFIX) && name.ends_with(TMP_SUFFIX),
+                "{name}"
+            );
+        }
+        let err = commit(staged).unwrap_err();
+        assert!(err.to_string().contains("c.txt"), "{err}");
+        assert_eq!(fs::read_to_string(&a).unwrap(), "old a");
+        assert!(!b.exists(), "a new file stayed");
+        assert_eq!(fs::read_to_string(c.join("inside")).unwrap(), "x");
+        let mut left: Vec<String> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["a.txt", "c.txt"], "temporary files left");
+    }
+
+    #[test]
+    fn dash_o_refuses_what_is_not_a_regular_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = write_file(dir.path(), b"x").unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("it is a folder, not a regular file"),
+            "{err}"
+        );
+        assert!(err.to_string().contains("omit -o"), "{err}");
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0);
     }
 }

@@ -173,7 +173,7 @@ fn failed_builds_leave_every_file_as_it_was() {
     }
     let res = build(&shrunk, &out, &[]);
     assert!(
-        stderr(&res).contains("101.0.113.3/32, 101.0.113.6/32"),
+        stderr(&res).contains("101.0.113.3/32 (tcp 443), 101.0.113.6/32 (tcp 443)"),
         "the guard names what would go: {}",
         stderr(&res)
     );
@@ -462,4 +462,310 @@ fn the_example_config_is_valid() {
     );
     assert!(res.status.success(), "{}", stderr(&res));
     assert!(stdout(&res).contains("wework.qpic.cn"));
+}
+
+/// Every entry of `names` on TCP `ports`, with `universal` as universal_domian if given.
+fn names_list(
+    dir: &Path,
+    file: &str,
+    names: &[&str],
+    universal: Option<&str>,
+    ports: &[u16],
+) -> std::path::PathBuf {
+    let entries: Vec<serde_json::Value> = names
+        .iter()
+        .map(|n| {
+            serde_json::json!({
+                "domain": n, "universal_domian": universal, "protocol": "TCP", "port": ports, "is_necessary": 1
+            })
+        })
+        .collect();
+    let path = dir.join(file);
+    fs::write(
+        &path,
+        serde_json::json!({"errcode": 0, "domain_list": entries}).to_string(),
+    )
+    .unwrap();
+    path
+}
+
+#[test]
+fn the_shrink_guard_counts_what_is_allowed_not_entries() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let names = [
+        "a.work.example.com",
+        "b.work.example.com",
+        "c.work.example.com",
+    ];
+    let plain = names_list(dir.path(), "plain.json", &names, None, &[443]);
+    assert!(build(&plain, &out, &[]).status.success());
+
+    // WeCom adds a universal_domian to every name: the list grows, nothing is lost.
+    let grown = names_list(
+        dir.path(),
+        "grown.json",
+        &names,
+        Some("work.example.com"),
+        &[443],
+    );
+    let res = build(&grown, &out, &["--check"]);
+    assert_eq!(res.status.code(), Some(1), "{}", stderr(&res));
+    let res = build(&grown, &out, &[]);
+    assert!(res.status.success(), "{}", stderr(&res));
+
+    // Every entry stays but moves to port 1: everything they allowed is gone.
+    let before = contents(&out);
+    let moved = names_list(
+        dir.path(),
+        "moved.json",
+        &names,
+        Some("work.example.com"),
+        &[1],
+    );
+    for extra in [&[][..], &["--check"][..]] {
+        let res = build(&moved, &out, extra);
+        assert_eq!(res.status.code(), Some(4), "{}", stderr(&res));
+        let err = stderr(&res);
+        assert!(
+            err.contains("takes away 100.0% of what")
+                && err.contains(".work.example.com (tcp 443)"),
+            "{err}"
+        );
+        assert_eq!(contents(&out), before);
+    }
+    // Losing one port of two on every name is half: refused above 50 only with a lower limit.
+    let two = names_list(
+        dir.path(),
+        "two.json",
+        &names,
+        Some("work.example.com"),
+        &[80, 443],
+    );
+    assert!(build(&two, &out, &["--max-shrink", "100"]).status.success());
+    let one = names_list(
+        dir.path(),
+        "one.json",
+        &names,
+        Some("work.example.com"),
+        &[443],
+    );
+    assert_eq!(
+        build(&one, &out, &["--max-shrink", "49"]).status.code(),
+        Some(4)
+    );
+    assert!(build(&one, &out, &["--max-shrink", "50"]).status.success());
+}
+
+/// Every entry of `dir` with its bytes (or `None` for a folder), to compare a folder that
+/// holds a subfolder.
+fn entries(dir: &Path) -> BTreeMap<String, Option<Vec<u8>>> {
+    fs::read_dir(dir)
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            let bytes = e
+                .file_type()
+                .unwrap()
+                .is_file()
+                .then(|| fs::read(e.path()).unwrap());
+            (e.file_name().to_string_lossy().into_owned(), bytes)
+        })
+        .collect()
+}
+
+#[test]
+fn a_build_that_fails_while_writing_changes_no_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    assert!(build(&fixture("seed.json"), &out, &[]).status.success());
+    // pfsense.xml is written after iptables, ip6tables and nftables: a folder in its place used
+    // to let those three be replaced before the build failed.
+    fs::remove_file(out.join("pfsense.xml")).unwrap();
+    fs::create_dir(out.join("pfsense.xml")).unwrap();
+    let before = entries(&out);
+    let next = seed_plus_one(dir.path());
+    let seed = fixture("seed.json");
+    for (input, extra) in [(&next, &[][..]), (&seed, &["--target", "pfsense"][..])] {
+        let res = build(input, &out, extra);
+        assert_eq!(res.status.code(), Some(2), "{}", stderr(&res));
+        assert!(
+            stderr(&res).contains("pfsense.xml: it is a folder, not a regular file"),
+            "{}",
+            stderr(&res)
+        );
+        assert!(res.stdout.is_empty());
+        assert_eq!(entries(&out), before, "a failed build changed the folder");
+    }
+}
+
+#[cfg(unix)]
+#[test]
+fn new_files_follow_the_umask_and_old_files_keep_their_mode() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    fs::create_dir(&out).unwrap();
+    fs::write(out.join("iptables.rules"), "old").unwrap();
+    fs::set_permissions(
+        out.join("iptables.rules"),
+        fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
+    let res = std::process::Command::new("sh")
+        .args(["-c", "umask 027 && exec \"$@\"", "sh"])
+        .arg(env!("CARGO_BIN_EXE_wecom-allowlist"))
+        .args(["build", "-i"])
+        .arg(fixture("seed.json"))
+        .arg("--out-dir")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(
+        res.status.success(),
+        "{}",
+        String::from_utf8_lossy(&res.stderr)
+    );
+    let mode = |name: &str| fs::metadata(out.join(name)).unwrap().permissions().mode() & 0o777;
+    assert_eq!(
+        mode("iptables.rules"),
+        0o600,
+        "an existing file keeps its mode"
+    );
+    for name in [
+        "ip6tables.rules",
+        "nftables.nft",
+        "pfsense.xml",
+        "squid.conf",
+        "source.json",
+    ] {
+        assert_eq!(mode(name), 0o640, "{name} ignores the umask");
+    }
+    assert_eq!(
+        fs::read_dir(&out).unwrap().count(),
+        6,
+        "temporary files left"
+    );
+}
+
+#[test]
+fn a_partial_build_never_leaves_other_files_citing_another_list() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let seed = fixture("seed.json");
+    assert!(build(&seed, &out, &[]).status.success());
+    let before = contents(&out);
+    // The same list: the other files still cite the source.json written.
+    let res = build(&seed, &out, &["--target", "squid"]);
+    assert!(res.status.success(), "{}", stderr(&res));
+    assert_eq!(contents(&out), before);
+
+    let next = seed_plus_one(dir.path());
+    for extra in [
+        &["--target", "squid"][..],
+        &["--target", "squid", "--check"][..],
+    ] {
+        let res = build(&next, &out, extra);
+        assert_eq!(res.status.code(), Some(4), "{}", stderr(&res));
+        let err = stderr(&res);
+        for name in [
+            "iptables.rules",
+            "ip6tables.rules",
+            "nftables.nft",
+            "pfsense.xml",
+        ] {
+            assert!(err.contains(&out.join(name).display().to_string()), "{err}");
+        }
+        assert!(!err.contains("squid.conf"), "{err}");
+        assert!(
+            err.contains("omit --target") && err.contains("--target iptables"),
+            "{err}"
+        );
+        assert!(res.stdout.is_empty());
+        assert_eq!(contents(&out), before);
+    }
+    // Naming every stale target too is a full build.
+    let all = [
+        "--target",
+        "squid",
+        "--target",
+        "iptables",
+        "--target",
+        "ip6tables",
+        "--target",
+        "nftables",
+        "--target",
+        "pfsense",
+    ];
+    let res = build(&next, &out, &all);
+    assert!(res.status.success(), "{}", stderr(&res));
+    // A file without a digest (a custom template, a hand edit) can't be vouched for either.
+    fs::write(out.join("nftables.nft"), "# hand-made\n").unwrap();
+    let res = build(&next, &out, &["--target", "squid"]);
+    assert_eq!(res.status.code(), Some(4), "{}", stderr(&res));
+    assert!(build(&next, &out, &[]).status.success());
+}
+
+#[test]
+fn a_damaged_source_json_says_what_to_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let seed = fixture("seed.json");
+    assert!(build(&seed, &out, &[]).status.success());
+    let source = out.join("source.json");
+    for (text, why) in [
+        ("{\"errcode\":0,\"ip_list\":[", "not valid JSON"),
+        (
+            "{\"errcode\":40014,\"errmsg\":\"invalid access_token\"}",
+            "holds a WeCom error answer (errcode 40014)",
+        ),
+    ] {
+        fs::write(&source, text).unwrap();
+        let before = contents(&out);
+        for extra in [&[][..], &["--max-shrink", "100"][..], &["--check"][..]] {
+            let res = build(&seed, &out, extra);
+            assert_eq!(res.status.code(), Some(2), "{}", stderr(&res));
+            let err = stderr(&res);
+            assert!(
+                err.contains(&format!("{} is damaged", source.display())),
+                "{err}"
+            );
+            assert!(err.contains(why), "{err}");
+            assert!(
+                err.contains("restore it from version control")
+                    && err.contains("remove it to start over"),
+                "{err}"
+            );
+            assert!(
+                !err.contains("access_token") || !err.contains("gettoken"),
+                "{err}"
+            );
+            assert_eq!(contents(&out), before);
+        }
+    }
+    fs::remove_file(&source).unwrap();
+    assert!(build(&seed, &out, &[]).status.success());
+}
+
+#[test]
+fn building_from_source_json_keeps_what_each_entry_says() {
+    let dir = tempfile::tempdir().unwrap();
+    // One name: necessary on TCP, optional on UDP, each with its own description.
+    let list = dir.path().join("list.json");
+    fs::write(
+        &list,
+        r#"{"errcode":0,"domain_list":[
+        {"domain":"a.example.com","protocol":"TCP","port":[443],"is_necessary":1,"description":"core"},
+        {"domain":"a.example.com","protocol":"UDP","port":[3478],"is_necessary":0,"description":"calls"}]}"#,
+    )
+    .unwrap();
+    for extra in [&[][..], &["--necessary-only"][..]] {
+        let (first, second) = (dir.path().join("first"), dir.path().join("second"));
+        let _ = fs::remove_dir_all(&first);
+        let _ = fs::remove_dir_all(&second);
+        assert!(build(&list, &first, extra).status.success());
+        let res = build(&first.join("source.json"), &second, extra);
+        assert!(res.status.success(), "{}", stderr(&res));
+        assert_eq!(contents(&first), contents(&second), "{extra:?}");
+    }
 }

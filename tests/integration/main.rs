@@ -4,6 +4,7 @@
 mod cli;
 mod fetch;
 mod gitops;
+mod lossless;
 mod normalize_props;
 mod oracle;
 mod real_tools;
