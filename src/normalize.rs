@@ -179,35 +179,36 @@ fn exclude(e: Entry, opts: &Options) -> Result<Vec<Entry>> {
                 })
                 .collect())
         }
-        Dest::Exact(h) => {
+        Dest::Exact(_) | Dest::Wildcard(_) => {
             let universal = match (&e.universal, opts.exact_domains) {
                 (Some(u), false) => {
                     exclude_wildcard(u, &ex.names).map_err(|x| carve_error(&x, u, true))?
                 }
                 (u, _) => u.clone(),
             };
-            let gone = ex.names.iter().any(|x| match x {
-                Dest::Exact(x) => x == h,
-                Dest::Wildcard(w) => h.is_within(w),
-                Dest::Net(_) => false,
-            });
-            match (gone, universal) {
-                (false, universal) => Ok(vec![Entry { universal, ..e }]),
-                // The name is out but its wildcard (unrelated to it, or it would have been a
-                // carve error) stays.
-                (true, Some(u)) if !opts.exact_domains => Ok(vec![Entry {
+            let kept = match &e.dest {
+                Dest::Wildcard(h) => exclude_wildcard(h, &ex.names)
+                    .map_err(|x| carve_error(&x, h, false))?
+                    .is_some(),
+                Dest::Exact(h) => !ex.names.iter().any(|x| match x {
+                    Dest::Exact(x) => x == h,
+                    Dest::Wildcard(w) => h.is_within(w),
+                    Dest::Net(_) => false,
+                }),
+                Dest::Net(_) => true,
+            };
+            match (kept, universal) {
+                (true, universal) => Ok(vec![Entry { universal, ..e }]),
+                // The domain is out but its universal wildcard (unrelated to it, or it would
+                // have been a carve error) stays.
+                (false, Some(u)) if !opts.exact_domains => Ok(vec![Entry {
                     dest: Dest::Wildcard(u),
                     universal: None,
                     ..e
                 }]),
-                (true, _) => Ok(Vec::new()),
+                (false, _) => Ok(Vec::new()),
             }
         }
-        Dest::Wildcard(h) => match exclude_wildcard(h, &ex.names) {
-            Ok(Some(_)) => Ok(vec![e]),
-            Ok(None) => Ok(Vec::new()),
-            Err(x) => Err(carve_error(&x, h, false)),
-        },
     }
 }
 
@@ -669,6 +670,38 @@ mod tests {
             let shown: Vec<String> = kept.iter().map(|e| e.dest.to_string()).collect();
             assert_eq!(shown, ["b.example.org"], "{names:?}");
         }
+    }
+
+    #[test]
+    fn a_wildcard_domains_universal_wildcard_is_excluded_too() {
+        let doc = br#"{"domain_list":[
+            {"domain":"*.a.example.com","universal_domian":"example.org","protocol":"TCP","port":[443],"is_necessary":1}]}"#;
+        let entries = crate::wecom::parse(doc, false).unwrap().entries;
+        let with = |names: &[&str]| Options {
+            exclude: Exclude {
+                names: names
+                    .iter()
+                    .map(|n| match n.strip_prefix("*.") {
+                        Some(w) => Dest::Wildcard(Hostname::parse(w).unwrap()),
+                        None => Dest::Exact(Hostname::parse(n).unwrap()),
+                    })
+                    .collect(),
+                nets: vec![],
+            },
+            allow_empty: true,
+            ..Options::default()
+        };
+        let shown = |names: &[&str]| -> Vec<String> {
+            select(entries.clone(), &with(names))
+                .unwrap()
+                .iter()
+                .map(|e| format!("{} {:?}", e.dest, e.universal.as_ref().map(|u| u.as_str())))
+                .collect()
+        };
+        assert_eq!(shown(&["*.example.org"]), [".a.example.com None"]);
+        assert_eq!(shown(&["*.a.example.com"]), [".example.org None"]);
+        let e = select(entries.clone(), &with(&["x.example.org"])).unwrap_err();
+        assert!(e.to_string().contains("wildcard .example.org"), "{e}");
     }
 
     #[test]

@@ -142,6 +142,17 @@ pub fn parse_net(s: &str) -> Result<(Family, Span), String> {
     ))
 }
 
+/// `parse_net` for a list's own values: host bits set (`10.0.0.1/8`) are an error, since the
+/// list may mean the host or the network.
+pub fn parse_net_strict(s: &str) -> Result<(Family, Span), String> {
+    let (family, span) = parse_net(s)?;
+    let (_, addr) = parse_addr(s.split_once('/').map_or(s, |(a, _)| a))?;
+    if addr != span.start {
+        return Err(format!("{s:?} has host bits set"));
+    }
+    Ok((family, span))
+}
+
 /// Plain decimal digits only (no sign, no space), as u64.
 fn digits(s: &str) -> Option<u64> {
     if s.is_empty() || s.len() > 10 || !s.bytes().all(|b| b.is_ascii_digit()) {
@@ -453,6 +464,10 @@ impl NameRelation {
             .push(ports);
     }
 
+    pub fn has_wildcards(&self) -> bool {
+        !self.wild.is_empty()
+    }
+
     /// The same without its wildcards (what a target that can't express them must still allow).
     pub fn exact_only(&self) -> NameRelation {
         NameRelation {
@@ -528,6 +543,72 @@ pub fn check_same_names(actual: &NameRelation, expected: &NameRelation) -> Resul
     }
 }
 
+/// What a user selects on top of the list, as the config file spells it: filters and
+/// exclusions. Empty `protocols` or `families` keep everything.
+#[derive(Debug, Clone, Default)]
+pub struct Selection {
+    pub necessary_only: bool,
+    pub exact_domains: bool,
+    pub protocols: Vec<Proto>,
+    /// `ipv4`, `ipv6`, `dns`.
+    pub families: Vec<&'static str>,
+    /// `a.example.com` for one name, `*.example.com` or `.example.com` for a zone.
+    pub exclude_domains: Vec<String>,
+    /// Addresses and CIDRs, without host bits.
+    pub exclude_cidrs: Vec<String>,
+}
+
+impl Selection {
+    fn keeps_family(&self, family: &str) -> bool {
+        self.families.is_empty() || self.families.contains(&family)
+    }
+
+    fn keeps_proto(&self, proto: Proto) -> bool {
+        self.protocols.is_empty() || self.protocols.contains(&proto)
+    }
+}
+
+/// True when `name` is `apex` or lies below it.
+fn within(name: &str, apex: &str) -> bool {
+    name == apex
+        || name
+            .strip_suffix(apex)
+            .is_some_and(|head| head.ends_with('.'))
+}
+
+/// The excluded names: (name, true for a zone).
+fn excluded_names(sel: &Selection) -> Vec<(String, bool)> {
+    sel.exclude_domains
+        .iter()
+        .map(|d| {
+            let d = normalize_name(d);
+            match d.strip_prefix("*.").or_else(|| d.strip_prefix('.')) {
+                Some(apex) => (apex.to_owned(), true),
+                None => (d, false),
+            }
+        })
+        .collect()
+}
+
+/// What is left of one name destination after the exclusions: `Ok(true)` kept, `Ok(false)`
+/// excluded, `Err` when an exclusion lies inside a kept wildcard, which no target can express.
+fn name_survives(name: &str, wildcard: bool, excluded: &[(String, bool)]) -> Result<bool, String> {
+    if wildcard {
+        if excluded.iter().any(|(x, zone)| *zone && within(name, x)) {
+            return Ok(false);
+        }
+        if let Some((x, _)) = excluded.iter().find(|(x, _)| within(x, name)) {
+            return Err(format!(
+                "the exclusion {x} lies inside the wildcard .{name}"
+            ));
+        }
+        return Ok(true);
+    }
+    Ok(!excluded
+        .iter()
+        .any(|(x, zone)| if *zone { within(name, x) } else { name == x }))
+}
+
 /// What a fixture allows, read straight from its JSON.
 #[derive(Debug, Default)]
 pub struct Expected {
@@ -544,51 +625,87 @@ impl Expected {
     }
 
     pub fn from_json(text: &str) -> Result<Expected, String> {
+        Expected::selected(text, &Selection::default())
+    }
+
+    /// What the list allows once `sel` is applied; `Err` for a list or a selection the tool
+    /// must refuse (a bad field, host bits, an exclusion inside a wildcard).
+    pub fn selected(text: &str, sel: &Selection) -> Result<Expected, String> {
         let doc: Value = serde_json::from_str(text).map_err(|e| format!("not JSON: {e}"))?;
         let mut addrs = AddrBuilder::default();
         let mut names: BTreeMap<Proto, NameRelation> = BTreeMap::new();
         for (i, item) in list(&doc, "ip_list")?.iter().enumerate() {
             let at = |e: String| format!("ip_list[{i}]: {e}");
-            let (family, span) = parse_net(string(item, "ip").map_err(at)?).map_err(at)?;
-            let (protos, ports) = protocols_and_ports(item).map_err(at)?;
-            for &proto in &protos {
+            let (family, span) = parse_net_strict(string(item, "ip").map_err(at)?).map_err(at)?;
+            let (protos, ports, necessary) = protocols_and_ports(item).map_err(at)?;
+            let family_name = match family {
+                Family::V4 => "ipv4",
+                Family::V6 => "ipv6",
+            };
+            if (sel.necessary_only && !necessary) || !sel.keeps_family(family_name) {
+                continue;
+            }
+            for &proto in protos.iter().filter(|p| sel.keeps_proto(**p)) {
                 for &p in &ports {
                     addrs.add(family, proto, span, p);
                 }
             }
         }
+        let excluded = excluded_names(sel);
+        let mut carve: Option<String> = None;
         for (i, item) in list(&doc, "domain_list")?.iter().enumerate() {
             let at = |e: String| format!("domain_list[{i}]: {e}");
             let domain = normalize_name(string(item, "domain").map_err(at)?);
-            let universal = match item.get("universal_domian") {
-                None | Some(Value::Null) => None,
-                Some(Value::String(s)) if s.is_empty() => None,
-                Some(Value::String(s)) => {
-                    let s = normalize_name(s);
-                    let bare = s
-                        .strip_prefix("*.")
-                        .or_else(|| s.strip_prefix('.'))
-                        .unwrap_or(&s);
-                    Some(bare.to_owned())
-                }
-                Some(other) => return Err(at(format!("universal_domian {other} is not a string"))),
-            };
-            let (protos, ports) = protocols_and_ports(item).map_err(at)?;
-            for &proto in &protos {
-                let rel = names.entry(proto).or_default();
-                for &p in &ports {
-                    match domain.strip_prefix("*.") {
-                        Some(apex) => rel.add_wildcard(apex, p),
-                        None => rel.add_exact(&domain, p),
+            let universal = universal(item).map_err(at)?;
+            let (protos, ports, necessary) = protocols_and_ports(item).map_err(at)?;
+            if (sel.necessary_only && !necessary) || !sel.keeps_family("dns") {
+                continue;
+            }
+            let protos: Vec<Proto> = protos.into_iter().filter(|p| sel.keeps_proto(*p)).collect();
+            if protos.is_empty() {
+                continue;
+            }
+            let mut dests = vec![match domain.strip_prefix("*.") {
+                Some(apex) => (apex.to_owned(), true),
+                None => (domain.clone(), false),
+            }];
+            if let (Some(apex), false) = (universal, sel.exact_domains) {
+                dests.push((apex, true));
+            }
+            for (name, wildcard) in dests {
+                match name_survives(&name, wildcard, &excluded) {
+                    Ok(false) => {}
+                    Ok(true) => {
+                        for &proto in &protos {
+                            let rel = names.entry(proto).or_default();
+                            for &p in &ports {
+                                if wildcard {
+                                    rel.add_wildcard(&name, p);
+                                } else {
+                                    rel.add_exact(&name, p);
+                                }
+                            }
+                        }
                     }
-                    if let Some(apex) = &universal {
-                        rel.add_wildcard(apex, p);
+                    Err(e) => {
+                        carve.get_or_insert(at(e));
                     }
                 }
             }
         }
+        // Checked after every entry was read: a bad field anywhere is reported first.
+        if let Some(e) = carve {
+            return Err(e);
+        }
+        let mut out = AddrBuilder::default();
+        for cidr in &sel.exclude_cidrs {
+            let (family, span) = parse_net_strict(cidr).map_err(|e| format!("exclude: {e}"))?;
+            for proto in Proto::BOTH {
+                out.add(family, proto, span, ALL_PORTS);
+            }
+        }
         Ok(Expected {
-            addrs: addrs.build(),
+            addrs: addrs.build().minus(&out.build()),
             names,
         })
     }
@@ -596,6 +713,39 @@ impl Expected {
     /// The names allowed over `proto`.
     pub fn names(&self, proto: Proto) -> NameRelation {
         self.names.get(&proto).cloned().unwrap_or_default()
+    }
+
+    /// True when some name is allowed through a wildcard.
+    pub fn has_wildcards(&self) -> bool {
+        self.names.values().any(NameRelation::has_wildcards)
+    }
+}
+
+/// `universal_domian` (sic, the API's spelling) or `universal_domain`: the apex of a wildcard,
+/// or none when missing, null or empty. Both present must agree.
+fn universal(item: &Value) -> Result<Option<String>, String> {
+    let read = |key: &str| -> Result<Option<String>, String> {
+        match item.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) if s.is_empty() => Ok(None),
+            Some(Value::String(s)) => {
+                let s = normalize_name(s);
+                let bare = s
+                    .strip_prefix("*.")
+                    .or_else(|| s.strip_prefix('.'))
+                    .unwrap_or(&s);
+                Ok(Some(bare.to_owned()))
+            }
+            Some(other) => Err(format!("{key} {other} is not a string")),
+        }
+    };
+    let (typo, fixed) = (read("universal_domian")?, read("universal_domain")?);
+    match (item.get("universal_domian"), item.get("universal_domain")) {
+        (Some(_), Some(_)) if typo != fixed => Err(format!(
+            "universal_domian {typo:?} and universal_domain {fixed:?} differ"
+        )),
+        (_, Some(_)) => Ok(fixed),
+        _ => Ok(typo),
     }
 }
 
@@ -613,9 +763,9 @@ fn string<'a>(item: &'a Value, key: &str) -> Result<&'a str, String> {
         .ok_or_else(|| format!("{key} is missing or not a string"))
 }
 
-/// `protocol` ("TCP", "udp", "TCP/UDP"), `port` (ints, numeric strings, "a-b") and a check
-/// that `is_necessary` is one of 0, 1, true, false.
-fn protocols_and_ports(item: &Value) -> Result<(Vec<Proto>, Vec<Ports>), String> {
+/// `protocol` ("TCP", "udp", "TCP/UDP"), `port` (ints, numeric strings, "a-b") and
+/// `is_necessary` (0, 1, true, false).
+fn protocols_and_ports(item: &Value) -> Result<(Vec<Proto>, Vec<Ports>, bool), String> {
     let words: Vec<&str> = match item.get("protocol") {
         Some(Value::String(s)) => vec![s],
         Some(Value::Array(items)) => items
@@ -656,12 +806,12 @@ fn protocols_and_ports(item: &Value) -> Result<(Vec<Proto>, Vec<Ports>), String>
         return Err("needs a protocol and ports within 1-65535".into());
     }
 
-    match item.get("is_necessary") {
-        Some(Value::Bool(_)) => {}
-        Some(Value::Number(n)) if matches!(n.as_u64(), Some(0 | 1)) => {}
+    let necessary = match item.get("is_necessary") {
+        Some(Value::Bool(b)) => *b,
+        Some(Value::Number(n)) if matches!(n.as_u64(), Some(0 | 1)) => n.as_u64() == Some(1),
         other => return Err(format!("is_necessary {other:?} is not 0, 1, true or false")),
-    }
-    Ok((protos, ports))
+    };
+    Ok((protos, ports, necessary))
 }
 
 #[cfg(test)]
@@ -818,6 +968,57 @@ mod tests {
         let mut other_port = NameRelation::default();
         other_port.add_wildcard("x.com", (80, 80));
         assert!(check_same_names(&wild, &other_port).is_err());
+    }
+
+    #[test]
+    fn a_selection_filters_excludes_and_refuses_what_no_target_can_express() {
+        let doc = r#"{"ip_list":[
+            {"ip":"101.0.0.0/24","protocol":"TCP/UDP","port":[443],"is_necessary":1},
+            {"ip":"101.0.1.1","protocol":"TCP","port":[80],"is_necessary":0}],
+            "domain_list":[
+            {"domain":"a.work.example.com","universal_domain":"work.example.com","protocol":"TCP","port":[443],"is_necessary":1},
+            {"domain":"b.example.org","protocol":"UDP","port":[3478],"is_necessary":0}]}"#;
+        let e = Expected::selected(
+            doc,
+            &Selection {
+                necessary_only: true,
+                protocols: vec![Proto::Tcp],
+                exclude_cidrs: vec!["101.0.0.128/25".into()],
+                ..Selection::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(e.addrs.to_string(), "  v4 tcp 443: 101.0.0.0/25\n");
+        let tcp = e.names(Proto::Tcp);
+        assert_eq!(tcp.allowed("x.work.example.com"), [(443, 443)]);
+        assert!(e.has_wildcards() && e.names(Proto::Udp).allowed("b.example.org").is_empty());
+
+        let only = |exclude: &[&str], exact_domains: bool| {
+            Expected::selected(
+                doc,
+                &Selection {
+                    exact_domains,
+                    families: vec!["dns"],
+                    exclude_domains: exclude.iter().map(|d| d.to_string()).collect(),
+                    ..Selection::default()
+                },
+            )
+        };
+        // A name inside a kept wildcard can't be cut out, in either order of the exclusions.
+        assert!(only(&["x.work.example.com"], false).is_err());
+        assert!(only(&["x.work.example.com", "*.example.com"], false).is_ok());
+        assert!(only(&["*.example.com", "x.work.example.com"], false).is_ok());
+        let e = only(&["a.work.example.com"], true).unwrap();
+        assert!(e.addrs.is_empty() && !e.has_wildcards());
+        assert_eq!(e.names(Proto::Udp).allowed("b.example.org"), [(3478, 3478)]);
+        assert!(e.names(Proto::Tcp).allowed("a.work.example.com").is_empty());
+
+        for bad in [
+            r#"{"ip_list":[{"ip":"101.0.0.1/24","protocol":"TCP","port":[1],"is_necessary":1}]}"#,
+            r#"{"domain_list":[{"domain":"a.example.com","universal_domian":"example.com","universal_domain":"a.example.com","protocol":"TCP","port":[1],"is_necessary":1}]}"#,
+        ] {
+            assert!(Expected::from_json(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]
