@@ -255,6 +255,10 @@ mod tests {
             ("[[extra.ip_list]]\nip = \"1.2.3.4\"\nprotocol = \"TCP\"\nport = [1]\nis_necessary = 1\ndescripton = \"x\"", "extra.ip_list[0]: unknown key \"descripton\""),
             ("[[extra.domain_list]]\ndomain = \"a.example.com\"\nuniversal_domian = \"example.com\"\nuniversal_domain = \"a.example.com\"\nprotocol = \"TCP\"\nport = [1]\nis_necessary = 1", "extra.domain_list[0].universal_domain"),
             ("[exclude]\ncidrs = [\"10.0.0.1/8\"]", "exclude.cidrs[0]"),
+            ("[exclude]\ncidrs = [\"10.0.0.0/08\"]", "exclude.cidrs[0]"),
+            ("[iptables]\nchain = \"A\"\nchain = \"B\"", "duplicate key"),
+            ("[filters]\nnecessary_only = true\n[filters]\nexact_domains = true", "filters"),
+            ("[[extra.ip_list]]\nip = \"1.2.3.4\"\nip = \"5.6.7.8\"\nprotocol = \"TCP\"\nport = [1]\nis_necessary = 1", "duplicate key"),
             ("[exclude]\ndomains = [\"com\"]", "exclude.domains[0]"),
         ] {
             let e = Config::parse(text).unwrap_err();

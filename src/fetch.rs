@@ -587,6 +587,16 @@ impl<'a> Session<'a> {
                 false,
             )
         })?;
+        // A key given twice (`"errcode":45009,"errcode":0`) makes the answer ambiguous.
+        if let Err(e) = crate::wecom::parse_json(body) {
+            return Err(Failure {
+                error: Error::Input(format!(
+                    "{call}: the answer is not valid JSON: {}",
+                    self.scrub(&e.to_string())
+                )),
+                retry: false,
+            });
+        }
         let errcode = match doc.get("errcode") {
             None | Some(Value::Null) => 0,
             Some(v) => v.as_i64().ok_or_else(|| {

@@ -29,9 +29,71 @@ pub fn parse(bytes: &[u8], skip_invalid: bool) -> Result<Response> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Err(Error::Input("the input is empty".into()));
     }
-    let doc: Value =
-        serde_json::from_slice(bytes).map_err(|e| Error::Input(format!("not valid JSON: {e}")))?;
+    let doc = parse_json(bytes).map_err(|e| Error::Input(format!("not valid JSON: {e}")))?;
     validate(&doc, skip_invalid)
+}
+
+/// A JSON document, refusing a key that appears twice in one object anywhere in it: serde_json
+/// keeps the last, so `"errcode":45009,"errcode":0` or a second, empty `"ip_list"` would
+/// silently replace what a reader of the file sees first.
+pub fn parse_json(bytes: &[u8]) -> Result<Value, serde_json::Error> {
+    serde_json::from_slice::<UniqueKeys>(bytes)?;
+    serde_json::from_slice(bytes)
+}
+
+/// Deserializes any JSON value and fails on a duplicate key in any object.
+struct UniqueKeys;
+
+impl<'de> serde::Deserialize<'de> for UniqueKeys {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(UniqueKeys)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for UniqueKeys {
+    type Value = UniqueKeys;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<Self, E> {
+        Ok(UniqueKeys)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Self, E> {
+        Ok(UniqueKeys)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Self, E> {
+        Ok(UniqueKeys)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Self, E> {
+        Ok(UniqueKeys)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Self, E> {
+        Ok(UniqueKeys)
+    }
+    fn visit_unit<E>(self) -> Result<Self, E> {
+        Ok(UniqueKeys)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self, A::Error> {
+        while seq.next_element::<UniqueKeys>()?.is_some() {}
+        Ok(UniqueKeys)
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self, A::Error> {
+        let mut seen = std::collections::HashSet::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if !seen.insert(key.clone()) {
+                return Err(serde::de::Error::custom(format!(
+                    "the key {} appears twice in one object",
+                    quote(&key)
+                )));
+            }
+            map.next_value::<UniqueKeys>()?;
+        }
+        Ok(UniqueKeys)
+    }
 }
 
 /// Validates a response already read as JSON: a live fetch has the document in hand and must
@@ -230,7 +292,10 @@ fn required_str<'a>(obj: &'a Map<String, Value>, name: &str) -> Result<&'a str, 
 /// An address is a host route; a CIDR must have no host bits set, since `10.0.0.1/8` may mean
 /// the host or the network and guessing wrong either opens a hole or cuts a service off.
 pub fn parse_ip(raw: &str) -> Result<IpNet, String> {
-    let net = if raw.contains('/') {
+    let net = if let Some((_, len)) = raw.split_once('/') {
+        if len.len() > 1 && len.starts_with('0') {
+            return Err("has a prefix length with a leading zero".to_string());
+        }
         let net =
             IpNet::from_str(raw).map_err(|_| "is not an IPv4/IPv6 address or CIDR".to_string())?;
         if net.trunc() != net {
@@ -350,9 +415,10 @@ fn parse_ports(v: &Value) -> Result<PortSet, String> {
         .ok_or_else(|| "is empty (an empty port list would allow every port)".into())
 }
 
-/// Plain decimal digits only: no sign, no spaces, no `0x`.
+/// Plain decimal digits only: no sign, no spaces, no `0x`, no leading zero (`00443` is how
+/// some tools write octal; `010.1.1.1` is refused for the same reason).
 fn port_number(s: &str) -> Option<u16> {
-    if s.is_empty() || s.len() > 5 || !s.bytes().all(|b| b.is_ascii_digit()) {
+    if s.is_empty() || s.len() > 5 || !s.bytes().all(|b| b.is_ascii_digit()) || s.starts_with('0') {
         return None;
     }
     s.parse().ok()
@@ -550,6 +616,47 @@ mod tests {
             let m = err(&format!("{{{bad}}}"));
             assert!(m.starts_with(&format!("ip_list[0].{field}: ")), "{m}");
         }
+    }
+
+    #[test]
+    fn leading_zeros_are_refused_in_ports_and_prefixes() {
+        for (bad, field) in [
+            (r#""ip":"1.2.3.4","port":["00443"]"#, "port"),
+            (r#""ip":"1.2.3.4","port":["080-443"]"#, "port"),
+            (r#""ip":"1.2.3.4","port":["0"]"#, "port"),
+            (r#""ip":"10.0.0.0/08","port":[443]"#, "ip"),
+            (r#""ip":"2001:da8::/032","port":[443]"#, "ip"),
+        ] {
+            let m = err(&format!(r#"{{{bad},"protocol":"TCP","is_necessary":1}}"#));
+            assert!(m.starts_with(&format!("ip_list[0].{field}: ")), "{m}");
+        }
+        assert!(one(
+            r#"{"ip":"10.0.0.0/8","protocol":"TCP","port":["443","80-90"],"is_necessary":1}"#
+        )
+        .is_ok());
+    }
+
+    #[test]
+    fn duplicate_keys_are_refused_anywhere() {
+        for doc in [
+            r#"{"errcode":45009,"errcode":0,"ip_list":[]}"#,
+            r#"{"ip_list":[{"ip":"1.2.3.4","protocol":"TCP","port":[1],"is_necessary":1}],"ip_list":[]}"#,
+            r#"{"ip_list":[{"ip":"1.2.3.4","ip":"5.6.7.8","protocol":"TCP","port":[1],"is_necessary":1}]}"#,
+            r#"{"ip_list":[],"x":[{"a":{"b":1,"b":2}}]}"#,
+        ] {
+            let e = parse(doc.as_bytes(), false).unwrap_err();
+            assert_eq!(e.exit_code(), 2, "{doc}");
+            assert!(
+                e.to_string().contains("appears twice in one object"),
+                "{doc}: {e}"
+            );
+        }
+        // The same key in two objects is fine.
+        parse(
+            br#"{"ip_list":[{"ip":"1.2.3.4","protocol":"TCP","port":[1],"is_necessary":1},{"ip":"1.2.3.5","protocol":"TCP","port":[1],"is_necessary":1}]}"#,
+            false,
+        )
+        .unwrap();
     }
 
     #[test]

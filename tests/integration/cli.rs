@@ -581,3 +581,35 @@ fn non_public_addresses_are_a_guard_unless_allowed_or_the_users_own() {
         stderr(&out)
     );
 }
+
+#[test]
+fn duplicate_keys_and_leading_zeros_are_refused() {
+    for (doc, message) in [
+        (
+            r#"{"errcode":45009,"errcode":0,"ip_list":[]}"#,
+            r#"not valid JSON: the key "errcode" appears twice"#,
+        ),
+        (
+            &format!(r#"{{"ip_list":[{GOOD_ENTRY}],"ip_list":[]}}"#),
+            r#"the key "ip_list" appears twice"#,
+        ),
+        (
+            r#"{"ip_list":[{"ip":"101.0.2.1","ip":"0.0.0.0/0","protocol":"TCP","port":[443],"is_necessary":1}]}"#,
+            r#"the key "ip" appears twice"#,
+        ),
+        (
+            &doc_with_ip_entry(
+                r#"{"ip":"101.0.2.9","protocol":"TCP","port":["00443"],"is_necessary":1}"#,
+            ),
+            r#"ip_list[1].port: "00443" is not a port"#,
+        ),
+        (
+            &doc_with_ip_entry(
+                r#"{"ip":"101.0.0.0/08","protocol":"TCP","port":[443],"is_necessary":1}"#,
+            ),
+            r#"ip_list[1].ip: "101.0.0.0/08" has a prefix length with a leading zero"#,
+        ),
+    ] {
+        refused(doc, &[], 2, message);
+    }
+}

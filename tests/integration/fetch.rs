@@ -1147,3 +1147,29 @@ async fn a_proxy_that_is_down_is_named_without_its_password() {
     let err = stderr(&out);
     assert!(!err.contains(password) && !err.contains("agent:"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_answer_with_a_key_given_twice_is_refused() {
+    // serde_json would keep the last errcode: a rate-limit error would read as success.
+    let server = MockServer::start().await;
+    gettoken(token_answer(TOKEN)).mount(&server).await;
+    list(
+        TOKEN,
+        ResponseTemplate::new(200).set_body_raw(
+            br#"{"errcode":45009,"errmsg":"api freq out of limit","errcode":0,"ip_list":[]}"#
+                .to_vec(),
+            "application/json",
+        ),
+    )
+    .expect(1)
+    .mount(&server)
+    .await;
+    fetch_fails(
+        &server,
+        &[],
+        &[],
+        2,
+        &[r#"the key "errcode" appears twice in one object"#],
+    );
+    server.verify().await;
+}
