@@ -13,7 +13,9 @@ use crate::diff::{summarize, Format};
 use crate::error::{Error, Result};
 use crate::fetch;
 use crate::list::{self, List};
-use crate::output::{read_input, stale_files, write_file, write_files};
+use crate::output::{
+    lock_folder, read_input, remove_leftovers, stale_files, write_file, write_files,
+};
 use crate::render::Templates;
 use crate::target::Target;
 use crate::wecom;
@@ -268,8 +270,44 @@ fn load_list(path: &Path) -> Result<List> {
     Ok(List::from_entries(&response.entries))
 }
 
-/// Standard output that treats a closed pipe (`| head`) as success.
+/// True when the process was started with standard output closed (`>&-`). Rust's runtime then
+/// opens /dev/null read-write in its place, where every write "succeeds": that /dev/null,
+/// opened read-write (a shell's `>/dev/null` opens it write-only), is how it shows.
+#[cfg(unix)]
+fn stdout_was_closed() -> bool {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::MetadataExt;
+    let fd = std::io::stdout().as_raw_fd();
+    // SAFETY: F_GETFL only reads the descriptor's flags.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    if flags < 0 || flags & libc::O_ACCMODE != libc::O_RDWR {
+        return false;
+    }
+    let (Ok(out), Ok(null)) = (
+        std::fs::metadata(format!("/proc/self/fd/{fd}")),
+        std::fs::metadata("/dev/null"),
+    ) else {
+        return false;
+    };
+    out.rdev() == null.rdev() && out.dev() == null.dev() && out.ino() == null.ino()
+}
+
+#[cfg(not(unix))]
+fn stdout_was_closed() -> bool {
+    false
+}
+
+/// Standard output that treats a closed pipe (`| head`) as success, and a closed standard
+/// output as the error it is: the result would be lost without a word.
 fn print(text: &str) -> Result<()> {
+    if stdout_was_closed() {
+        return Err(Error::Write {
+            path: "<stdout>".into(),
+            source: std::io::Error::other(
+                "standard output is closed: redirect it to a file, or use -o where the command has it",
+            ),
+        });
+    }
     let mut out = std::io::stdout().lock();
     match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
         Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(Error::Write {
@@ -400,6 +438,59 @@ fn refuse_stale_others(out_dir: &Path, targets: &[Target], digest: &str) -> Resu
     )))
 }
 
+/// `build` once the folder is locked (or, for `--check`, as it is): guards, then rendering,
+/// then writing all files or none.
+fn build_into(
+    prepared: &crate::Prepared,
+    templates: &Templates,
+    out_dir: &Path,
+    targets: &[Target],
+    check: bool,
+    max_shrink: u8,
+    exact_domains: bool,
+) -> Result<Outcome> {
+    // Every guard that can refuse runs before the (costly) rendering.
+    let source_path = out_dir.join(SOURCE_FILE);
+    let previous = previous_list(&source_path)?;
+    shrink_guard(
+        &previous,
+        &prepared.list,
+        max_shrink,
+        exact_domains,
+        &source_path,
+    )?;
+    refuse_stale_others(out_dir, targets, &list::digest(&prepared.source_json))?;
+    let mut files = Vec::with_capacity(targets.len() + 1);
+    for &t in targets {
+        files.push((
+            out_dir.join(t.file_name()),
+            prepared.render(t, templates)?.into_bytes(),
+        ));
+    }
+    files.push((source_path, prepared.source_json.clone().into_bytes()));
+    if check {
+        let stale = stale_files(&files)?;
+        if stale.is_empty() {
+            return Ok(Outcome::Done);
+        }
+        let mut report: String = stale.concat();
+        report.push('\n');
+        report.push_str(&summarize(&previous, &prepared.list).text());
+        print(&report)?;
+        return Ok(Outcome::Changed);
+    }
+    write_files(&files)?;
+    Ok(Outcome::Done)
+}
+
+/// Said once when another run holds the folder, so a waiting build doesn't look hung.
+fn waiting(dir: &Path) {
+    eprintln!(
+        "wecom-allowlist: waiting for another run that is writing {} to finish",
+        dir.display()
+    );
+}
+
 pub fn run(cli: Cli) -> Result<Outcome> {
     match cli.command {
         Command::Targets => {
@@ -457,41 +548,45 @@ pub fn run(cli: Cli) -> Result<Outcome> {
             }
             targets.sort_unstable();
             targets.dedup();
-            // Every guard that can refuse runs before the (costly) rendering.
-            let source_path = out_dir.join(SOURCE_FILE);
-            let previous = previous_list(&source_path)?;
-            shrink_guard(
-                &previous,
-                &prepared.list,
-                max_shrink,
-                config.options.exact_domains,
-                &source_path,
-            )?;
-            refuse_stale_others(&out_dir, &targets, &list::digest(&prepared.source_json))?;
-            let mut files = Vec::with_capacity(targets.len() + 1);
-            for t in targets {
-                files.push((
-                    out_dir.join(t.file_name()),
-                    prepared.render(t, &templates)?.into_bytes(),
-                ));
-            }
-            files.push((source_path, prepared.source_json.clone().into_bytes()));
+            let exact_domains = config.options.exact_domains;
+            let build = |out_dir: &Path| {
+                build_into(
+                    &prepared,
+                    &templates,
+                    out_dir,
+                    &targets,
+                    check,
+                    max_shrink,
+                    exact_domains,
+                )
+            };
             if check {
-                let stale = stale_files(&files)?;
-                if stale.is_empty() {
-                    return Ok(Outcome::Done);
-                }
-                let mut report: String = stale.concat();
-                report.push('\n');
-                report.push_str(&summarize(&previous, &prepared.list).text());
-                print(&report)?;
-                return Ok(Outcome::Changed);
+                // Read under a shared lock, so a build running now is seen whole or not at all.
+                let _lock = if out_dir.is_dir() {
+                    Some(lock_folder(&out_dir, false, || waiting(&out_dir))?)
+                } else {
+                    None
+                };
+                return build(&out_dir);
             }
+            let created = !out_dir.exists();
             std::fs::create_dir_all(&out_dir).map_err(|source| Error::Write {
                 path: out_dir.clone(),
                 source,
             })?;
-            write_files(&files)?;
+            let result = lock_folder(&out_dir, true, || waiting(&out_dir)).and_then(|lock| {
+                for path in remove_leftovers(&out_dir)? {
+                    tracing::warn!("removed {}, left by an interrupted run", path.display());
+                }
+                let outcome = build(&out_dir);
+                drop(lock);
+                outcome
+            });
+            if result.is_err() && created {
+                // A failed first build leaves no empty folder behind (a folder with files stays).
+                let _ = std::fs::remove_dir(&out_dir);
+            }
+            return result;
         }
         Command::Diff { old, new, format } => {
             let (old, new) = (load_list(&old)?, load_list(&new)?);

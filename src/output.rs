@@ -194,6 +194,93 @@ fn commit(staged: Vec<(&Path, NamedTempFile)>) -> Result<()> {
     Err(failure)
 }
 
+/// A lock on a build folder, held until dropped: two builds into one folder would otherwise
+/// interleave their renames and leave a mix of both lists, each exiting 0.
+#[derive(Debug)]
+pub struct FolderLock {
+    #[cfg(unix)]
+    _folder: fs::File,
+}
+
+/// Locks `dir` (which must exist): exclusively to write, shared to only read (`--check`). When
+/// another run holds it, `waiting` is called once, then this waits for it. The lock is the
+/// kernel's (`flock` on the folder itself): it puts no file in the folder and dies with its
+/// process, so a killed build never leaves the folder locked.
+pub fn lock_folder(dir: &Path, exclusive: bool, waiting: impl FnOnce()) -> Result<FolderLock> {
+    #[cfg(unix)]
+    {
+        use std::os::fd::AsRawFd;
+        let err = |source| Error::Write {
+            path: dir.to_owned(),
+            source,
+        };
+        let folder = fs::File::open(dir).map_err(err)?;
+        let mode = if exclusive {
+            libc::LOCK_EX
+        } else {
+            libc::LOCK_SH
+        };
+        let flock = |how: libc::c_int| {
+            // SAFETY: flock only reads the descriptor, which `folder` keeps open.
+            let rc = unsafe { libc::flock(folder.as_raw_fd(), how) };
+            if rc == 0 {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        };
+        match flock(mode | libc::LOCK_NB) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                waiting();
+                loop {
+                    match flock(mode) {
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                        other => break other.map_err(err)?,
+                    }
+                }
+            }
+            Err(e) => return Err(err(e)),
+        }
+        Ok(FolderLock { _folder: folder })
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (dir, exclusive, waiting);
+        Ok(FolderLock {})
+    }
+}
+
+/// Removes the temporary files that a killed run left in `dir` (`.wecom-allowlist-*.tmp`; only
+/// this tool makes such names), and returns them. Call it holding the folder's lock, so that no
+/// running build's files are taken.
+pub fn remove_leftovers(dir: &Path) -> Result<Vec<PathBuf>> {
+    let err = |source| Error::Write {
+        path: dir.to_owned(),
+        source,
+    };
+    let mut removed = Vec::new();
+    for entry in fs::read_dir(dir).map_err(err)? {
+        let entry = entry.map_err(err)?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if !(name.starts_with(TMP_PREFIX) && name.ends_with(TMP_SUFFIX)) {
+            continue;
+        }
+        if !entry.file_type().map_err(err)?.is_file() {
+            continue;
+        }
+        let path = entry.path();
+        fs::remove_file(&path).map_err(|source| Error::Write {
+            path: path.clone(),
+            source,
+        })?;
+        removed.push(path);
+    }
+    removed.sort();
+    Ok(removed)
+}
+
 /// Compares each file with what is on disk, for `--check`, and writes nothing: one unified diff,
 /// from what is there (nothing, if missing) to what would be written, per file that differs.
 pub fn stale_files(files: &[(PathBuf, Vec<u8>)]) -> Result<Vec<String>> {

@@ -613,3 +613,59 @@ fn duplicate_keys_and_leading_zeros_are_refused() {
         refused(doc, &[], 2, message);
     }
 }
+
+#[cfg(unix)]
+#[test]
+fn dash_o_refuses_a_fifo_and_a_closed_stdout_is_an_error() {
+    use std::os::unix::fs::FileTypeExt;
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("fifo");
+    assert!(std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    let seed = fixture("seed.json");
+    let out = run(
+        &[
+            "render",
+            "squid",
+            "-i",
+            seed.to_str().unwrap(),
+            "-o",
+            fifo.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("not a regular file") && stderr(&out).contains("omit -o"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(fs::symlink_metadata(&fifo).unwrap().file_type().is_fifo());
+    assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+
+    // `>&-`: nothing can be written, and the exit code must say so. `>/dev/null` is fine.
+    let bin = env!("CARGO_BIN_EXE_wecom-allowlist");
+    let sh = |redirect: &str| {
+        std::process::Command::new("sh")
+            .args([
+                "-c",
+                &format!("exec \"$0\" render squid -i \"$1\" {redirect}"),
+            ])
+            .arg(bin)
+            .arg(&seed)
+            .output()
+            .unwrap()
+    };
+    let closed = sh(">&-");
+    assert_eq!(closed.status.code(), Some(2), "{}", stderr(&closed));
+    assert!(
+        stderr(&closed).contains("standard output is closed"),
+        "{}",
+        stderr(&closed)
+    );
+    let null = sh(">/dev/null");
+    assert!(null.status.success(), "{}", stderr(&null));
+}

@@ -769,3 +769,61 @@ fn building_from_source_json_keeps_what_each_entry_says() {
         assert_eq!(contents(&first), contents(&second), "{extra:?}");
     }
 }
+
+#[cfg(unix)]
+#[test]
+fn a_second_build_waits_until_the_first_is_done() {
+    use std::io::BufRead;
+    use std::os::fd::AsRawFd;
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    assert!(build(&fixture("seed.json"), &out, &[]).status.success());
+    let before = contents(&out);
+    // Another build holds the folder, as the tool itself does.
+    let held = fs::File::open(&out).unwrap();
+    // SAFETY: flock only reads the descriptor, which `held` keeps open.
+    assert_eq!(unsafe { libc::flock(held.as_raw_fd(), libc::LOCK_EX) }, 0);
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_wecom-allowlist"))
+        .args(["build", "-i"])
+        .arg(seed_plus_one(dir.path()))
+        .arg("--out-dir")
+        .arg(&out)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr_lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let first = stderr_lines.next().and_then(Result::ok).unwrap_or_default();
+    assert!(
+        first.contains(&format!(
+            "waiting for another run that is writing {}",
+            out.display()
+        )),
+        "the second build didn't wait: {first:?}"
+    );
+    assert_eq!(contents(&out), before, "it wrote while the folder was held");
+    drop(held);
+    assert!(child.wait().unwrap().success());
+    assert_ne!(contents(&out), before);
+}
+
+#[test]
+fn a_build_removes_what_a_killed_build_left() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    fs::create_dir(&out).unwrap();
+    let leftover = out.join(".wecom-allowlist-Xy12ab.tmp");
+    fs::write(&leftover, vec![b'#'; 100_000]).unwrap();
+    // Not ours: another name, or a folder.
+    fs::write(out.join("notes.tmp"), "mine").unwrap();
+    fs::create_dir(out.join(".wecom-allowlist-dir.tmp")).unwrap();
+    let res = build(&fixture("seed.json"), &out, &[]);
+    assert!(res.status.success(), "{}", stderr(&res));
+    assert!(!leftover.exists(), "the leftover is still there");
+    assert!(
+        stderr(&res).contains(&format!("removed {}", leftover.display())),
+        "{}",
+        stderr(&res)
+    );
+    assert!(out.join("notes.tmp").exists() && out.join(".wecom-allowlist-dir.tmp").is_dir());
+}
