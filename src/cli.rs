@@ -58,7 +58,7 @@ pub enum Command {
         policy: PolicyArgs,
     },
     /// Render every target (or those named) and source.json into a folder; on any error no file
-    /// there changes.
+    /// there changes. A second build into the same folder waits for the first.
     Build {
         #[command(flatten)]
         source: SourceArgs,

@@ -827,3 +827,39 @@ fn a_build_removes_what_a_killed_build_left() {
     );
     assert!(out.join("notes.tmp").exists() && out.join(".wecom-allowlist-dir.tmp").is_dir());
 }
+
+#[test]
+fn the_folder_guards_refuse_before_anything_is_rendered() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    assert!(build(&fixture("seed.json"), &out, &[]).status.success());
+    // A template that fails only when rendered: whichever error comes first shows the order.
+    let templates = dir.path().join("templates");
+    fs::create_dir(&templates).unwrap();
+    fs::write(templates.join("squid.conf"), "{{ no_such_variable }}").unwrap();
+    let t = templates.to_str().unwrap();
+    let shrunk = names_list(dir.path(), "shrunk.json", &["a.example.com"], None, &[443]);
+    let res = build(&shrunk, &out, &["--templates", t]);
+    assert_eq!(res.status.code(), Some(4), "{}", stderr(&res));
+    assert!(
+        stderr(&res).contains("--max-shrink 50%"),
+        "{}",
+        stderr(&res)
+    );
+    let next = seed_plus_one(dir.path());
+    let res = build(&next, &out, &["--templates", t, "--target", "squid"]);
+    assert_eq!(res.status.code(), Some(4), "{}", stderr(&res));
+    assert!(
+        stderr(&res).contains("citing another source.json"),
+        "{}",
+        stderr(&res)
+    );
+    // With the guards satisfied, the template's error is what stops the build.
+    let res = build(&next, &out, &["--templates", t]);
+    assert_eq!(res.status.code(), Some(2), "{}", stderr(&res));
+    assert!(
+        stderr(&res).contains("custom template squid.conf"),
+        "{}",
+        stderr(&res)
+    );
+}
