@@ -44,7 +44,6 @@ struct NftablesSection {
     family: Option<String>,
     table: Option<String>,
     chain: Option<String>,
-    set_prefix: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -127,7 +126,6 @@ impl Config {
         set(&mut names.nft_family, file.nftables.family);
         set(&mut names.nft_table, file.nftables.table);
         set(&mut names.nft_chain, file.nftables.chain);
-        set(&mut names.nft_set_prefix, file.nftables.set_prefix);
         set(&mut names.pfsense_interface, file.pfsense.interface);
         set(&mut names.pfsense_alias_prefix, file.pfsense.alias_prefix);
         set(&mut names.squid_acl_prefix, file.squid.acl_prefix);
@@ -207,7 +205,6 @@ mod tests {
             family = "inet"
             table = "fw"
             chain = "wecom"
-            set_prefix = "wc_"
             [pfsense]
             interface = "opt1"
             alias_prefix = "WC_"

@@ -17,7 +17,7 @@ use crate::error::{Error, Result};
 use crate::model::{Dest, Family, PortRange, PortSet};
 use crate::normalize::{Group, Member, Policy};
 use crate::target::{Syntax, Target};
-use crate::text::quote;
+use crate::text::{quote, truncate_bytes};
 
 /// Built-in templates by file name.
 pub const TEMPLATES: &[(&str, &str)] = &[
@@ -38,7 +38,6 @@ pub struct Names {
     pub nft_family: String,
     pub nft_table: String,
     pub nft_chain: String,
-    pub nft_set_prefix: String,
     pub pfsense_interface: String,
     pub pfsense_alias_prefix: String,
     pub pfsense_tracker_base: u64,
@@ -52,7 +51,6 @@ impl Default for Names {
             nft_family: "inet".into(),
             nft_table: "filter".into(),
             nft_chain: "wecom_allow".into(),
-            nft_set_prefix: "wecom_".into(),
             pfsense_interface: "lan".into(),
             pfsense_alias_prefix: "WECOM_".into(),
             // Far above the Unix timestamps pfSense uses as trackers (about 1.7e9 today), and
@@ -154,12 +152,7 @@ impl Names {
                 ),
             );
         }
-        // A set's name is the prefix and a slug such as `v4_tcp_443`: with its '_' it is never
-        // a keyword (none holds one), and the identifier rule above keeps it a plain string.
-        for (what, v) in [
-            ("nftables set prefix", &self.nft_set_prefix),
-            ("Squid ACL prefix", &self.squid_acl_prefix),
-        ] {
+        for (what, v) in [("Squid ACL prefix", &self.squid_acl_prefix)] {
             if !ident(v, b"_") || v.len() > 32 {
                 return bad(
                     what,
@@ -294,6 +287,8 @@ struct Context<'a> {
     groups: Vec<GroupContext>,
     /// Wildcards the target can't express, without the leading dot.
     inexpressible: Vec<String>,
+    /// The most addresses one statement (rule, ACL line, alias) may hold: `Target::chunk`.
+    chunk: usize,
 }
 
 #[derive(Serialize)]
@@ -411,6 +406,7 @@ fn context<'a>(target: Target, policy: &Policy, settings: &'a Settings) -> Conte
         exact_domains: settings.exact_domains,
         groups,
         inexpressible: policy.inexpressible.iter().map(|h| h.to_string()).collect(),
+        chunk: target.chunk(),
     }
 }
 
@@ -476,6 +472,50 @@ fn chunks_filter(items: Vec<Value>, size: usize) -> Result<Vec<Vec<Value>>, Temp
     Ok(items.chunks(size).map(<[Value]>::to_vec).collect())
 }
 
+/// Comment lines that list destinations are wrapped at this many bytes: readable, and far
+/// below every target's `max_line_bytes`.
+const COMMENT_WIDTH: usize = 100;
+
+/// `{{ text|wrap("#   ", "#     ") }}`: the text escaped for the target, on as many comment
+/// lines as it needs, the first starting with `first` and the others with `next`. A word longer
+/// than a line is cut.
+fn wrap_filter(state: &State, text: &str, first: &str, next: &str) -> Result<Value, TemplateError> {
+    let text = syntax_of(state)?.escape(text);
+    let mut lines: Vec<String> = Vec::new();
+    let mut line = first.to_owned();
+    let mut empty = true;
+    for word in text.split(' ') {
+        let mut word = word;
+        while !word.is_empty() {
+            let room = COMMENT_WIDTH.saturating_sub(line.len() + usize::from(!empty));
+            if word.len() <= room {
+                if !empty {
+                    line.push(' ');
+                }
+                line.push_str(word);
+                empty = false;
+                break;
+            }
+            if empty {
+                // Alone on its line and still too long: cut it where the line ends (at least
+                // one character, so that the loop ends).
+                let mut piece = truncate_bytes(word, room);
+                if piece.is_empty() {
+                    piece = word.chars().next().map_or("", |c| &word[..c.len_utf8()]);
+                }
+                line.push_str(piece);
+                word = &word[piece.len()..];
+            }
+            lines.push(std::mem::replace(&mut line, next.to_owned()));
+            empty = true;
+        }
+    }
+    if !empty || lines.is_empty() {
+        lines.push(line);
+    }
+    Ok(Value::from_safe_string(lines.join("\n")))
+}
+
 /// `{{ text|xml_comment }}`: inside `<!-- -->`, where `--` may not appear.
 fn xml_comment_filter(state: &State, text: &str) -> Result<Value, TemplateError> {
     let mut s = syntax_of(state)?.escape(text);
@@ -533,6 +573,7 @@ impl Templates {
         env.add_filter("port_chunks", port_chunks_filter);
         env.add_filter("chunks", chunks_filter);
         env.add_filter("xml_comment", xml_comment_filter);
+        env.add_filter("wrap", wrap_filter);
         env.add_filter("pfsense_alias", pfsense_alias_filter);
 
         let custom = match overrides {
@@ -554,15 +595,32 @@ impl Templates {
         })
     }
 
-    /// Renders one target's file.
+    /// Renders one target's file. A line longer than the target's loader reads is an error
+    /// here, so such a file is never written.
     pub fn render(&self, target: Target, policy: &Policy, settings: &Settings) -> Result<String> {
         let template = target.template();
-        self.env
+        let custom = self.custom.iter().any(|c| c == template);
+        let text = self
+            .env
             .get_template(template)
             .and_then(|t| t.render(context(target, policy, settings)))
-            .map_err(|source| {
-                template_error(template, self.custom.iter().any(|c| c == template), source)
-            })
+            .map_err(|source| template_error(template, custom, source))?;
+        if let Some(max) = target.max_line_bytes() {
+            if let Some((i, line)) = text.lines().enumerate().find(|(_, l)| l.len() > max) {
+                let why = format!(
+                    "line {} is {} bytes long; {} reads at most {max}",
+                    i + 1,
+                    line.len(),
+                    target.name()
+                );
+                return Err(template_error(
+                    template,
+                    custom,
+                    TemplateError::new(ErrorKind::InvalidOperation, why),
+                ));
+            }
+        }
+        Ok(text)
     }
 }
 
@@ -666,6 +724,59 @@ mod tests {
             assert!(pfsense_alias_name(bad).is_err(), "{bad} accepted");
         }
         assert!(pfsense_alias_name("WECOM_V4_TCP_80_443").is_ok());
+    }
+
+    /// Renders `source` as the Squid template over an empty policy.
+    fn render_custom_squid(source: &str) -> Result<String> {
+        let dir = tempfile::tempdir().map_err(|source| Error::Read {
+            path: "tempdir".into(),
+            source,
+        })?;
+        std::fs::write(dir.path().join("squid.conf"), source).map_err(|source| Error::Write {
+            path: "squid.conf".into(),
+            source,
+        })?;
+        Templates::new(Some(dir.path()))?.render(
+            Target::Squid,
+            &Policy::default(),
+            &Settings::default(),
+        )
+    }
+
+    #[test]
+    fn comment_lines_wrap_and_an_overlong_line_is_refused() {
+        let words = "abc.example.com ".repeat(2000);
+        let text = render_custom_squid(&format!(
+            "{{{{ {words:?}|wrap(\"#   \", \"#     \") }}}}\n{{{{ {:?}|wrap(\"# \", \"# \") }}}}\n",
+            "x".repeat(250)
+        ))
+        .unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines.iter().all(|l| l.len() <= COMMENT_WIDTH), "{text}");
+        assert!(lines[0].starts_with("#   abc") && lines[1].starts_with("#     abc"));
+        let joined: Vec<&str> = lines
+            .iter()
+            .flat_map(|l| l.trim_start_matches('#').split_whitespace())
+            .collect();
+        assert_eq!(
+            joined.iter().filter(|w| **w == "abc.example.com").count(),
+            2000
+        );
+        // A word longer than a line is cut, never lost.
+        let cut: String = lines
+            .iter()
+            .filter(|l| l.starts_with("# x"))
+            .map(|l| l.trim_start_matches("# "))
+            .collect();
+        assert_eq!(cut, "x".repeat(250));
+
+        let long = format!("{}\n", "y".repeat(8001));
+        match render_custom_squid(&long) {
+            Err(Error::CustomTemplate { source, .. }) => {
+                assert!(source.to_string().contains("8001 bytes"), "{source}")
+            }
+            other => panic!("an overlong line passed: {:?}", other.map(|t| t.len())),
+        }
     }
 
     #[test]

@@ -103,6 +103,31 @@ impl Target {
         }
     }
 
+    /// The longest line, in bytes without its newline, that the target's loader reads whole,
+    /// with a margin: iptables-restore fails the whole file on a line over about 10,240 bytes,
+    /// Squid cuts a line over about 8,190 bytes and fails to parse it. `None`: no limit that a
+    /// generated line could reach (nft reads any length; XML has no lines).
+    pub fn max_line_bytes(self) -> Option<usize> {
+        match self {
+            Target::Iptables | Target::Ip6tables => Some(10_000),
+            Target::Squid => Some(8_000),
+            Target::Nftables | Target::Pfsense => None,
+        }
+    }
+
+    /// The most addresses (or names) one statement holds: nft without full root (a container,
+    /// `unshare -rn`) fails a statement of about 5,500 set elements with "Message too long";
+    /// pfSense's GUI caps an alias at 5,000 entries; a Squid ACL line stays short enough to
+    /// read. iptables holds one address a rule.
+    pub fn chunk(self) -> usize {
+        match self {
+            Target::Iptables | Target::Ip6tables => 1,
+            Target::Nftables => 1_000,
+            Target::Pfsense => 5_000,
+            Target::Squid => 16,
+        }
+    }
+
     pub fn syntax(self) -> Syntax {
         match self {
             Target::Iptables | Target::Ip6tables => Syntax::Iptables,

@@ -261,7 +261,6 @@ chain = "EGRESS_WECOM"
 [nftables]
 table = "fw"
 chain = "wecom"
-set_prefix = "wc_"
 [pfsense]
 interface = "opt1"
 alias_prefix = "WC_"

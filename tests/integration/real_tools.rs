@@ -106,6 +106,20 @@ fn require_tool(name: &str) -> bool {
 /// The one way to skip the real-tool tests on a machine without the tools.
 const SKIP_VAR: &str = "WECOM_ALLOWLIST_SKIP_REAL_TOOLS";
 
+/// Whether the tests run as real root, which `unshare -mn` and a large nft batch need; like a
+/// missing tool, anything else fails unless the real-tool tests are skipped explicitly.
+fn require_root(why: &str) -> bool {
+    let root = Command::new("id").arg("-u").output().map(|o| o.stdout);
+    if root.is_ok_and(|o| o == b"0\n") {
+        return true;
+    }
+    if std::env::var_os(SKIP_VAR).is_some_and(|v| v == "1") {
+        eprintln!("skipped because {SKIP_VAR}=1: not root, and {why}");
+        return false;
+    }
+    panic!("this test needs root: {why} (or set {SKIP_VAR}=1 to skip it knowingly)");
+}
+
 /// A scratch folder for one check's files.
 struct Scratch(tempfile::TempDir);
 
@@ -522,11 +536,20 @@ fn nft_ports(v: &Value) -> Result<Ports, String> {
     }
 }
 
-/// The elements of an anonymous set `{"set": [...]}`, or the value itself.
+/// The elements of an anonymous set `{"set": [...]}`, or the value itself. An element with a
+/// comment is wrapped: `{"elem": {"val": ..., "comment": ...}}`.
 fn nft_values(v: &Value) -> Vec<&Value> {
+    fn unwrap(e: &Value) -> &Value {
+        match e.get("elem").and_then(|inner| inner.get("val")) {
+            Some(val) if e.as_object().is_some_and(|o| o.len() == 1) => val,
+            _ => e,
+        }
+    }
     match v.get("set").and_then(Value::as_array) {
-        Some(items) if v.as_object().is_some_and(|o| o.len() == 1) => items.iter().collect(),
-        _ => vec![v],
+        Some(items) if v.as_object().is_some_and(|o| o.len() == 1) => {
+            items.iter().map(unwrap).collect()
+        }
+        _ => vec![unwrap(v)],
     }
 }
 
@@ -688,17 +711,34 @@ fn nft_load_twice(fixture: &Path) -> Result<(), String> {
     check_same_addrs(&parse_nft_json(&scratch.read("json"))?, &expected)
 }
 
-/// Loads `first`'s script, then `second`'s: only `second`'s list may be allowed.
+/// Loads `first`'s script, then `second`'s: only `second`'s list may be allowed, and the ruleset
+/// must be exactly what `second`'s script makes on a fresh host (no set, element or rule of the
+/// first list left behind).
 fn nft_replace(first: &Path, second: &Path) -> Result<(), String> {
     let scratch = Scratch::new();
     scratch.write("first.nft", &render("nftables", first, &[]));
     scratch.write("second.nft", &render("nftables", second, &[]));
     scratch.in_namespace(
-        r#"nft -f "$1" && nft -f "$2" && nft -j list ruleset > "$3""#,
-        &["first.nft", "second.nft", "json"],
+        r#"nft -f "$1" && nft -f "$2" && nft -j list ruleset > "$3" && nft list ruleset > "$4""#,
+        &["first.nft", "second.nft", "json", "after"],
     )?;
+    scratch.in_namespace(
+        r#"nft -f "$1" && nft list ruleset > "$2""#,
+        &["second.nft", "fresh"],
+    )?;
+    let (after, fresh) = (scratch.read("after"), scratch.read("fresh"));
+    let same = if after == fresh {
+        Ok(())
+    } else {
+        Err(format!(
+            "the first list left something behind:\n--- after both\n{after}--- the second alone\n{fresh}"
+        ))
+    };
     let expected = Expected::from_fixture(second).addrs;
-    check_same_addrs(&parse_nft_json(&scratch.read("json"))?, &expected)
+    all([
+        same,
+        check_same_addrs(&parse_nft_json(&scratch.read("json"))?, &expected),
+    ])
 }
 
 #[test]
@@ -772,8 +812,8 @@ fn installed_nft_tokens() -> Option<BTreeSet<String>> {
     (!tokens.is_empty()).then_some(tokens)
 }
 
-/// Renders the seed with `name` as nft table, chain and set prefix (each where the crate accepts
-/// it), for `nft -c`. `None` when no role accepts it.
+/// Renders the seed with `name` as nft table and chain (each where the crate accepts it), for
+/// `nft -c`. `None` when no role accepts it.
 fn nft_render_named(scratch: &Scratch, i: usize, name: &str) -> Option<(String, PathBuf)> {
     use wecom_allowlist::render::Names;
     let accepts = |names: Names| names.validate().is_ok();
@@ -789,13 +829,6 @@ fn nft_render_named(scratch: &Scratch, i: usize, name: &str) -> Option<(String, 
             "chain",
             accepts(Names {
                 nft_chain: name.into(),
-                ..Names::default()
-            }),
-        ),
-        (
-            "set_prefix",
-            accepts(Names {
-                nft_set_prefix: name.into(),
                 ..Names::default()
             }),
         ),
@@ -1162,13 +1195,8 @@ fn squid_refuses_a_bare_address_whose_reverse_name_is_listed() {
     if !(require_tool("unshare") && require_tool("squid") && require_tool("curl")) {
         return;
     }
-    let root = Command::new("id").arg("-u").output().map(|o| o.stdout);
-    if !root.is_ok_and(|o| o == b"0\n") {
-        if std::env::var_os(SKIP_VAR).is_some_and(|v| v == "1") {
-            eprintln!("skipped because {SKIP_VAR}=1: not root");
-            return;
-        }
-        panic!("this test runs Squid in a network namespace and needs root (or {SKIP_VAR}=1)");
+    if !require_root("it runs Squid in a network namespace") {
+        return;
     }
     let scratch = Scratch::new();
     {
@@ -1593,5 +1621,177 @@ fn pfsense_aliases_and_rules_allow_exactly_the_list() {
             pfsense_check(&fixture),
         );
     }
+    failures.assert_none();
+}
+
+// ---------------------------------------------------------------------------------------------
+// A large list
+
+/// A response of `n` entries (a quarter each: names, IPv4, IPv6, and names on UDP), generated
+/// the same way every time: public-looking addresses, several port sets, long descriptions.
+fn large_list(n: usize) -> String {
+    let ports = [
+        "[443]",
+        "[443, 80]",
+        "[8080, 8443]",
+        "[5222, 5223, 5224]",
+        "[3478]",
+    ];
+    let description = |i: usize| {
+        serde_json::Value::from(format!(
+            "企业微信 entry {i}: 客户端长连接，消息收发等功能;短连接，登录、拉组织架构等功能"
+        ))
+    };
+    let mut domains = Vec::new();
+    let mut ips = Vec::new();
+    for i in 0..n {
+        let p = ports[i % ports.len()];
+        let necessary = i % 3 == 0;
+        match i % 4 {
+            0 | 3 => {
+                let zone = format!("z{}.wecom-large.example.com", i % 97);
+                let domain = format!("h{i}.{zone}");
+                let universal = if i % 5 == 0 { zone } else { String::new() };
+                domains.push(format!(
+                    r#"{{"domain":"{domain}","universal_domian":"{universal}","protocol":"{}","port":{p},"is_necessary":{},"description":{}}}"#,
+                    if i % 4 == 3 { "UDP" } else { "TCP" },
+                    u8::from(necessary),
+                    description(i)
+                ));
+            }
+            1 => {
+                // 20.x.y.z/32 and, every 7th, a /28.
+                let ip = if i % 7 == 0 {
+                    format!(
+                        "20.{}.{}.{}/28",
+                        (i >> 12) % 200,
+                        (i >> 4) % 256,
+                        (i % 16) * 16
+                    )
+                } else {
+                    format!("20.{}.{}.{}", 200 + (i >> 16) % 50, (i >> 8) % 256, i % 256)
+                };
+                ips.push(format!(
+                    r#"{{"ip":"{ip}","protocol":"{}","port":{p},"is_necessary":{},"description":{}}}"#,
+                    if i % 8 == 1 { "UDP" } else { "TCP" },
+                    u8::from(necessary),
+                    description(i)
+                ));
+            }
+            _ => {
+                let ip = format!("2400:cb00:{:x}::{:x}", i >> 16, i & 0xffff);
+                ips.push(format!(
+                    r#"{{"ip":"{ip}","protocol":"{}","port":{p},"is_necessary":{},"description":{}}}"#,
+                    if i % 8 == 2 { "UDP" } else { "TCP" },
+                    u8::from(necessary),
+                    description(i)
+                ));
+            }
+        }
+    }
+    format!(
+        r#"{{"errcode":0,"errmsg":"ok","domain_list":[{}],"ip_list":[{}]}}"#,
+        domains.join(",\n"),
+        ips.join(",\n")
+    )
+}
+
+/// 25,000 entries: every target is built, no line is longer than the target's loader reads (the
+/// limit from the crate's own table), and every real program loads its file.
+#[test]
+fn a_list_of_25000_entries_loads_into_every_real_tool() {
+    if !(nft_tools()
+        && xtables_tools(Family::V4)
+        && xtables_tools(Family::V6)
+        && require_tool("squid")
+        && require_tool("xmllint")
+        && require_root("nft batches of this size need a socket buffer only real root may set"))
+    {
+        return;
+    }
+    let scratch = Scratch::new();
+    let input = scratch.write("large.json", &large_list(25_000));
+    let out = scratch.path("out");
+    let res = crate::support::run(
+        &[
+            "build",
+            "--input",
+            input.to_str().expect("UTF-8 path"),
+            "--out-dir",
+            out.to_str().expect("UTF-8 path"),
+        ],
+        None,
+    );
+    assert!(
+        res.status.success(),
+        "build failed: {}",
+        crate::support::stderr(&res)
+    );
+    let mut failures = Failures::default();
+    for target in wecom_allowlist::Target::ALL {
+        let path = out.join(target.file_name());
+        let text = std::fs::read_to_string(&path).expect("the build wrote every target");
+        if let Some(max) = target.max_line_bytes() {
+            let long = text
+                .lines()
+                .enumerate()
+                .find(|(_, l)| l.len() > max)
+                .map(|(i, l)| format!("line {} is {} bytes", i + 1, l.len()));
+            failures.check(
+                &format!("{} line limit {max}", target.name()),
+                long.map_or(Ok(()), Err),
+            );
+        }
+    }
+    let file = |t: wecom_allowlist::Target| {
+        out.join(t.file_name())
+            .to_str()
+            .expect("UTF-8 path")
+            .to_owned()
+    };
+    use wecom_allowlist::Target as T;
+    let script =
+        r#"nft -f "$1" && iptables-restore --noflush < "$2" && ip6tables-restore --noflush < "$3""#;
+    let out_files = [file(T::Nftables), file(T::Iptables), file(T::Ip6tables)];
+    // Real root in a new network namespace: inside a user namespace nft can't raise its socket
+    // buffer, and a transaction of this size fails there with "Message too long".
+    let status = Command::new("unshare")
+        .args(["-n", "sh", "-c", script, "sh"])
+        .args(&out_files)
+        .env("XTABLES_LOCKFILE", scratch.path("xtables.lock"))
+        .output()
+        .map_err(|e| format!("unshare can't start: {e}"))
+        .and_then(|o| {
+            if o.status.success() {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{}: {}",
+                    o.status,
+                    String::from_utf8_lossy(&o.stderr)
+                ))
+            }
+        });
+    failures.check("nft -f, iptables-restore, ip6tables-restore", status);
+    let squid = Command::new("squid")
+        .args(["-k", "parse", "-f", &file(T::Squid)])
+        .output()
+        .map_err(|e| format!("squid can't start: {e}"))
+        .and_then(|o| {
+            let stderr = String::from_utf8_lossy(&o.stderr);
+            let bad: Vec<&str> = stderr
+                .lines()
+                .filter(|l| ["WARNING", "ERROR", "FATAL"].iter().any(|w| l.contains(w)))
+                .take(5)
+                .collect();
+            if o.status.success() && bad.is_empty() {
+                Ok(())
+            } else {
+                Err(format!("{}: {}", o.status, bad.join("\n")))
+            }
+        });
+    failures.check("squid -k parse", squid);
+    let pfsense = std::fs::read_to_string(file(T::Pfsense)).expect("pfsense.xml is read");
+    failures.check("xmllint", xmllint(&pfsense));
     failures.assert_none();
 }
