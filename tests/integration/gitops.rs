@@ -300,7 +300,8 @@ cidrs = ["115.238.203.109"]
     );
     let nft = read("nftables.nft");
     assert!(
-        nft.contains("add chain inet fw wecom") && nft.contains("@wc_v4_tcp_443"),
+        nft.contains("add chain inet fw wecom")
+            && nft.contains("add rule inet fw wecom ip daddr {"),
         "{nft}"
     );
     let pf = read("pfsense.xml");
