@@ -6,7 +6,7 @@
 //! entries that said so. Merging them would change what `--necessary-only` keeps and what the
 //! comments say, so building from `source.json` would not give the files its digest vouches for.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
@@ -225,13 +225,17 @@ fn allowances(list: &List, exact_domains: bool) -> BTreeMap<(Dest, Protocol), Po
 }
 
 /// Every destination that allows at least what `dest` names: itself, the networks around an
-/// address, the wildcards of a name and of its parents.
-fn coverers(dest: &Dest) -> Vec<Dest> {
+/// address (of the prefix lengths in `lens`, the ones the other list has), the wildcards of a
+/// name and of its parents.
+fn coverers(dest: &Dest, lens: &BTreeSet<(bool, u8)>) -> Vec<Dest> {
     match dest {
-        Dest::Net(n) => (0..=n.prefix_len())
-            .filter_map(|len| ipnet::IpNet::new(n.addr(), len).ok())
-            .map(|m| Dest::Net(m.trunc()))
-            .collect(),
+        Dest::Net(n) => {
+            let v4 = matches!(n, ipnet::IpNet::V4(_));
+            lens.range((v4, 0)..=(v4, n.prefix_len()))
+                .filter_map(|&(_, len)| ipnet::IpNet::new(n.addr(), len).ok())
+                .map(|m| Dest::Net(m.trunc()))
+                .collect()
+        }
         Dest::Exact(h) | Dest::Wildcard(h) => {
             let mut out = vec![dest.clone(), Dest::Wildcard(h.clone())];
             out.extend(
@@ -303,7 +307,15 @@ pub struct Shrinkage {
 /// around it) loses nothing, and one whose entries all move to other ports loses everything.
 pub fn shrinkage(previous: &List, next: &List, exact_domains: bool) -> Shrinkage {
     let before = allowances(previous, exact_domains);
-    let after = allowances(next, exact_domains);
+    let after: HashMap<(Dest, Protocol), PortSet> =
+        allowances(next, exact_domains).into_iter().collect();
+    let lens: BTreeSet<(bool, u8)> = after
+        .keys()
+        .filter_map(|(d, _)| match d {
+            Dest::Net(n) => Some((matches!(n, ipnet::IpNet::V4(_)), n.prefix_len())),
+            _ => None,
+        })
+        .collect();
     let mut out = Shrinkage {
         pairs: before.len(),
         ..Shrinkage::default()
@@ -311,7 +323,7 @@ pub fn shrinkage(previous: &List, next: &List, exact_domains: bool) -> Shrinkage
     let mut share = 0.0;
     for ((dest, protocol), ports) in &before {
         let mut still: Option<PortSet> = None;
-        for c in coverers(dest) {
+        for c in coverers(dest, &lens) {
             if let Some(p) = after.get(&(c, *protocol)) {
                 still = Some(match still {
                     Some(s) => s.union(p),
