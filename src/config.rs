@@ -208,7 +208,7 @@ mod tests {
             [pfsense]
             interface = "opt1"
             alias_prefix = "WC_"
-            tracker_base = 3000000000
+            tracker_base = 100000
             [squid]
             acl_prefix = "wc_"
             [filters]
@@ -228,7 +228,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.names.iptables_chain, "EGRESS_WECOM");
-        assert_eq!(c.names.pfsense_tracker_base, 3_000_000_000);
+        assert_eq!(c.names.pfsense_tracker_base, 100_000);
         assert!(c.options.necessary_only);
         assert_eq!(c.options.protocols, [Protocol::Tcp]);
         assert_eq!(c.options.families, [Family::Ipv4, Family::Dns]);

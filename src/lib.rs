@@ -90,10 +90,6 @@ impl Prepared {
 
     /// What `target`'s template receives, as JSON, for writing custom templates.
     pub fn context_json(&self, target: Target) -> Result<String> {
-        Ok(render::context_json(
-            target,
-            &self.policy(target)?,
-            &self.settings,
-        ))
+        render::context_json(target, &self.policy(target)?, &self.settings)
     }
 }

@@ -14,10 +14,11 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
-use crate::model::{Dest, Family, PortRange, PortSet};
+use crate::model::{Dest, Family, PortRange, PortSet, Protocol};
 use crate::normalize::{Group, Member, Policy};
 use crate::target::{Syntax, Target};
 use crate::text::{quote, truncate_bytes};
+use std::collections::{BTreeMap, BTreeSet};
 
 /// Built-in templates by file name.
 pub const TEMPLATES: &[(&str, &str)] = &[
@@ -169,6 +170,18 @@ impl Names {
                 "use the interface's internal name, such as lan or opt1",
             );
         }
+        let base = self.pfsense_tracker_base;
+        let last = base.saturating_add(TRACKER_SPAN - 1);
+        if !TRACKER_ZONES
+            .iter()
+            .any(|&(lo, hi)| lo <= base && last <= hi)
+        {
+            return Err(Error::Option(format!(
+                "pfSense tracker base {base}: the rules' trackers take {base}..{last}, which must lie \
+                 within 100000..999999999 or 4000000000..4294967295 (pfSense numbers its own rules \
+                 10000-13000 and by creation time from 1000000000 up; a tracker is 32 bits)"
+            )));
+        }
         let sample = format!("{}P_{}", self.pfsense_alias_prefix, "x".repeat(SLUG_MAX));
         if let Err(why) = pfsense_alias_name(&sample) {
             return bad("pfSense alias prefix", &self.pfsense_alias_prefix, &why);
@@ -301,6 +314,13 @@ struct GroupContext {
     /// `tcp_80_443`: unique per (protocol, ports).
     port_slug: String,
     members: Vec<MemberContext>,
+    /// pfSense only: the address alias of each chunk of `chunk` members (`WECOM_V4_TCP_443`,
+    /// or `..._1`, `..._2` when the group needs several), each a valid alias name.
+    aliases: Vec<String>,
+    /// pfSense only: the port alias (`WECOM_P_TCP_80_443`), used when there are several ports.
+    port_alias: String,
+    /// pfSense only: the rule tracker of each chunk, derived from the group's identity.
+    trackers: Vec<u64>,
 }
 
 #[derive(Serialize)]
@@ -349,6 +369,58 @@ fn slugs(g: &Group) -> (String, String) {
     (format!("{}_{port_slug}", g.family.short()), port_slug)
 }
 
+/// Slugs for every group, unique whatever the input: a short hash can collide (ports
+/// `1001,3000,27160` and `1001,3000,62483` share one), and two groups under one name would merge
+/// in every target. A port set whose slug is taken by another gets `_2`, `_3` ..., in the
+/// groups' sorted order, so the result is deterministic.
+fn unique_slugs(groups: &[Group]) -> Vec<(String, String)> {
+    let mut owner: BTreeMap<String, (Protocol, &PortSet)> = BTreeMap::new();
+    let mut chosen: BTreeMap<(Protocol, &PortSet), String> = BTreeMap::new();
+    groups
+        .iter()
+        .map(|g| {
+            let key = (g.protocol, &g.ports);
+            let port_slug = match chosen.get(&key) {
+                Some(slug) => slug.clone(),
+                None => {
+                    let (_, base) = slugs(g);
+                    let mut slug = base.clone();
+                    let mut n = 1;
+                    while owner.get(&slug).is_some_and(|k| *k != key) {
+                        n += 1;
+                        slug = format!("{base}_{n}");
+                    }
+                    owner.insert(slug.clone(), key);
+                    chosen.insert(key, slug.clone());
+                    slug
+                }
+            };
+            (format!("{}_{port_slug}", g.family.short()), port_slug)
+        })
+        .collect()
+}
+
+/// How many trackers the generated rules may take from `pfsense_tracker_base` on.
+const TRACKER_SPAN: u64 = 10_000_000;
+
+/// Where a tracker range may lie: clear of pfSense's automatic rules (10000-13000, and
+/// 1000000000 + n in recent releases) and of the creation times (`time()`, about 1.8e9 today,
+/// 4e9 in 2096) it gives new rules, and inside pf's 32-bit rule identifier.
+const TRACKER_ZONES: [(u64, u64); 2] = [(100_000, 999_999_999), (4_000_000_000, u32::MAX as u64)];
+
+/// A rule's tracker from its group's identity (family, protocol, ports, chunk), so that it stays
+/// the same when other groups come and go; a collision takes the next free value.
+fn tracker(base: u64, identity: &str, used: &mut BTreeSet<u64>) -> u64 {
+    let digest = Sha256::digest(identity.as_bytes());
+    let mut bytes = [0u8; 8];
+    bytes.copy_from_slice(&digest[..8]);
+    let mut offset = u64::from_be_bytes(bytes) % TRACKER_SPAN;
+    while !used.insert(base + offset) {
+        offset = (offset + 1) % TRACKER_SPAN;
+    }
+    base + offset
+}
+
 fn member_context(m: &Member) -> MemberContext {
     let necessary = m.notes.iter().any(|n| n.necessary);
     let mut descriptions: Vec<&str> = m
@@ -379,23 +451,53 @@ fn member_context(m: &Member) -> MemberContext {
     }
 }
 
-fn context<'a>(target: Target, policy: &Policy, settings: &'a Settings) -> Context<'a> {
-    let groups = policy
-        .groups
-        .iter()
-        .map(|g| {
-            let (slug, port_slug) = slugs(g);
-            GroupContext {
-                family: g.family,
-                protocol: g.protocol.as_str(),
-                ports: g.ports.ranges().to_vec(),
-                slug,
-                port_slug,
-                members: g.members.iter().map(member_context).collect(),
+fn context<'a>(target: Target, policy: &Policy, settings: &'a Settings) -> Result<Context<'a>> {
+    let names = &settings.names;
+    let mut used = BTreeSet::new();
+    let mut groups = Vec::with_capacity(policy.groups.len());
+    for (g, (slug, port_slug)) in policy.groups.iter().zip(unique_slugs(&policy.groups)) {
+        let (mut aliases, mut port_alias, mut trackers) = (Vec::new(), String::new(), Vec::new());
+        if target == Target::Pfsense {
+            let p = &names.pfsense_alias_prefix;
+            let parts = g.members.len().div_ceil(target.chunk());
+            let upper = slug.to_ascii_uppercase();
+            for i in 1..=parts {
+                let name = if parts > 1 {
+                    format!("{p}{upper}_{i}")
+                } else {
+                    format!("{p}{upper}")
+                };
+                // The prefix was checked for the usual names; a long list adds a suffix.
+                pfsense_alias_name(&name).map_err(|why| {
+                    Error::Option(format!(
+                        "pfSense alias prefix {}: the list needs an alias named {name}, but {why}; use a shorter prefix",
+                        quote(p)
+                    ))
+                })?;
+                aliases.push(name);
+                let identity = format!(
+                    "{}/{}/{}/{i}",
+                    g.family.short(),
+                    g.protocol.as_str(),
+                    g.ports
+                );
+                trackers.push(tracker(names.pfsense_tracker_base, &identity, &mut used));
             }
-        })
-        .collect();
-    Context {
+            port_alias = format!("{p}P_{}", port_slug.to_ascii_uppercase());
+        }
+        groups.push(GroupContext {
+            family: g.family,
+            protocol: g.protocol.as_str(),
+            ports: g.ports.ranges().to_vec(),
+            slug,
+            port_slug,
+            members: g.members.iter().map(member_context).collect(),
+            aliases,
+            port_alias,
+            trackers,
+        });
+    }
+    Ok(Context {
         tool: env!("CARGO_PKG_NAME"),
         version: env!("CARGO_PKG_VERSION"),
         target: target.name(),
@@ -407,7 +509,7 @@ fn context<'a>(target: Target, policy: &Policy, settings: &'a Settings) -> Conte
         groups,
         inexpressible: policy.inexpressible.iter().map(|h| h.to_string()).collect(),
         chunk: target.chunk(),
-    }
+    })
 }
 
 /// The target's syntax, from the auto-escape mode of the template being rendered.
@@ -600,10 +702,11 @@ impl Templates {
     pub fn render(&self, target: Target, policy: &Policy, settings: &Settings) -> Result<String> {
         let template = target.template();
         let custom = self.custom.iter().any(|c| c == template);
+        let context = context(target, policy, settings)?;
         let text = self
             .env
             .get_template(template)
-            .and_then(|t| t.render(context(target, policy, settings)))
+            .and_then(|t| t.render(context))
             .map_err(|source| template_error(template, custom, source))?;
         if let Some(max) = target.max_line_bytes() {
             if let Some((i, line)) = text.lines().enumerate().find(|(_, l)| l.len() > max) {
@@ -634,11 +737,11 @@ fn template_error(template: &str, custom: bool, source: TemplateError) -> Error 
 }
 
 /// The context a target's template receives, as pretty JSON (`render --dump-context`).
-pub fn context_json(target: Target, policy: &Policy, settings: &Settings) -> String {
-    let mut text = serde_json::to_string_pretty(&context(target, policy, settings))
+pub fn context_json(target: Target, policy: &Policy, settings: &Settings) -> Result<String> {
+    let mut text = serde_json::to_string_pretty(&context(target, policy, settings)?)
         .unwrap_or_else(|e| format!("{{\"error\": {:?}}}", e.to_string()));
     text.push('\n');
-    text
+    Ok(text)
 }
 
 /// The user's templates: every file in `dir` must replace a built-in one, so that a misnamed
@@ -812,6 +915,124 @@ mod tests {
         }
         assert!(table("inet", "filter").validate().is_ok());
         assert!(table("ip", "wecom").validate().is_ok());
+    }
+
+    fn ports(v: &[u16]) -> PortSet {
+        PortSet::new(v.iter().map(|&p| PortRange::new(p, p).unwrap()).collect()).unwrap()
+    }
+
+    fn name_group(family: Family, ports_: &[u16], names: usize) -> Group {
+        Group {
+            family,
+            protocol: Protocol::Tcp,
+            ports: ports(ports_),
+            members: (0..names)
+                .map(|i| Member {
+                    dest: Dest::Exact(
+                        crate::model::Hostname::parse(&format!("h{i}.example.com")).unwrap(),
+                    ),
+                    notes: BTreeSet::new(),
+                })
+                .collect(),
+        }
+    }
+
+    fn pf_trackers(groups: Vec<Group>) -> BTreeMap<String, Vec<u64>> {
+        let policy = Policy {
+            groups,
+            inexpressible: vec![],
+        };
+        let settings = Settings::default();
+        context(Target::Pfsense, &policy, &settings)
+            .unwrap()
+            .groups
+            .into_iter()
+            .map(|g| (g.slug, g.trackers))
+            .collect()
+    }
+
+    #[test]
+    fn pfsense_trackers_follow_the_group_not_its_position() {
+        let a = name_group(Family::Dns, &[443], 2);
+        let b = name_group(Family::Dns, &[8080], 1);
+        let c = name_group(Family::Dns, &[80], 1);
+        let before = pf_trackers(vec![a.clone(), b.clone()]);
+        // A group sorted before the others comes: theirs don't move.
+        let after = pf_trackers(vec![c, a, b]);
+        for (slug, trackers) in &before {
+            assert_eq!(after.get(slug), Some(trackers), "{slug} moved");
+        }
+        let all: Vec<u64> = after.values().flatten().copied().collect();
+        let distinct: BTreeSet<u64> = all.iter().copied().collect();
+        assert_eq!(all.len(), distinct.len());
+        let base = Names::default().pfsense_tracker_base;
+        assert!(all.iter().all(|t| (base..base + TRACKER_SPAN).contains(t)));
+        // A collision takes the next free value.
+        let mut used = BTreeSet::from([base + 5]);
+        let first = tracker(base, "x", &mut BTreeSet::new());
+        used.insert(first);
+        assert_ne!(tracker(base, "x", &mut used), first);
+    }
+
+    #[test]
+    fn pfsense_tracker_base_is_checked() {
+        let with = |base: u64| Names {
+            pfsense_tracker_base: base,
+            ..Names::default()
+        };
+        for bad in [
+            0,
+            12_000,
+            1_000_000_000,
+            1_800_000_000,
+            3_000_000_000,
+            4_290_000_000,
+            1 << 32,
+            u64::MAX,
+        ] {
+            assert!(with(bad).validate().is_err(), "{bad} accepted");
+        }
+        for good in [100_000, 990_000_000, 4_000_000_000, 4_200_000_000] {
+            assert!(with(good).validate().is_ok(), "{good} refused");
+        }
+    }
+
+    #[test]
+    fn a_prefix_too_long_for_a_chunked_alias_is_an_option_error() {
+        // A 7-character prefix passes for every unchunked name; a group of names with a long
+        // port slug split into ten aliases needs `_10`, one character too many.
+        let names = Names {
+            pfsense_alias_prefix: "WECOM7_".into(),
+            ..Names::default()
+        };
+        assert!(names.validate().is_ok());
+        let settings = Settings {
+            names,
+            ..Settings::default()
+        };
+        let group = name_group(Family::Dns, &[1001, 2716, 3000], 45_001);
+        let policy = Policy {
+            groups: vec![group],
+            inexpressible: vec![],
+        };
+        match context(Target::Pfsense, &policy, &settings) {
+            Err(Error::Option(msg)) => assert!(msg.contains("WECOM7_"), "{msg}"),
+            Err(other) => panic!("not an option error: {other}"),
+            Ok(_) => panic!("an alias name over 31 characters passed"),
+        }
+    }
+
+    #[test]
+    fn colliding_port_hashes_still_give_distinct_slugs() {
+        let a = name_group(Family::Ipv4, &[1001, 3000, 27160], 1);
+        let b = name_group(Family::Ipv4, &[1001, 3000, 62483], 1);
+        assert_eq!(slugs(&a), slugs(&b), "the hashes are known to collide");
+        let unique = unique_slugs(&[a.clone(), b.clone(), a]);
+        assert_ne!(unique[0], unique[1]);
+        assert_eq!(unique[0], unique[2], "one port set keeps one slug");
+        assert!(unique
+            .iter()
+            .all(|(s, p)| s.len() <= SLUG_MAX + 2 && p.len() < s.len()));
     }
 
     #[test]

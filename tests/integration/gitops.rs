@@ -264,7 +264,7 @@ chain = "wecom"
 [pfsense]
 interface = "opt1"
 alias_prefix = "WC_"
-tracker_base = 3000000000
+tracker_base = 100000
 [squid]
 acl_prefix = "wc_"
 [filters]
@@ -309,7 +309,15 @@ cidrs = ["115.238.203.109"]
         pf.contains("<interface>opt1</interface>") && pf.contains("<name>WC_V4_TCP_443</name>"),
         "{pf}"
     );
-    assert!(pf.contains("<tracker>3000000000</tracker>"), "{pf}");
+    let trackers: Vec<u64> = pf
+        .split("<tracker>")
+        .skip(1)
+        .filter_map(|s| s.split('<').next()?.parse().ok())
+        .collect();
+    assert!(
+        !trackers.is_empty() && trackers.iter().all(|t| (100_000..10_100_000).contains(t)),
+        "{pf}"
+    );
     let squid = read("squid.conf");
     assert!(
         squid.contains("acl wc_v4_tcp_443 dst 203.0.113.0/24"),
