@@ -1795,3 +1795,147 @@ fn a_list_of_25000_entries_loads_into_every_real_tool() {
     failures.check("xmllint", xmllint(&pfsense));
     failures.assert_none();
 }
+
+// ---------------------------------------------------------------------------------------------
+// Every option that changes an output
+
+/// Squid's verdict on a file: `squid -k parse` succeeds without a warning.
+fn squid_parses(path: &Path) -> Result<(), String> {
+    let out = Command::new("squid")
+        .args(["-k", "parse", "-f"])
+        .arg(path)
+        .output()
+        .map_err(|e| format!("squid can't start: {e}"))?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let bad: Vec<&str> = stderr
+        .lines()
+        .filter(|l| ["WARNING", "ERROR", "FATAL"].iter().any(|w| l.contains(w)))
+        .take(5)
+        .collect();
+    if out.status.success() && bad.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "squid -k parse ({}): {}",
+            out.status,
+            bad.join("\n")
+        ))
+    }
+}
+
+/// Each option (and config setting) that changes what a target writes, on every fixture: the
+/// build succeeds and every real program loads its file (nft twice, after `nft -c`).
+#[test]
+fn every_option_that_changes_an_output_loads_into_the_real_tools() {
+    if !(nft_tools()
+        && xtables_tools(Family::V4)
+        && xtables_tools(Family::V6)
+        && require_tool("squid")
+        && require_tool("xmllint"))
+    {
+        return;
+    }
+    let scratch = Scratch::new();
+    let configs = [
+        (
+            "extras-and-exclusions",
+            r#"
+[[extra.ip_list]]
+ip = "44.31.0.0/28"
+protocol = "TCP"
+port = [443]
+is_necessary = 1
+description = "extra network"
+[[extra.domain_list]]
+domain = "wework.qpic.cn"
+protocol = "TCP"
+port = [443, 80]
+is_necessary = 1
+description = "extra name"
+[exclude]
+domains = ["*.example.org"]
+cidrs = ["101.20.0.0/25", "101.0.2.5", "240e:ff:e020::2/128"]
+"#,
+        ),
+        (
+            "nft-family-ip",
+            "[nftables]\nfamily = \"ip\"\ntable = \"wecom4\"\n[filters]\nfamilies = [\"ipv4\", \"dns\"]\n",
+        ),
+        (
+            "nft-family-ip6",
+            "[nftables]\nfamily = \"ip6\"\ntable = \"wecom6\"\n[filters]\nfamilies = [\"ipv6\", \"dns\"]\n",
+        ),
+        (
+            "custom-names",
+            "[iptables]\nchain = \"EGRESS_WECOM\"\n[nftables]\ntable = \"fw\"\nchain = \"wecom\"\n\
+             [pfsense]\ninterface = \"opt1\"\nalias_prefix = \"WC_\"\ntracker_base = 100000\n\
+             [squid]\nacl_prefix = \"wc_\"\n",
+        ),
+    ];
+    let mut options: Vec<(String, Vec<String>)> = vec![
+        ("--necessary-only".into(), vec!["--necessary-only".into()]),
+        ("--exact-domains".into(), vec!["--exact-domains".into()]),
+    ];
+    for (name, text) in configs {
+        let path = scratch.write(&format!("{name}.toml"), text);
+        options.push((
+            name.to_owned(),
+            vec!["--config".into(), path.display().to_string()],
+        ));
+    }
+    use wecom_allowlist::Target as T;
+    let mut failures = Failures::default();
+    for fixture in fixture_files() {
+        for (i, (what, args)) in options.iter().enumerate() {
+            let label = format!("{} {what}", file_name(&fixture));
+            let dir = scratch.path(&format!("{}-{i}", file_name(&fixture)));
+            let mut all_args = vec![
+                "build".to_owned(),
+                "--input".to_owned(),
+                fixture.display().to_string(),
+                "--out-dir".to_owned(),
+                dir.display().to_string(),
+            ];
+            all_args.extend(args.iter().cloned());
+            let refs: Vec<&str> = all_args.iter().map(String::as_str).collect();
+            let res = crate::support::run(&refs, None);
+            if !res.status.success() {
+                failures.check(
+                    &label,
+                    Err(format!("build failed: {}", crate::support::stderr(&res))),
+                );
+                continue;
+            }
+            let file = |t: T| dir.join(t.file_name());
+            let loaded = Command::new("unshare")
+                .args([
+                    "-rn",
+                    "sh",
+                    "-c",
+                    r#"nft -c -f "$1" && nft -f "$1" && nft -f "$1" && iptables-restore --noflush < "$2" && ip6tables-restore --noflush < "$3""#,
+                    "sh",
+                ])
+                .arg(file(T::Nftables))
+                .arg(file(T::Iptables))
+                .arg(file(T::Ip6tables))
+                .env("XTABLES_LOCKFILE", scratch.path("xtables.lock"))
+                .output()
+                .map_err(|e| format!("unshare can't start: {e}"))
+                .and_then(|o| {
+                    if o.status.success() {
+                        Ok(())
+                    } else {
+                        Err(format!("{}: {}", o.status, String::from_utf8_lossy(&o.stderr)))
+                    }
+                });
+            let pfsense = std::fs::read_to_string(file(T::Pfsense))
+                .map_err(|e| format!("pfsense.xml: {e}"))
+                .and_then(|text| xmllint(&text));
+            failures.check(
+                &label,
+                all([loaded, squid_parses(&file(T::Squid)), pfsense]),
+            );
+        }
+    }
+    failures.assert_none();
+}
