@@ -22,10 +22,33 @@ pub fn quote_max(s: &str, max_chars: usize) -> String {
     out
 }
 
-/// Characters that could break a line, hide text or reorder it on screen (Trojan Source).
+/// Characters that could break a line, hide text or reorder it on screen (Trojan Source): a
+/// reviewer must see in a diff what the firewall file says. Controls, line and paragraph
+/// separators, bidi marks, embeddings, overrides and isolates (U+061C, U+200E/F, U+202A-202E,
+/// U+2066-2069), zero-width and invisible characters (U+200B-200D, U+2060-2064, U+FEFF, U+180E,
+/// U+00AD, U+034F, Hangul fillers), deprecated format characters (U+206A-206F), interlinear
+/// annotations (U+FFF9-FFFB), tag characters (U+E0000-E007F) and the noncharacters U+FFFE/FFFF.
 fn is_unsafe(c: char) -> bool {
     c.is_control()
-        || matches!(c, '\u{2028}' | '\u{2029}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{FEFF}')
+        || matches!(
+            c,
+            '\u{00AD}'
+                | '\u{034F}'
+                | '\u{061C}'
+                | '\u{115F}'
+                | '\u{1160}'
+                | '\u{180E}'
+                | '\u{200B}'..='\u{200F}'
+                | '\u{2028}'..='\u{202E}'
+                | '\u{2060}'..='\u{206F}'
+                | '\u{3164}'
+                | '\u{FEFF}'
+                | '\u{FFA0}'
+                | '\u{FFF9}'..='\u{FFFB}'
+                | '\u{FFFE}'
+                | '\u{FFFF}'
+                | '\u{E0000}'..='\u{E007F}'
+        )
 }
 
 /// One line of plain text: every unsafe character becomes a space, runs of white space fold
@@ -77,6 +100,43 @@ mod tests {
             "a b c d"
         );
         assert_eq!(sanitize_line("企业微信;登录"), "企业微信;登录");
+    }
+
+    #[test]
+    fn invisible_and_bidi_characters_never_reach_a_comment() {
+        let hidden = [
+            '\u{061C}',
+            '\u{200E}',
+            '\u{200F}',
+            '\u{202A}',
+            '\u{202B}',
+            '\u{202C}',
+            '\u{202D}',
+            '\u{202E}',
+            '\u{2066}',
+            '\u{2067}',
+            '\u{2068}',
+            '\u{2069}',
+            '\u{2060}',
+            '\u{2061}',
+            '\u{2062}',
+            '\u{2063}',
+            '\u{2064}',
+            '\u{E0001}',
+            '\u{E0041}',
+            '\u{E007F}',
+            '\u{00AD}',
+            '\u{FFFE}',
+            '\u{FFFF}',
+            '\u{180E}',
+            '\u{FFF9}',
+        ];
+        for c in hidden {
+            let line = sanitize_line(&format!("a{c}b"));
+            assert_eq!(line, "a b", "U+{:04X} passed", u32::from(c));
+        }
+        // Visible text, CJK and emoji included, is kept.
+        assert_eq!(sanitize_line("企业微信 😀 é"), "企业微信 😀 é");
     }
 
     #[test]
