@@ -64,7 +64,7 @@ impl Target {
                 "IPv6 rules for ip6tables-restore --noflush, in a chain of their own"
             }
             Target::Nftables => {
-                "an nft -f script: named interval sets and a regular chain, both families"
+                "an nft -f script: a regular chain whose rules hold their addresses, both families"
             }
             Target::Pfsense => "pfSense config.xml sections: aliases and pass rules",
             Target::Squid => {
