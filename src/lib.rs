@@ -88,6 +88,17 @@ impl Prepared {
         templates.render(target, &self.policy(target)?, &self.settings)
     }
 
+    /// Renders a policy that `policy(target)` made: `build` makes every target's policy, with
+    /// the guards they hold, before it renders any.
+    pub fn render_policy(
+        &self,
+        target: Target,
+        policy: &Policy,
+        templates: &Templates,
+    ) -> Result<String> {
+        templates.render(target, policy, &self.settings)
+    }
+
     /// What `target`'s template receives, as JSON, for writing custom templates.
     pub fn context_json(&self, target: Target) -> Result<String> {
         render::context_json(target, &self.policy(target)?, &self.settings)

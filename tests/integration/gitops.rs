@@ -870,4 +870,16 @@ fn the_folder_guards_refuse_before_anything_is_rendered() {
         "{}",
         stderr(&res)
     );
+    // What one target's policy refuses (here nftables, made after iptables) comes first too.
+    fs::write(templates.join("iptables.rules"), "{{ no_such_variable }}").unwrap();
+    let config = dir.path().join("ip6-only.toml");
+    fs::write(&config, "[nftables]\nfamily = \"ip6\"\ntable = \"wecom\"\n").unwrap();
+    let c = config.to_str().unwrap();
+    let res = build(&next, &out, &["--templates", t, "--config", c]);
+    assert_eq!(res.status.code(), Some(2), "{}", stderr(&res));
+    assert!(
+        stderr(&res).contains("can't hold the list's IPv4"),
+        "{}",
+        stderr(&res)
+    );
 }
