@@ -15,7 +15,8 @@ use serde_json::Value;
 
 use crate::oracle::{
     check_same_addrs, check_same_names, normalize_name, parse_addr, parse_net, parse_port_range,
-    AddrBuilder, AddrRelation, Expected, Family, NameRelation, Ports, Proto, Span, ALL_PORTS,
+    AddrBuilder, AddrRelation, Expected, Family, NameRelation, Ports, Proto, Selection, Span,
+    ALL_PORTS,
 };
 use crate::support::{fixtures, render};
 
@@ -1824,7 +1825,9 @@ fn squid_parses(path: &Path) -> Result<(), String> {
 }
 
 /// Each option (and config setting) that changes what a target writes, on every fixture: the
-/// build succeeds and every real program loads its file (nft twice, after `nft -c`).
+/// build succeeds and every real program loads its file (nft twice, after `nft -c`). Where the
+/// names are the defaults, what the programs then hold is compared with the oracle's reading of
+/// the fixture under the same selection.
 #[test]
 fn every_option_that_changes_an_output_loads_into_the_real_tools() {
     if !(nft_tools()
@@ -1872,21 +1875,67 @@ cidrs = ["101.20.0.0/25", "101.0.2.5", "240e:ff:e020::2/128"]
              [squid]\nacl_prefix = \"wc_\"\n",
         ),
     ];
-    let mut options: Vec<(String, Vec<String>)> = vec![
-        ("--necessary-only".into(), vec!["--necessary-only".into()]),
-        ("--exact-domains".into(), vec!["--exact-domains".into()]),
+    // What the default-named outputs must allow, for the independent reading: the selection,
+    // and the extra entries in the API's shape.
+    let extras_and_exclusions = (
+        Selection {
+            exclude_domains: vec!["*.example.org".into()],
+            exclude_cidrs: ["101.20.0.0/25", "101.0.2.5", "240e:ff:e020::2/128"]
+                .map(String::from)
+                .to_vec(),
+            ..Selection::default()
+        },
+        vec![
+            (
+                "ip_list",
+                serde_json::json!({"ip": "44.31.0.0/28", "protocol": "TCP", "port": [443],
+                    "is_necessary": 1, "description": "extra network"}),
+            ),
+            (
+                "domain_list",
+                serde_json::json!({"domain": "wework.qpic.cn", "protocol": "TCP", "port": [443, 80],
+                    "is_necessary": 1, "description": "extra name"}),
+            ),
+        ],
+    );
+    type Semantics = Option<(Selection, Vec<(&'static str, Value)>)>;
+    let mut options: Vec<(String, Vec<String>, Semantics)> = vec![
+        (
+            "--necessary-only".into(),
+            vec!["--necessary-only".into()],
+            Some((
+                Selection {
+                    necessary_only: true,
+                    ..Selection::default()
+                },
+                vec![],
+            )),
+        ),
+        (
+            "--exact-domains".into(),
+            vec!["--exact-domains".into()],
+            Some((
+                Selection {
+                    exact_domains: true,
+                    ..Selection::default()
+                },
+                vec![],
+            )),
+        ),
     ];
     for (name, text) in configs {
         let path = scratch.write(&format!("{name}.toml"), text);
+        let semantics = (name == "extras-and-exclusions").then(|| extras_and_exclusions.clone());
         options.push((
             name.to_owned(),
             vec!["--config".into(), path.display().to_string()],
+            semantics,
         ));
     }
     use wecom_allowlist::Target as T;
     let mut failures = Failures::default();
     for fixture in fixture_files() {
-        for (i, (what, args)) in options.iter().enumerate() {
+        for (i, (what, args, semantics)) in options.iter().enumerate() {
             let label = format!("{} {what}", file_name(&fixture));
             let dir = scratch.path(&format!("{}-{i}", file_name(&fixture)));
             let mut all_args = vec![
@@ -1912,12 +1961,15 @@ cidrs = ["101.20.0.0/25", "101.0.2.5", "240e:ff:e020::2/128"]
                     "-rn",
                     "sh",
                     "-c",
-                    r#"nft -c -f "$1" && nft -f "$1" && nft -f "$1" && iptables-restore --noflush < "$2" && ip6tables-restore --noflush < "$3""#,
+                    r#"nft -c -f "$1" && nft -f "$1" && nft -f "$1" && nft -j list ruleset > "$4" && iptables-restore --noflush < "$2" && ip6tables-restore --noflush < "$3" && iptables-save > "$5" && ip6tables-save > "$6""#,
                     "sh",
                 ])
                 .arg(file(T::Nftables))
                 .arg(file(T::Iptables))
                 .arg(file(T::Ip6tables))
+                .arg(dir.join("nft.json"))
+                .arg(dir.join("v4.save"))
+                .arg(dir.join("v6.save"))
                 .env("XTABLES_LOCKFILE", scratch.path("xtables.lock"))
                 .output()
                 .map_err(|e| format!("unshare can't start: {e}"))
@@ -1931,11 +1983,58 @@ cidrs = ["101.20.0.0/25", "101.0.2.5", "240e:ff:e020::2/128"]
             let pfsense = std::fs::read_to_string(file(T::Pfsense))
                 .map_err(|e| format!("pfsense.xml: {e}"))
                 .and_then(|text| xmllint(&text));
+            let loaded_ok = loaded.is_ok();
             failures.check(
                 &label,
                 all([loaded, squid_parses(&file(T::Squid)), pfsense]),
             );
+            if let (Some((selection, extras)), true) = (semantics, loaded_ok) {
+                failures.check(
+                    &format!("{label}: what the loaded rules allow"),
+                    option_semantics(&fixture, &dir, selection, extras),
+                );
+            }
         }
     }
     failures.assert_none();
+}
+
+/// What nft, iptables, ip6tables and Squid hold after loading `dir`'s files, against the
+/// oracle's reading of the fixture with the extra entries added and `selection` applied.
+fn option_semantics(
+    fixture: &Path,
+    dir: &Path,
+    selection: &Selection,
+    extras: &[(&str, Value)],
+) -> Result<(), String> {
+    let text = std::fs::read_to_string(fixture).map_err(|e| e.to_string())?;
+    let mut doc: Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
+    for (list, entry) in extras {
+        doc[*list]
+            .as_array_mut()
+            .ok_or_else(|| format!("{} has no {list}", fixture.display()))?
+            .push(entry.clone());
+    }
+    let expected = Expected::selected(&doc.to_string(), selection)?;
+    let read = |name: &str| std::fs::read_to_string(dir.join(name)).map_err(|e| e.to_string());
+    let squid_text = read("squid.conf")?;
+    let squid = parse_squid(&squid_text).and_then(|conf| {
+        let (addrs, names) = squid_relation(&conf)?;
+        all([
+            check_same_addrs(&addrs, &expected.addrs.only(|_, p| p == Proto::Tcp)),
+            check_same_names(&names, &expected.names(Proto::Tcp)),
+        ])
+    });
+    all([
+        parse_nft_json(&read("nft.json")?)
+            .and_then(|a| check_same_addrs(&a, &expected.addrs))
+            .map_err(|e| format!("nft: {e}")),
+        parse_xtables_save(Family::V4, &read("v4.save")?)
+            .and_then(|a| check_same_addrs(&a, &expected.addrs.only(|f, _| f == Family::V4)))
+            .map_err(|e| format!("iptables: {e}")),
+        parse_xtables_save(Family::V6, &read("v6.save")?)
+            .and_then(|a| check_same_addrs(&a, &expected.addrs.only(|f, _| f == Family::V6)))
+            .map_err(|e| format!("ip6tables: {e}")),
+        squid.map_err(|e| format!("squid: {e}")),
+    ])
 }
