@@ -107,6 +107,22 @@ fn require_tool(name: &str) -> bool {
 /// The one way to skip the real-tool tests on a machine without the tools.
 const SKIP_VAR: &str = "WECOM_ALLOWLIST_SKIP_REAL_TOOLS";
 
+/// A missing program fails the test that needs it, whatever CI says; only the explicit
+/// variable turns that into a skip.
+#[test]
+fn a_missing_tool_fails_unless_skipping_is_asked_for() {
+    let skipping = std::env::var_os(SKIP_VAR).is_some_and(|v| v == "1");
+    let result = std::panic::catch_unwind(|| require_tool("wecom-allowlist-no-such-tool"));
+    match (skipping, result) {
+        (true, Ok(false)) | (false, Err(_)) => {}
+        (skipping, result) => panic!(
+            "with {SKIP_VAR} {}, a missing tool gave {:?}",
+            if skipping { "=1" } else { "unset" },
+            result.map_err(|_| "a panic")
+        ),
+    }
+}
+
 /// Whether the tests run as real root, which `unshare -mn` and a large nft batch need; like a
 /// missing tool, anything else fails unless the real-tool tests are skipped explicitly.
 fn require_root(why: &str) -> bool {
