@@ -116,6 +116,10 @@ pub fn select(entries: Vec<Entry>, opts: &Options) -> Result<Vec<Entry>> {
             )));
         }
     }
+    if !opts.allow_broad {
+        too_many_ports(&selected, opts)?;
+        broad_union(&selected)?;
+    }
     if !opts.allow_nonpublic {
         for e in &selected {
             let Dest::Net(n) = &e.dest else { continue };
@@ -140,6 +144,227 @@ pub fn select(entries: Vec<Entry>, opts: &Options) -> Result<Vec<Entry>> {
         }
     }
     Ok(selected)
+}
+
+/// The most ports one destination may be allowed on without `--allow-broad`: WeCom lists the
+/// ports of its services, and a range of thousands (or all of them) is a hole, not a service.
+pub const MAX_PORTS: u32 = 1024;
+
+fn port_count(ports: &PortSet) -> u32 {
+    ports
+        .ranges()
+        .iter()
+        .map(|r| u32::from(r.end) - u32::from(r.start) + 1)
+        .sum()
+}
+
+/// Refuses a destination allowed on more than `MAX_PORTS` ports of one protocol, counting
+/// every entry that names it.
+fn too_many_ports(entries: &[Entry], opts: &Options) -> Result<()> {
+    let mut union: BTreeMap<(Protocol, Dest), PortSet> = BTreeMap::new();
+    for e in entries {
+        let universal = e
+            .universal
+            .iter()
+            .filter(|_| !opts.exact_domains)
+            .map(|u| Dest::Wildcard(u.clone()));
+        for dest in std::iter::once(e.dest.clone()).chain(universal) {
+            for &p in &e.protocols {
+                let ports = match union.get(&(p, dest.clone())) {
+                    Some(ports) => ports.union(&e.ports),
+                    None => e.ports.clone(),
+                };
+                let n = port_count(&ports);
+                if n > MAX_PORTS {
+                    return Err(Error::Guard(format!(
+                        "{}.port: {dest} would be allowed on {n} {} ports ({ports}), more than {MAX_PORTS} (--allow-broad to proceed)",
+                        e.location(),
+                        p.as_str()
+                    )));
+                }
+                union.insert((p, dest.clone()), ports);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Refuses a list whose networks add up, on some port of some protocol, to a block broader
+/// than the minimum prefix, even when they sit in groups with different port sets (256 /8s,
+/// each with 443 and a port of its own, would allow 0.0.0.0/0 on 443).
+///
+/// Every single network is at least the minimum prefix (checked before), so such a union
+/// exists exactly when some block one bit shorter (a /7, a /15) is fully covered on a port.
+/// A sweep over the ports adds and removes networks in a segment tree of covered lengths:
+/// O(n log n) for n port ranges, whatever the shape of the port sets.
+fn broad_union(entries: &[Entry]) -> Result<()> {
+    let mut by_key: BTreeMap<(Family, Protocol), Vec<(IpNet, &PortSet)>> = BTreeMap::new();
+    for e in entries {
+        if let Dest::Net(n) = &e.dest {
+            for &p in &e.protocols {
+                by_key
+                    .entry((e.dest.family(), p))
+                    .or_default()
+                    .push((*n, &e.ports));
+            }
+        }
+    }
+    for ((family, protocol), nets) in by_key {
+        let min = match family {
+            Family::Ipv4 => MIN_PREFIX_V4,
+            _ => MIN_PREFIX_V6,
+        };
+        // Each network as [start, end) on a line of u128, with the block it lies in. The very
+        // last address has no exclusive end; it is left out of every length alike.
+        let span = |n: &IpNet| {
+            let (start, last) = match n {
+                IpNet::V4(n) => (
+                    u128::from(u32::from(n.network())),
+                    u128::from(u32::from(n.broadcast())),
+                ),
+                IpNet::V6(n) => (u128::from(n.network()), u128::from(n.broadcast())),
+            };
+            (start, last.saturating_add(1))
+        };
+        let block = |n: &IpNet| -> IpNet {
+            // The network is at least `min` long, so the supernet exists.
+            let len = min - 1;
+            match n {
+                IpNet::V4(v) => IpNet::V4(
+                    ipnet::Ipv4Net::new(v.network(), len)
+                        .map(|b| b.trunc())
+                        .unwrap_or(*v),
+                ),
+                IpNet::V6(v) => IpNet::V6(
+                    ipnet::Ipv6Net::new(v.network(), len)
+                        .map(|b| b.trunc())
+                        .unwrap_or(*v),
+                ),
+            }
+        };
+        let mut coords: Vec<u128> = Vec::with_capacity(nets.len() * 4);
+        for (n, _) in &nets {
+            let (a, b) = span(n);
+            let (c, d) = span(&block(n));
+            coords.extend([a, b, c, d]);
+        }
+        coords.sort_unstable();
+        coords.dedup();
+        let index = |x: u128| coords.partition_point(|&c| c < x);
+        let mut tree = CoverTree::new(&coords);
+        let mut events: Vec<(u32, i32, usize)> = Vec::new();
+        for (i, (_, ports)) in nets.iter().enumerate() {
+            for r in ports.ranges() {
+                events.push((u32::from(r.start), 1, i));
+                events.push((u32::from(r.end) + 1, -1, i));
+            }
+        }
+        events.sort_unstable();
+        let mut k = 0;
+        while k < events.len() {
+            let port = events[k].0;
+            let mut added = Vec::new();
+            while k < events.len() && events[k].0 == port {
+                let (_, delta, i) = events[k];
+                let (a, b) = span(&nets[i].0);
+                tree.add(index(a), index(b), delta);
+                if delta > 0 {
+                    added.push(i);
+                }
+                k += 1;
+            }
+            for i in added {
+                let b = block(&nets[i].0);
+                let (c, d) = span(&b);
+                if tree.covered(index(c), index(d)) == d - c {
+                    return Err(Error::Guard(format!(
+                        "the listed networks add up to {b} or more on {} port {port}, across entries with different ports: broader than /{MIN_PREFIX_V4} (IPv4) or /{MIN_PREFIX_V6} (IPv6) (--allow-broad to proceed)",
+                        protocol.as_str()
+                    )));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A segment tree over the elementary intervals between sorted coordinates, counting how many
+/// networks cover each, for the covered length of any range of them.
+struct CoverTree<'a> {
+    coords: &'a [u128],
+    count: Vec<u32>,
+    len: Vec<u128>,
+}
+
+impl<'a> CoverTree<'a> {
+    fn new(coords: &'a [u128]) -> Self {
+        let leaves = coords.len().saturating_sub(1).max(1);
+        CoverTree {
+            coords,
+            count: vec![0; 4 * leaves],
+            len: vec![0; 4 * leaves],
+        }
+    }
+
+    fn leaves(&self) -> usize {
+        self.coords.len().saturating_sub(1).max(1)
+    }
+
+    /// Adds `delta` networks over the elementary intervals `[l, r)`.
+    fn add(&mut self, l: usize, r: usize, delta: i32) {
+        let n = self.leaves();
+        self.update(1, 0, n, l, r, delta);
+    }
+
+    fn update(&mut self, node: usize, lo: usize, hi: usize, l: usize, r: usize, delta: i32) {
+        if r <= lo || hi <= l {
+            return;
+        }
+        if l <= lo && hi <= r {
+            self.count[node] = self.count[node].saturating_add_signed(delta);
+        } else {
+            let mid = (lo + hi) / 2;
+            self.update(2 * node, lo, mid, l, r, delta);
+            self.update(2 * node + 1, mid, hi, l, r, delta);
+        }
+        self.len[node] = if self.count[node] > 0 {
+            self.width(lo, hi)
+        } else if hi - lo == 1 {
+            0
+        } else {
+            self.len[2 * node].saturating_add(self.len[2 * node + 1])
+        };
+    }
+
+    fn width(&self, lo: usize, hi: usize) -> u128 {
+        match (self.coords.get(lo), self.coords.get(hi)) {
+            (Some(a), Some(b)) => b - a,
+            _ => 0,
+        }
+    }
+
+    /// How much of the elementary intervals `[l, r)` is covered.
+    fn covered(&self, l: usize, r: usize) -> u128 {
+        self.query(1, 0, self.leaves(), l, r)
+    }
+
+    fn query(&self, node: usize, lo: usize, hi: usize, l: usize, r: usize) -> u128 {
+        if r <= lo || hi <= l {
+            return 0;
+        }
+        if self.count[node] > 0 {
+            return self.width(lo.max(l), hi.min(r));
+        }
+        if l <= lo && hi <= r {
+            return self.len[node];
+        }
+        if hi - lo == 1 {
+            return 0;
+        }
+        let mid = (lo + hi) / 2;
+        self.query(2 * node, lo, mid, l, r)
+            .saturating_add(self.query(2 * node + 1, mid, hi, l, r))
+    }
 }
 
 /// What is left of an entry once the exclusions are taken out: nothing, the entry, or for an
@@ -765,6 +990,119 @@ mod tests {
         let mut with_extra: Vec<Entry> = listed.into_iter().filter(|e| e.index != 2).collect();
         with_extra.extend(extra.entries);
         assert_eq!(select(with_extra, &Options::default()).unwrap().len(), 3);
+    }
+
+    #[test]
+    fn networks_that_add_up_across_port_groups_are_broad() {
+        let entries = |ips: &[(&str, &str)]| {
+            let items: Vec<String> = ips
+                .iter()
+                .map(|(ip, ports)| {
+                    format!(r#"{{"ip":"{ip}","protocol":"TCP","port":{ports},"is_necessary":1}}"#)
+                })
+                .collect();
+            let doc = format!(r#"{{"ip_list":[{}]}}"#, items.join(","));
+            crate::wecom::parse(doc.as_bytes(), false).unwrap().entries
+        };
+        let refused = |ips: &[(&str, &str)]| select(entries(ips), &Options::default()).unwrap_err();
+        let e = refused(&[("100.0.0.0/8", "[443,1000]"), ("101.0.0.0/8", "[443,1001]")]);
+        assert!(
+            e.to_string()
+                .contains("add up to 100.0.0.0/7 or more on tcp port 443"),
+            "{e}"
+        );
+        // Halves of halves fill the block too, whatever their ports around 443.
+        let e = refused(&[
+            ("101.0.0.0/8", "[\"400-500\"]"),
+            ("100.128.0.0/9", "[443]"),
+            ("100.64.0.0/10", "[\"443-444\"]"),
+            ("100.0.0.0/10", "[1,443]"),
+        ]);
+        assert!(e.to_string().contains("on tcp port 443"), "{e}");
+        let e = refused(&[("2400::/16", "[443,1]"), ("2401::/16", "[443,2]")]);
+        assert!(e.to_string().contains("2400::/15"), "{e}");
+        // Neighbours on different ports, or a block with a gap, are fine.
+        let ok = |ips: &[(&str, &str)]| {
+            let opts = Options {
+                allow_nonpublic: true,
+                ..Options::default()
+            };
+            select(entries(ips), &opts).unwrap()
+        };
+        ok(&[("100.0.0.0/8", "[443]"), ("101.0.0.0/8", "[444]")]);
+        ok(&[("101.0.0.0/8", "[443]"), ("102.0.0.0/8", "[443]")]);
+        ok(&[
+            ("100.0.0.0/8", "[443]"),
+            ("101.0.0.0/9", "[443]"),
+            ("101.128.0.0/10", "[443]"),
+        ]);
+        let opts = Options {
+            allow_broad: true,
+            allow_nonpublic: true,
+            ..Options::default()
+        };
+        select(
+            entries(&[("100.0.0.0/8", "[443,1000]"), ("101.0.0.0/8", "[443,1001]")]),
+            &opts,
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn more_than_1024_ports_for_one_destination_is_broad() {
+        let parse = |doc: &str| crate::wecom::parse(doc.as_bytes(), false).unwrap().entries;
+        let ip = |ports: &str| {
+            format!(r#"{{"ip":"101.0.0.1","protocol":"UDP","port":{ports},"is_necessary":1}}"#)
+        };
+        for ports in [r#"["1-65535"]"#, r#"["1-1025"]"#, r#"[1,"3-1026"]"#] {
+            let e = select(
+                parse(&format!(r#"{{"ip_list":[{}]}}"#, ip(ports))),
+                &Options::default(),
+            )
+            .unwrap_err();
+            assert_eq!(e.exit_code(), 4);
+            assert!(
+                e.to_string()
+                    .contains("ip_list[0].port: 101.0.0.1/32 would be allowed on"),
+                "{e}"
+            );
+        }
+        select(
+            parse(&format!(r#"{{"ip_list":[{}]}}"#, ip(r#"["1-1024"]"#))),
+            &Options::default(),
+        )
+        .unwrap();
+        // Two entries for one destination count together; a name's wildcard counts too.
+        let doc = format!(
+            r#"{{"ip_list":[{},{}]}}"#,
+            ip(r#"["1-600"]"#),
+            ip(r#"["601-1200"]"#)
+        );
+        let e = select(parse(&doc), &Options::default()).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("ip_list[1].port: 101.0.0.1/32 would be allowed on 1200 udp ports"),
+            "{e}"
+        );
+        let doc = r#"{"domain_list":[
+            {"domain":"a.example.com","universal_domian":"example.com","protocol":"TCP","port":["1-600"],"is_necessary":1},
+            {"domain":"b.example.com","universal_domian":"example.com","protocol":"TCP","port":["601-1200"],"is_necessary":1}]}"#;
+        let e = select(parse(doc), &Options::default()).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("domain_list[1].port: .example.com would be allowed on 1200 tcp ports"),
+            "{e}"
+        );
+        let opts = Options {
+            exact_domains: true,
+            ..Options::default()
+        };
+        select(parse(doc), &opts).unwrap();
+        let opts = Options {
+            allow_broad: true,
+            ..Options::default()
+        };
+        select(parse(doc), &opts).unwrap();
     }
 
     #[test]

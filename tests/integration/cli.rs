@@ -669,3 +669,33 @@ fn dash_o_refuses_a_fifo_and_a_closed_stdout_is_an_error() {
     let null = sh(">/dev/null");
     assert!(null.status.success(), "{}", stderr(&null));
 }
+
+#[test]
+fn broad_unions_across_port_groups_and_wide_port_ranges_are_guards() {
+    // 100.0.0.0/8 and 101.0.0.0/8 sit in different port groups but both allow 443.
+    let doc = r#"{"ip_list":[
+        {"ip":"100.0.0.0/8","protocol":"TCP","port":[443,1000],"is_necessary":1},
+        {"ip":"101.0.0.0/8","protocol":"TCP","port":[443,1001],"is_necessary":1}]}"#;
+    refused(
+        doc,
+        &["--allow-nonpublic"],
+        4,
+        "add up to 100.0.0.0/7 or more on tcp port 443",
+    );
+    for ports in [r#"["1-65535"]"#, r#"["2000-3024"]"#] {
+        let doc = doc_with_ip_entry(&format!(
+            r#"{{"ip":"101.0.2.9","protocol":"UDP","port":{ports},"is_necessary":1}}"#
+        ));
+        refused(
+            &doc,
+            &[],
+            4,
+            "ip_list[1].port: 101.0.2.9/32 would be allowed on",
+        );
+        let out = run(
+            &["render", "nftables", "-i", "-", "--allow-broad"],
+            Some(doc.as_bytes()),
+        );
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+}
