@@ -10,3 +10,4 @@ mod oracle;
 mod real_tools;
 mod snapshots;
 mod support;
+mod wire;

@@ -361,6 +361,13 @@ impl AddrRelation {
             .map_or(&[], |s| &s.addrs)
     }
 
+    /// Whether one packet to `addr` (an integer of `family`) on `proto`/`port` is allowed.
+    pub fn allows(&self, family: Family, proto: Proto, addr: u128, port: u16) -> bool {
+        self.addrs_at((family, proto), u32::from(port))
+            .iter()
+            .any(|s| s.start <= addr && addr <= s.end)
+    }
+
     /// What `self` allows and `other` doesn't.
     pub fn minus(&self, other: &AddrRelation) -> AddrRelation {
         let mut out = AddrBuilder::default();
