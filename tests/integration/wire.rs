@@ -43,17 +43,9 @@ const SKIP_VAR: &str = "WECOM_ALLOWLIST_SKIP_REAL_TOOLS";
 const NAMES_ADDR: &str = "203.205.254.1";
 
 /// An address that no list mentions, whose reverse name (squid's hosts_file) lies below a listed
-/// wildcard: as an address whose owner set its PTR record so.
+/// wildcard, as if its owner had set its PTR record so: squid must not let a request that names
+/// it through by that name (a `dstdomain` ACL without `-n` would).
 const PTR_ADDR: &str = "203.205.254.2";
-
-/// KNOWN FAILURE (a confirmed bug of templates/squid.conf, reported, not fixed here): its
-/// `dstdomain` ACLs lack `-n`, so for a request that names an address squid looks up the
-/// address's reverse name and matches that against the listed names. Whoever owns an address
-/// sets its PTR record: GET or CONNECT to PTR_ADDR passes though the list doesn't have it.
-/// These wrong verdicts are counted as known; if none occurs any more, the test fails so that
-/// this entry is removed.
-const KNOWN_SQUID_PTR: &str =
-    "squid.conf's dstdomain without -n matches an unlisted address by its reverse name";
 
 /// Ports that no list mentions, probed on every address.
 const UNLISTED_PORTS: [u16; 2] = [22, 6000];
@@ -677,13 +669,11 @@ fn argv(words: &[String]) -> Vec<&str> {
     words.iter().map(String::as_str).collect()
 }
 
-/// The result of one mode: how many probes, the wrong verdicts, and the wrong verdicts of a
-/// known, reported bug.
+/// The result of one mode: how many probes, and the wrong verdicts.
 #[derive(Default)]
 struct Report {
     probes: usize,
     wrong: Vec<String>,
-    known: Vec<String>,
 }
 
 impl Report {
@@ -705,7 +695,6 @@ fn control(lab: &mut Lab, _: &Outputs, _: &[&Outputs]) -> Report {
     Report {
         probes: probes.len(),
         wrong,
-        known: Vec::new(),
     }
 }
 
@@ -912,21 +901,7 @@ fn squid_mode(lab: &mut Lab, first: &Outputs, then: &[&Outputs]) -> Report {
         let probes = proxy_probes(&lab.points, &out.expected);
         let what = format!("squid, list {}", i + 1);
         let wrong = run_probes(&client, &what, &probes, &[("WIRE_PROXY", &proxy)]);
-        let (known, wrong): (Vec<String>, Vec<String>) = wrong.into_iter().partition(|w| {
-            let ptr = [
-                format!(": get {PTR_ADDR} "),
-                format!(": connect {PTR_ADDR} "),
-            ];
-            ptr.iter().any(|p| w.contains(p.as_str())) && w.ends_with("listed drop, got pass")
-        });
         report.add(&probes, wrong);
-        report.known.extend(known);
-    }
-    if report.known.is_empty() && !lab.points.wild.is_empty() {
-        report.wrong.push(format!(
-            "squid: the known failure \"{KNOWN_SQUID_PTR}\" did not occur: if it is fixed, \
-             remove KNOWN_SQUID_PTR from tests/integration/wire.rs"
-        ));
     }
     report
 }
@@ -962,19 +937,12 @@ fn packets_pass_or_drop_as_the_list_says() {
         let started = std::time::Instant::now();
         let report = mode(&mut lab, a, &[b]);
         // The time is information for whoever reads the log, never a verdict.
-        let known = match report.known.len() {
-            0 => String::new(),
-            n => format!(", {n} known failure(s): {KNOWN_SQUID_PTR}"),
-        };
         note(&format!(
-            "wire: {name} {} probes, {} wrong{known} ({:.1} s)",
+            "wire: {name} {} probes, {} wrong ({:.1} s)",
             report.probes,
             report.wrong.len(),
             started.elapsed().as_secs_f64()
         ));
-        for line in &report.known {
-            note(&format!("wire: known failure: {line}"));
-        }
         // Without a firewall every listener must answer: otherwise a "drop" below could be a
         // missing listener.
         assert!(
@@ -993,8 +961,8 @@ fn packets_pass_or_drop_as_the_list_says() {
     );
 }
 
-/// One change to a built file: the line holding `anchor` (which must be in exactly one line)
-/// is removed (`to` is None) or has `from` replaced by `to`.
+/// One change to a built file: the statement whose line holds `anchor` (which must be in
+/// exactly one line) is removed (`edit` is None), or that line has `from` replaced by `to`.
 struct Tamper {
     what: &'static str,
     mode: Mode,
@@ -1007,30 +975,44 @@ struct Tamper {
 
 impl Tamper {
     fn apply(&self, text: &str) -> String {
-        let hits = text.lines().filter(|l| l.contains(self.anchor)).count();
-        assert_eq!(
-            hits, 1,
-            "{}: {:?} is in {hits} lines of {}, not one: the output changed, update this case",
-            self.what, self.anchor, self.file
-        );
-        text.lines()
-            .filter_map(|line| match (line.contains(self.anchor), self.edit) {
-                (false, _) => Some(format!("{line}\n")),
-                (true, None) => None,
-                (true, Some((from, to))) => {
-                    assert!(
-                        line.contains(from),
-                        "{}: {from:?} not in {line:?}",
-                        self.what
-                    );
-                    Some(format!("{}\n", line.replacen(from, to, 1)))
-                }
-            })
-            .collect()
+        let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
+        let hits: Vec<usize> = (0..lines.len())
+            .filter(|&i| lines[i].contains(self.anchor))
+            .collect();
+        let [at] = hits[..] else {
+            panic!(
+                "{}: {:?} is in {} lines of {}, not one: the output changed, update this case",
+                self.what,
+                self.anchor,
+                hits.len(),
+                self.file
+            )
+        };
+        match self.edit {
+            Some((from, to)) => {
+                assert!(
+                    lines[at].contains(from),
+                    "{}: {from:?} not in {:?}",
+                    self.what,
+                    lines[at]
+                );
+                lines[at] = lines[at].replacen(from, to, 1);
+            }
+            None => {
+                // The whole statement: back to the line that starts it (a statement's further
+                // lines start with white space or a closing brace).
+                let start = (0..=at)
+                    .rev()
+                    .find(|&i| lines[i].starts_with(|c: char| !c.is_whitespace() && c != '}'))
+                    .unwrap_or(at);
+                lines.drain(start..=at);
+            }
+        }
+        lines.iter().map(|l| format!("{l}\n")).collect()
     }
 }
 
-const TAMPERS: [Tamper; 9] = [
+const TAMPERS: [Tamper; 10] = [
     Tamper {
         what: "iptables: a rule dropped",
         mode: iptables_mode,
@@ -1099,12 +1081,20 @@ const TAMPERS: [Tamper; 9] = [
         what: "squid: a name added",
         mode: squid_mode,
         file: "squid.conf",
-        anchor: "dstdomain .work.weixin.qq.com",
+        anchor: "dstdomain -n .work.weixin.qq.com",
         edit: Some((
             ".work.weixin.qq.com",
             ".work.weixin.qq.com notwork.weixin.qq.com",
         )),
         caught: "connect notwork.weixin.qq.com 443 203.205.254.1: listed drop, got pass",
+    },
+    Tamper {
+        what: "squid: dstdomain without -n (reverse lookups)",
+        mode: squid_mode,
+        file: "squid.conf",
+        anchor: "dstdomain -n .wecom.qpic.cn",
+        edit: Some(("dstdomain -n", "dstdomain")),
+        caught: "connect 203.205.254.2 8080 203.205.254.2: listed drop, got pass",
     },
 ];
 
