@@ -9,16 +9,6 @@ use wecom_allowlist::config::Config;
 use wecom_allowlist::render::Templates;
 use wecom_allowlist::{wecom, Error, Target};
 
-/// The longest line each target's loader reads (target-facts.md: iptables-restore fails past
-/// about 10,240 bytes a line, Squid past about 8,190); nft and XML have no such limit.
-fn max_line(target: Target) -> Option<usize> {
-    match target {
-        Target::Iptables | Target::Ip6tables => Some(10_240),
-        Target::Squid => Some(8_190),
-        Target::Nftables | Target::Pfsense => None,
-    }
-}
-
 /// The option sets each input goes through: the defaults, and every filter on.
 pub fn option_sets() -> Vec<Config> {
     let mut all_on = Config::default();
@@ -68,7 +58,8 @@ pub fn check_output(target: Target, text: &str) {
         "{}: no final newline",
         target.name()
     );
-    if let Some(max) = max_line(target) {
+    // The library's own limit, under what each loader reads (target-facts.md).
+    if let Some(max) = target.max_line_bytes() {
         for (n, line) in text.lines().enumerate() {
             assert!(
                 line.len() <= max,
