@@ -99,12 +99,15 @@ impl PortSet {
         PortSet::new(all).unwrap_or_else(|| self.clone())
     }
 
-    /// True when every port of `other` is in `self`.
+    /// True when every port of `other` is in `self`. One walk over both sorted lists: the
+    /// range of `self` that can hold `o` is the first one that ends at or after `o.start`.
     pub fn contains_set(&self, other: &PortSet) -> bool {
-        other
-            .0
-            .iter()
-            .all(|o| self.0.iter().any(|s| s.start <= o.start && o.end <= s.end))
+        let mut mine = self.0.iter().peekable();
+        other.0.iter().all(|o| {
+            while mine.next_if(|s| s.end < o.start).is_some() {}
+            mine.peek()
+                .is_some_and(|s| s.start <= o.start && o.end <= s.end)
+        })
     }
 }
 
@@ -305,4 +308,31 @@ impl Entry {
 pub struct Note {
     pub necessary: bool,
     pub description: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(ranges: &[(u16, u16)]) -> PortSet {
+        PortSet::new(
+            ranges
+                .iter()
+                .map(|&(a, b)| PortRange::new(a, b).unwrap())
+                .collect(),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn contains_set_walks_both_lists() {
+        let big = set(&[(1, 1), (3, 5), (80, 90), (443, 443)]);
+        assert!(big.contains_set(&set(&[(1, 1), (4, 5), (85, 85), (443, 443)])));
+        assert!(big.contains_set(&big));
+        assert!(!big.contains_set(&set(&[(2, 2)])));
+        assert!(!big.contains_set(&set(&[(5, 6)])));
+        assert!(!big.contains_set(&set(&[(1, 1), (444, 444)])));
+        assert!(!set(&[(3, 5)]).contains_set(&set(&[(1, 1), (3, 3)])));
+        assert!(set(&[(1, 65535)]).contains_set(&big));
+    }
 }

@@ -4,7 +4,7 @@
 //! The invariant every step keeps: the set of (address or name, protocol, port) that the policy
 //! allows is exactly the set the selected entries list. Only the spelling gets shorter.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use ipnet::IpNet;
 
@@ -635,60 +635,64 @@ fn drop_covered_names(members: Vec<Member>) -> Vec<Member> {
         .collect()
 }
 
-/// What one group allows, in the form the coverage checks look things up in.
-struct Coverage {
-    family: Family,
-    protocol: Protocol,
-    ports: PortSet,
-    /// Sorted and disjoint (the group is aggregated).
-    nets: Vec<IpNet>,
-    wildcards: HashSet<String>,
-}
-
-impl Coverage {
-    fn of(g: &Group) -> Self {
-        Coverage {
-            family: g.family,
-            protocol: g.protocol,
-            ports: g.ports.clone(),
-            nets: g
-                .members
-                .iter()
-                .filter_map(|m| match &m.dest {
-                    Dest::Net(n) => Some(*n),
-                    _ => None,
-                })
-                .collect(),
-            wildcards: wildcards_of(&g.members),
-        }
-    }
-
-    /// True for another group of the same family and protocol whose ports include all of `g`'s.
-    fn is_larger_than(&self, g: &Group) -> bool {
-        self.family == g.family
-            && self.protocol == g.protocol
-            && self.ports != g.ports
-            && self.ports.contains_set(&g.ports)
-    }
-
-    fn allows(&self, dest: &Dest) -> bool {
-        match dest {
-            Dest::Net(n) => containing(&self.nets, n).is_some(),
-            Dest::Exact(h) | Dest::Wildcard(h) => covered_by(h, &self.wildcards),
-        }
-    }
-}
-
+/// Drops every value that a group of the same family and protocol with a strictly larger port
+/// set already allows. Values are looked up, not groups compared pairwise: a net is allowed by
+/// a group that holds it or one of its supernets (groups are aggregated, so their nets are
+/// exactly such prefixes), a name by a group that holds a wildcard for it or a parent. The
+/// cost is near-linear in the number of values, whatever the shape of the port sets (nested
+/// sets {1}, {1,3}, {1,3,5} ... used to cost the square of the groups).
 fn drop_covered_across_groups(groups: &mut [Group]) {
     // Decide everything against the groups as they are before any removal: a value removed
     // here is covered by one that is either kept or covered in turn by a still larger group.
-    let snapshot: Vec<Coverage> = groups.iter().map(Coverage::of).collect();
-    for g in groups.iter_mut() {
-        let larger: Vec<&Coverage> = snapshot.iter().filter(|c| c.is_larger_than(g)).collect();
-        if !larger.is_empty() {
-            g.members
-                .retain(|m| !larger.iter().any(|c| c.allows(&m.dest)));
+    let mut nets: HashMap<(Protocol, IpNet), Vec<usize>> = HashMap::new();
+    let mut wildcards: HashMap<(Protocol, &str), Vec<usize>> = HashMap::new();
+    // The prefix lengths present, per family, so that a lookup tries only those.
+    let mut lengths: BTreeSet<(bool, u8)> = BTreeSet::new();
+    for (i, g) in groups.iter().enumerate() {
+        for m in &g.members {
+            match &m.dest {
+                Dest::Net(n) => {
+                    nets.entry((g.protocol, *n)).or_default().push(i);
+                    lengths.insert((matches!(n, IpNet::V6(_)), n.prefix_len()));
+                }
+                Dest::Wildcard(h) => wildcards
+                    .entry((g.protocol, h.as_str()))
+                    .or_default()
+                    .push(i),
+                Dest::Exact(_) => {}
+            }
         }
+    }
+    let ports: Vec<PortSet> = groups.iter().map(|g| g.ports.clone()).collect();
+    let larger = |c: usize, g: usize| ports[c] != ports[g] && ports[c].contains_set(&ports[g]);
+    let mut covered: Vec<Vec<bool>> = Vec::with_capacity(groups.len());
+    for (gi, g) in groups.iter().enumerate() {
+        let p = g.protocol;
+        covered.push(
+            g.members
+                .iter()
+                .map(|m| match &m.dest {
+                    Dest::Net(n) => {
+                        let v6 = matches!(n, IpNet::V6(_));
+                        lengths
+                            .range((v6, 0)..=(v6, n.prefix_len()))
+                            .filter_map(|&(_, len)| IpNet::new(n.addr(), len).ok())
+                            .filter_map(|s| nets.get(&(p, s.trunc())))
+                            .flatten()
+                            .any(|&c| larger(c, gi))
+                    }
+                    Dest::Exact(h) | Dest::Wildcard(h) => std::iter::once(h.as_str())
+                        .chain(h.parents())
+                        .filter_map(|name| wildcards.get(&(p, name)))
+                        .flatten()
+                        .any(|&c| larger(c, gi)),
+                })
+                .collect(),
+        );
+    }
+    for (g, covered) in groups.iter_mut().zip(covered) {
+        let mut flags = covered.into_iter();
+        g.members.retain(|_| !flags.next().unwrap_or(false));
     }
 }
 
