@@ -16,7 +16,7 @@ use crate::list::{self, List};
 use crate::output::{
     lock_folder, read_input, remove_leftovers, stale_files, write_file, write_files,
 };
-use crate::render::Templates;
+use crate::render::{DnsSets, Templates};
 use crate::target::Target;
 use crate::wecom;
 
@@ -63,7 +63,7 @@ pub enum Command {
         #[command(flatten)]
         source: SourceArgs,
         /// The folder to write iptables.rules, ip6tables.rules, nftables.nft, pfsense.xml,
-        /// squid.conf and source.json into (created if missing).
+        /// squid.conf, dnsmasq.conf, ipset.rules and source.json into (created if missing).
         #[arg(long, value_name = "DIR")]
         out_dir: PathBuf,
         /// Only these targets (repeat the option for several). Default: all. Refused (exit 4)
@@ -171,7 +171,7 @@ pub struct PolicyArgs {
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// A folder of templates that replace the built-in ones of the same file name
-    /// (iptables.rules, nftables.nft, pfsense.xml, squid.conf).
+    /// (iptables.rules, nftables.nft, pfsense.xml, squid.conf, dnsmasq.conf, ipset.rules).
     #[arg(long, value_name = "DIR")]
     pub templates: Option<PathBuf>,
     /// Keep only the entries WeCom marks as necessary (is_necessary = 1).
@@ -204,6 +204,10 @@ pub struct PolicyArgs {
     /// pfSense: the interface the pass rules go on (internal name: lan, opt1 ...; default lan).
     #[arg(long, value_name = "NAME")]
     pub interface: Option<String>,
+    /// dnsmasq.conf: fill the nftables sets of nftables.nft (nftset, the default) or the
+    /// ipset sets of ipset.rules, which iptables.rules and ip6tables.rules match (ipset).
+    #[arg(long, value_enum, value_name = "SETS")]
+    pub dnsmasq_sets: Option<DnsSets>,
 }
 
 impl PolicyArgs {
@@ -231,6 +235,9 @@ impl PolicyArgs {
             }
         }
         n.validate()?;
+        if let Some(sets) = self.dnsmasq_sets {
+            config.dnsmasq.sets = sets;
+        }
         Ok(config)
     }
 

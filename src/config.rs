@@ -9,7 +9,7 @@ use serde::Deserialize;
 use crate::error::{Error, Result};
 use crate::model::{Dest, Family, Hostname, ListKind, Protocol};
 use crate::normalize::{Exclude, Options};
-use crate::render::Names;
+use crate::render::{DnsSets, DnsmasqSettings, Names};
 use crate::text::quote;
 use crate::wecom::{self, Response};
 
@@ -24,6 +24,8 @@ struct File {
     pfsense: PfsenseSection,
     #[serde(default)]
     squid: SquidSection,
+    #[serde(default)]
+    dnsmasq: DnsmasqSection,
     #[serde(default)]
     filters: FiltersSection,
     #[serde(default)]
@@ -58,6 +60,13 @@ struct PfsenseSection {
 #[serde(deny_unknown_fields)]
 struct SquidSection {
     acl_prefix: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DnsmasqSection {
+    sets: Option<DnsSets>,
+    timeout: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -97,6 +106,8 @@ struct ExcludeSection {
 #[derive(Debug, Clone, Default)]
 pub struct Config {
     pub names: Names,
+    /// Which sets dnsmasq.conf fills, and their timeout.
+    pub dnsmasq: DnsmasqSettings,
     pub options: Options,
     /// Validated `extra` entries, to add to the response's.
     pub extra: Response,
@@ -133,6 +144,14 @@ impl Config {
             names.pfsense_tracker_base = base;
         }
         names.validate()?;
+        let mut dnsmasq = DnsmasqSettings::default();
+        if let Some(sets) = file.dnsmasq.sets {
+            dnsmasq.sets = sets;
+        }
+        if let Some(timeout) = file.dnsmasq.timeout {
+            dnsmasq.timeout = timeout;
+        }
+        dnsmasq.validate()?;
 
         let mut extra = Response::default();
         let in_config = |e: Error| match e {
@@ -156,6 +175,7 @@ impl Config {
         };
         Ok(Config {
             names,
+            dnsmasq,
             options: Options {
                 necessary_only: file.filters.necessary_only,
                 exact_domains: file.filters.exact_domains,
@@ -257,6 +277,25 @@ mod tests {
             ("[filters]\nnecessary_only = true\n[filters]\nexact_domains = true", "filters"),
             ("[[extra.ip_list]]\nip = \"1.2.3.4\"\nip = \"5.6.7.8\"\nprotocol = \"TCP\"\nport = [1]\nis_necessary = 1", "duplicate key"),
             ("[exclude]\ndomains = [\"com\"]", "exclude.domains[0]"),
+        ] {
+            let e = Config::parse(text).unwrap_err();
+            assert_eq!(e.exit_code(), 2, "{text}");
+            assert!(e.to_string().contains(needle), "{text}: {e}");
+        }
+    }
+
+    #[test]
+    fn the_dnsmasq_section_is_read_and_checked() {
+        let c = Config::parse("[dnsmasq]\nsets = \"ipset\"\ntimeout = 600").unwrap();
+        assert_eq!(c.dnsmasq.sets, DnsSets::Ipset);
+        assert_eq!(c.dnsmasq.timeout, 600);
+        let d = Config::parse("").unwrap();
+        assert_eq!((d.dnsmasq.sets, d.dnsmasq.timeout), (DnsSets::Nftset, 3600));
+        for (text, needle) in [
+            ("[dnsmasq]\nsets = \"iptables\"", "iptables"),
+            ("[dnsmasq]\ntimeout = 0", "dnsmasq timeout 0"),
+            ("[dnsmasq]\ntimeout = 604801", "dnsmasq timeout 604801"),
+            ("[dnsmasq]\ntimout = 60", "timout"),
         ] {
             let e = Config::parse(text).unwrap_err();
             assert_eq!(e.exit_code(), 2, "{text}");

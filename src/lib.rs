@@ -54,6 +54,7 @@ pub fn prepare(response: wecom::Response, config: &Config) -> Result<Prepared> {
         necessary_only: config.options.necessary_only,
         exact_domains: config.options.exact_domains,
         digest: list::digest(&source_json),
+        dnsmasq: config.dnsmasq.clone(),
     };
     Ok(Prepared {
         entries,

@@ -29,7 +29,54 @@ pub const TEMPLATES: &[(&str, &str)] = &[
     ("nftables.nft", include_str!("../templates/nftables.nft")),
     ("pfsense.xml", include_str!("../templates/pfsense.xml")),
     ("squid.conf", include_str!("../templates/squid.conf")),
+    ("dnsmasq.conf", include_str!("../templates/dnsmasq.conf")),
+    ("ipset.rules", include_str!("../templates/ipset.rules")),
 ];
+
+/// Which sets dnsmasq fills with the addresses it resolves for the listed names.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize, clap::ValueEnum,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum DnsSets {
+    /// nftables sets, which nftables.nft creates (`nftset=`).
+    #[default]
+    Nftset,
+    /// ipset sets, which ipset.rules creates (`ipset=`).
+    Ipset,
+}
+
+/// How the DNS-fed sets are filled and how long an address stays in them.
+#[derive(Debug, Clone, Serialize)]
+pub struct DnsmasqSettings {
+    pub sets: DnsSets,
+    /// Seconds an address stays in a set after dnsmasq last added it.
+    pub timeout: u64,
+}
+
+/// A week: longer would keep addresses that moved; the ipset names hold at most six digits.
+pub const MAX_DNS_TIMEOUT: u64 = 604_800;
+
+impl Default for DnsmasqSettings {
+    fn default() -> Self {
+        DnsmasqSettings {
+            sets: DnsSets::Nftset,
+            timeout: 3600,
+        }
+    }
+}
+
+impl DnsmasqSettings {
+    pub fn validate(&self) -> Result<()> {
+        if !(1..=MAX_DNS_TIMEOUT).contains(&self.timeout) {
+            return Err(Error::Option(format!(
+                "dnsmasq timeout {}: use 1..{MAX_DNS_TIMEOUT} seconds",
+                self.timeout
+            )));
+        }
+        Ok(())
+    }
+}
 
 /// Where the rules go: names the user may change, each checked against its target's rules.
 #[derive(Debug, Clone, Serialize)]
@@ -284,6 +331,7 @@ pub struct Settings {
     pub exact_domains: bool,
     /// `sha256:...` of source.json, the normalized list the files are built from.
     pub digest: String,
+    pub dnsmasq: DnsmasqSettings,
 }
 
 #[derive(Serialize)]
@@ -302,6 +350,30 @@ struct Context<'a> {
     inexpressible: Vec<String>,
     /// The most addresses one statement (rule, ACL line, alias) may hold: `Target::chunk`.
     chunk: usize,
+    dnsmasq: &'a DnsmasqSettings,
+    /// dnsmasq only: one line per listed name, with the sets of every group that covers it.
+    dns_lines: Vec<DnsLine>,
+}
+
+/// One `nftset=`/`ipset=` line: dnsmasq fills, for an answer, only the sets of the one line
+/// whose name matches longest, so every set that the name needs must be on its line.
+#[derive(Serialize)]
+struct DnsLine {
+    /// Without a leading dot: dnsmasq's `/name/` matches the name and every name below it.
+    domain: String,
+    /// `4#inet#filter#set,6#inet#filter#set6` or `set4,set6`.
+    sets: String,
+}
+
+/// A DNS-fed set of one name group and one address family.
+#[derive(Serialize, Clone)]
+struct DnsSet {
+    /// `ipv4` or `ipv6`.
+    family: Family,
+    /// `ip` or `ip6` (nft's address match), `inet` or `inet6` (ipset's family).
+    nft_family: &'static str,
+    ipset_family: &'static str,
+    name: String,
 }
 
 #[derive(Serialize)]
@@ -321,6 +393,10 @@ struct GroupContext {
     port_alias: String,
     /// pfSense only: the rule tracker of each chunk, derived from the group's identity.
     trackers: Vec<u64>,
+    /// Name groups only: the nftables sets that dnsmasq fills, per family the nft table holds.
+    nft_sets: Vec<DnsSet>,
+    /// Name groups only: the ipset sets that dnsmasq fills, both families.
+    ipsets: Vec<DnsSet>,
 }
 
 #[derive(Serialize)]
@@ -485,6 +561,11 @@ fn context<'a>(target: Target, policy: &Policy, settings: &'a Settings) -> Resul
             }
             port_alias = format!("{p}P_{}", port_slug.to_ascii_uppercase());
         }
+        let (nft_sets, ipsets) = if g.family == Family::Dns {
+            dns_sets(names, &port_slug, settings.dnsmasq.timeout)?
+        } else {
+            (Vec::new(), Vec::new())
+        };
         groups.push(GroupContext {
             family: g.family,
             protocol: g.protocol.as_str(),
@@ -495,8 +576,15 @@ fn context<'a>(target: Target, policy: &Policy, settings: &'a Settings) -> Resul
             aliases,
             port_alias,
             trackers,
+            nft_sets,
+            ipsets,
         });
     }
+    let dns_lines = if target == Target::Dnsmasq {
+        dns_lines(policy, &groups, settings)
+    } else {
+        Vec::new()
+    };
     Ok(Context {
         tool: env!("CARGO_PKG_NAME"),
         version: env!("CARGO_PKG_VERSION"),
@@ -509,7 +597,100 @@ fn context<'a>(target: Target, policy: &Policy, settings: &'a Settings) -> Resul
         groups,
         inexpressible: policy.inexpressible.iter().map(|h| h.to_string()).collect(),
         chunk: target.chunk(),
+        dnsmasq: &settings.dnsmasq,
+        dns_lines,
     })
+}
+
+/// The longest ipset name: ipset refuses 32 characters or more.
+const IPSET_NAME_MAX: usize = 31;
+
+/// The sets of one name group. nftables: `<chain>_4_<ports>`, beside the chain that matches
+/// them; a changed timeout updates the set in place. ipset: `w4_<ports>_<timeout>`, because
+/// `ipset restore -exist` refuses to re-create a set with another timeout, so a changed
+/// timeout makes new sets.
+fn dns_sets(names: &Names, port_slug: &str, timeout: u64) -> Result<(Vec<DnsSet>, Vec<DnsSet>)> {
+    let families: &[Family] = match names.nft_family.as_str() {
+        "ip" => &[Family::Ipv4],
+        "ip6" => &[Family::Ipv6],
+        _ => &[Family::Ipv4, Family::Ipv6],
+    };
+    let digit = |f: Family| if f == Family::Ipv6 { 6 } else { 4 };
+    let set = |f: Family, name: String| DnsSet {
+        family: f,
+        nft_family: if f == Family::Ipv6 { "ip6" } else { "ip" },
+        ipset_family: if f == Family::Ipv6 { "inet6" } else { "inet" },
+        name,
+    };
+    let nft = families
+        .iter()
+        .map(|&f| set(f, format!("{}_{}_{port_slug}", names.nft_chain, digit(f))))
+        .collect();
+    let mut ipsets = Vec::new();
+    for f in [Family::Ipv4, Family::Ipv6] {
+        let name = format!("w{}_{port_slug}_{timeout}", digit(f));
+        if name.len() > IPSET_NAME_MAX {
+            return Err(Error::Option(format!(
+                "the ipset name {name} is longer than ipset's {IPSET_NAME_MAX} characters"
+            )));
+        }
+        ipsets.push(set(f, name));
+    }
+    Ok((nft, ipsets))
+}
+
+/// One line per listed name (exact or wildcard: to dnsmasq both are `/name/`), with the sets of
+/// every group that lists the name or any name above it, in the groups' order.
+fn dns_lines(policy: &Policy, groups: &[GroupContext], settings: &Settings) -> Vec<DnsLine> {
+    let mut by_name: BTreeMap<&str, BTreeSet<usize>> = BTreeMap::new();
+    for (i, g) in policy.groups.iter().enumerate() {
+        for m in &g.members {
+            if let Dest::Exact(h) | Dest::Wildcard(h) = &m.dest {
+                by_name.entry(h.as_str()).or_default().insert(i);
+            }
+        }
+    }
+    let names = &settings.names;
+    by_name
+        .keys()
+        .map(|&domain| {
+            // Every listed name equal to or above this one; names are validated host names,
+            // so a suffix that starts at a dot is a parent domain.
+            let covering: BTreeSet<usize> = by_name
+                .iter()
+                .filter(|(d, _)| {
+                    domain == **d
+                        || domain
+                            .strip_suffix(**d)
+                            .is_some_and(|rest| rest.ends_with('.'))
+                })
+                .flat_map(|(_, gs)| gs.iter().copied())
+                .collect();
+            let sets: Vec<String> = covering
+                .into_iter()
+                .flat_map(|i| match settings.dnsmasq.sets {
+                    DnsSets::Nftset => groups[i]
+                        .nft_sets
+                        .iter()
+                        .map(|s| {
+                            format!(
+                                "{}#{}#{}#{}",
+                                if s.family == Family::Ipv6 { 6 } else { 4 },
+                                names.nft_family,
+                                names.nft_table,
+                                s.name
+                            )
+                        })
+                        .collect::<Vec<_>>(),
+                    DnsSets::Ipset => groups[i].ipsets.iter().map(|s| s.name.clone()).collect(),
+                })
+                .collect();
+            DnsLine {
+                domain: domain.to_owned(),
+                sets: sets.join(","),
+            }
+        })
+        .collect()
 }
 
 /// The target's syntax, from the auto-escape mode of the template being rendered.

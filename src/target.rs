@@ -11,6 +11,8 @@ pub enum Target {
     Nftables,
     Pfsense,
     Squid,
+    Dnsmasq,
+    Ipset,
 }
 
 /// How free text is quoted in a target's files.
@@ -26,12 +28,14 @@ pub enum Syntax {
 }
 
 impl Target {
-    pub const ALL: [Target; 5] = [
+    pub const ALL: [Target; 7] = [
         Target::Iptables,
         Target::Ip6tables,
         Target::Nftables,
         Target::Pfsense,
         Target::Squid,
+        Target::Dnsmasq,
+        Target::Ipset,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -41,6 +45,8 @@ impl Target {
             Target::Nftables => "nftables",
             Target::Pfsense => "pfsense",
             Target::Squid => "squid",
+            Target::Dnsmasq => "dnsmasq",
+            Target::Ipset => "ipset",
         }
     }
 
@@ -52,6 +58,8 @@ impl Target {
             Target::Nftables => "nftables.nft",
             Target::Pfsense => "pfsense.xml",
             Target::Squid => "squid.conf",
+            Target::Dnsmasq => "dnsmasq.conf",
+            Target::Ipset => "ipset.rules",
         }
     }
 
@@ -64,11 +72,17 @@ impl Target {
                 "IPv6 rules for ip6tables-restore --noflush, in a chain of their own"
             }
             Target::Nftables => {
-                "an nft -f script: a regular chain whose rules hold their addresses, both families"
+                "an nft -f script: a regular chain whose rules hold their addresses, and the sets dnsmasq fills for the names; both families"
             }
             Target::Pfsense => "pfSense config.xml sections: aliases and pass rules",
             Target::Squid => {
                 "a Squid snippet to include: dstdomain/dst/port ACLs and http_access lines"
+            }
+            Target::Dnsmasq => {
+                "a dnsmasq drop-in that adds the addresses of the listed names to the DNS-fed sets"
+            }
+            Target::Ipset => {
+                "ipset sets (both families) that dnsmasq fills, for ipset restore -exist"
             }
         }
     }
@@ -80,6 +94,8 @@ impl Target {
             Target::Nftables => "nftables.nft",
             Target::Pfsense => "pfsense.xml",
             Target::Squid => "squid.conf",
+            Target::Dnsmasq => "dnsmasq.conf",
+            Target::Ipset => "ipset.rules",
         }
     }
 
@@ -88,7 +104,11 @@ impl Target {
         match self {
             Target::Iptables => Some(Family::Ipv4),
             Target::Ip6tables => Some(Family::Ipv6),
-            Target::Nftables | Target::Pfsense | Target::Squid => None,
+            Target::Nftables
+            | Target::Pfsense
+            | Target::Squid
+            | Target::Dnsmasq
+            | Target::Ipset => None,
         }
     }
 
@@ -99,19 +119,23 @@ impl Target {
             // Names are not enforced there at all; the header lists them in their shortest form.
             Target::Iptables | Target::Ip6tables | Target::Nftables => true,
             Target::Squid => true,
+            // dnsmasq's `/name/` matches the name and every name below it.
+            Target::Dnsmasq | Target::Ipset => true,
             Target::Pfsense => false,
         }
     }
 
     /// The longest line, in bytes without its newline, that the target's loader reads whole,
     /// with a margin: iptables-restore fails the whole file on a line over about 10,240 bytes,
-    /// Squid cuts a line over about 8,190 bytes and fails to parse it. `None`: no limit that a
+    /// Squid cuts a line over about 8,190 bytes and fails to parse it, dnsmasq misreads a line
+    /// over 1,024 bytes. `None`: no limit that a
     /// generated line could reach (nft reads any length; XML has no lines).
     pub fn max_line_bytes(self) -> Option<usize> {
         match self {
             Target::Iptables | Target::Ip6tables => Some(10_000),
             Target::Squid => Some(8_000),
-            Target::Nftables | Target::Pfsense => None,
+            Target::Dnsmasq => Some(1_000),
+            Target::Nftables | Target::Pfsense | Target::Ipset => None,
         }
     }
 
@@ -121,7 +145,7 @@ impl Target {
     /// read. iptables holds one address a rule.
     pub fn chunk(self) -> usize {
         match self {
-            Target::Iptables | Target::Ip6tables => 1,
+            Target::Iptables | Target::Ip6tables | Target::Dnsmasq | Target::Ipset => 1,
             Target::Nftables => 1_000,
             Target::Pfsense => 5_000,
             Target::Squid => 16,
@@ -130,10 +154,12 @@ impl Target {
 
     pub fn syntax(self) -> Syntax {
         match self {
-            Target::Iptables | Target::Ip6tables => Syntax::Iptables,
+            // ipset.rules: no free text at all; `.rules` files are quoted as iptables' are.
+            Target::Iptables | Target::Ip6tables | Target::Ipset => Syntax::Iptables,
             Target::Nftables => Syntax::Nftables,
             Target::Pfsense => Syntax::Xml,
-            Target::Squid => Syntax::Squid,
+            // Free text reaches only `#` comment lines in both.
+            Target::Squid | Target::Dnsmasq => Syntax::Squid,
         }
     }
 }

@@ -33,6 +33,8 @@ fn target_file(target: &str) -> &'static str {
         "nftables" => "nftables.nft",
         "pfsense" => "pfsense.xml",
         "squid" => "squid.conf",
+        "dnsmasq" => "dnsmasq.conf",
+        "ipset" => "ipset.rules",
         other => panic!("unknown target {other}"),
     }
 }
@@ -698,4 +700,62 @@ fn broad_unions_across_port_groups_and_wide_port_ranges_are_guards() {
         );
         assert!(out.status.success(), "{}", stderr(&out));
     }
+}
+
+#[test]
+fn dnsmasq_sets_flag_picks_the_backend_and_overrides_the_config() {
+    let seed = fixture("seed.json");
+    let seed = seed.to_str().unwrap();
+    let default = stdout(&run(&["render", "dnsmasq", "--input", seed], None));
+    assert!(
+        default.contains("\nnftset=/work.weixin.qq.com/4#inet#filter#"),
+        "{default}"
+    );
+    let ipset = stdout(&run(
+        &[
+            "render",
+            "dnsmasq",
+            "--input",
+            seed,
+            "--dnsmasq-sets",
+            "ipset",
+        ],
+        None,
+    ));
+    assert!(
+        ipset.contains("\nipset=/work.weixin.qq.com/w4_tcp_80_443_3600,w6_tcp_80_443_3600\n"),
+        "{ipset}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("c.toml");
+    std::fs::write(&config, "[dnsmasq]\nsets = \"ipset\"\ntimeout = 600\n").unwrap();
+    let config = config.to_str().unwrap();
+    let from_config = stdout(&run(
+        &["render", "dnsmasq", "--input", seed, "--config", config],
+        None,
+    ));
+    assert!(from_config.contains("\nipset=/work.weixin.qq.com/w4_tcp_80_443_600,"));
+    let flag_wins = stdout(&run(
+        &[
+            "render",
+            "dnsmasq",
+            "--input",
+            seed,
+            "--config",
+            config,
+            "--dnsmasq-sets",
+            "nftset",
+        ],
+        None,
+    ));
+    assert!(
+        flag_wins.contains("\nnftset=/work.weixin.qq.com/"),
+        "{flag_wins}"
+    );
+    let bad = run(
+        &["render", "dnsmasq", "--input", seed, "--dnsmasq-sets", "pf"],
+        None,
+    );
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(bad.stdout.is_empty());
 }

@@ -475,6 +475,26 @@ impl NameRelation {
         !self.wild.is_empty()
     }
 
+    /// What a resolver that matches a name with everything below it (dnsmasq's `/name/`)
+    /// makes of the list: every exact name becomes a wildcard too.
+    pub fn as_zones(&self) -> NameRelation {
+        let mut wild = self.wild.clone();
+        for (name, ports) in &self.exact {
+            wild.entry(name.clone())
+                .or_default()
+                .extend(ports.iter().copied());
+        }
+        NameRelation {
+            exact: BTreeMap::new(),
+            wild,
+        }
+    }
+
+    /// Every name listed, exact or a wildcard's apex.
+    pub fn listed(&self) -> BTreeSet<String> {
+        self.exact.keys().chain(self.wild.keys()).cloned().collect()
+    }
+
     /// The same without its wildcards (what a target that can't express them must still allow).
     pub fn exact_only(&self) -> NameRelation {
         NameRelation {

@@ -234,6 +234,7 @@ fn xtables(family: Family) -> &'static str {
 fn xtables_tools(family: Family) -> bool {
     let cmd = xtables(family);
     require_tool("unshare")
+        && require_tool("ipset")
         && require_tool(&format!("{cmd}-restore"))
         && require_tool(&format!("{cmd}-save"))
 }
@@ -286,8 +287,10 @@ fn parse_xtables_rule(
     family: Family,
     words: &[String],
     out: &mut AddrBuilder,
+    set_rules: &mut SetRules,
 ) -> Result<(), String> {
     let (mut dst, mut proto, mut ports, mut target) = (None, None, None, None);
+    let mut set: Option<String> = None;
     let mut it = words.iter();
     while let Some(option) = it.next() {
         let mut value = || {
@@ -306,7 +309,7 @@ fn parse_xtables_rule(
             }
             "-p" => once(&mut proto, Proto::parse(value()?)?, "-p")?,
             "-m" => match value()? {
-                "tcp" | "udp" | "multiport" | "comment" => {}
+                "tcp" | "udp" | "multiport" | "comment" | "set" => {}
                 other => return Err(format!("unknown match -m {other}")),
             },
             "--dport" => once(
@@ -324,6 +327,12 @@ fn parse_xtables_rule(
             "--comment" => {
                 value()?;
             }
+            "--match-set" => {
+                once(&mut set, value()?.to_owned(), "--match-set")?;
+                if value()? != "dst" {
+                    return Err("--match-set does not match the destination".into());
+                }
+            }
             "-j" => {
                 once(&mut target, value()?.to_owned(), "-j")?;
                 if it.len() > 0 {
@@ -337,6 +346,16 @@ fn parse_xtables_rule(
         return Err("the rule does not end in -j ACCEPT".into());
     }
     let proto = proto.ok_or("no -p: the rule matches every protocol")?;
+    if let Some(name) = set {
+        if dst.is_some() {
+            return Err("a rule with both -d and --match-set".into());
+        }
+        let entry = set_rules.entry(name).or_default();
+        for p in ports.unwrap_or_else(|| vec![ALL_PORTS]) {
+            entry.push((family, proto, p));
+        }
+        return Ok(());
+    }
     let dst = dst.unwrap_or_else(|| family.everything());
     for p in ports.unwrap_or_else(|| vec![ALL_PORTS]) {
         out.add(family, proto, dst, p);
@@ -344,9 +363,19 @@ fn parse_xtables_rule(
     Ok(())
 }
 
+/// What the rules allow for the addresses of each named set (nftables or ipset): the set's
+/// family, protocol and ports, per rule that matches it.
+type SetRules = BTreeMap<String, Vec<(Family, Proto, Ports)>>;
+
 /// What `iptables-save` shows the allowlist chain allowing. Fails on a rule anywhere else, on a
 /// built-in chain whose policy isn't ACCEPT, and on anything unknown.
 fn parse_xtables_save(family: Family, text: &str) -> Result<AddrRelation, String> {
+    parse_xtables_save_sets(family, text).map(|(addrs, _)| addrs)
+}
+
+/// `parse_xtables_save`, with what the rules allow for the addresses of each ipset set.
+fn parse_xtables_save_sets(family: Family, text: &str) -> Result<(AddrRelation, SetRules), String> {
+    let mut set_rules = SetRules::new();
     const BUILT_IN: [&str; 5] = ["INPUT", "FORWARD", "OUTPUT", "PREROUTING", "POSTROUTING"];
     let mut out = AddrBuilder::default();
     let mut table: Option<&str> = None;
@@ -380,7 +409,7 @@ fn parse_xtables_save(family: Family, text: &str) -> Result<AddrRelation, String
             if table != "filter" || words.first().map(String::as_str) != Some(IPT_CHAIN) {
                 return Err(format!("a rule outside filter/{IPT_CHAIN}: {line}"));
             }
-            parse_xtables_rule(family, &words[1..], &mut out)
+            parse_xtables_rule(family, &words[1..], &mut out, &mut set_rules)
                 .map_err(|e| format!("{e}: {line}"))?;
             continue;
         }
@@ -389,7 +418,7 @@ fn parse_xtables_save(family: Family, text: &str) -> Result<AddrRelation, String
     if !chain_declared {
         return Err(format!("chain {IPT_CHAIN} does not exist after loading"));
     }
-    Ok(out.build())
+    Ok((out.build(), set_rules))
 }
 
 /// Loads a fixture's rules twice; the ruleset must not change and must allow exactly the list.
@@ -397,11 +426,13 @@ fn xtables_load_twice(family: Family, fixture: &Path) -> Result<(), String> {
     let cmd = xtables(family);
     let scratch = Scratch::new();
     scratch.write("rules", &render(cmd, fixture, &[]));
+    // The rules of the name groups match the sets of ipset.rules, which load first.
+    scratch.write("ipset", &render("ipset", fixture, &[]));
     scratch.in_namespace(
         &format!(
-            r#"{cmd}-restore --noflush < "$1" && {cmd}-save > "$2" && {cmd}-restore --noflush < "$1" && {cmd}-save > "$3""#
+            r#"ipset restore -exist < "$4" && {cmd}-restore --noflush < "$1" && {cmd}-save > "$2" && {cmd}-restore --noflush < "$1" && {cmd}-save > "$3""#
         ),
-        &["rules", "first", "second"],
+        &["rules", "first", "second", "ipset"],
     )?;
     let (first, second) = (
         without_comments(&scratch.read("first")),
@@ -424,9 +455,11 @@ fn xtables_replace(family: Family, first: &Path, second: &Path) -> Result<(), St
     let scratch = Scratch::new();
     scratch.write("first", &render(cmd, first, &[]));
     scratch.write("second", &render(cmd, second, &[]));
+    scratch.write("ipset1", &render("ipset", first, &[]));
+    scratch.write("ipset2", &render("ipset", second, &[]));
     scratch.in_namespace(
-        &format!(r#"{cmd}-restore --noflush < "$1" && {cmd}-restore --noflush < "$2" && {cmd}-save > "$3""#),
-        &["first", "second", "saved"],
+        &format!(r#"ipset restore -exist < "$4" && {cmd}-restore --noflush < "$1" && ipset restore -exist < "$5" && {cmd}-restore --noflush < "$2" && {cmd}-save > "$3""#),
+        &["first", "second", "saved", "ipset1", "ipset2"],
     )?;
     let expected = Expected::from_fixture(second)
         .addrs
@@ -728,9 +761,51 @@ fn nft_load_twice(fixture: &Path) -> Result<(), String> {
     check_same_addrs(&parse_nft_json(&scratch.read("json"))?, &expected)
 }
 
+/// `nft list ruleset` text as its set blocks (sorted) and the other lines, blank lines left
+/// out: nft lists sets in creation order, which differs after an earlier list made some.
+fn set_blocks_and_rest(text: &str) -> (BTreeMap<String, String>, String) {
+    let (mut sets, mut rest) = (BTreeMap::new(), String::new());
+    let mut current: Option<(String, String)> = None;
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        if let Some((name, block)) = current.as_mut() {
+            block.push_str(line);
+            block.push('\n');
+            if line == "\t}" {
+                sets.insert(name.clone(), std::mem::take(block));
+                current = None;
+            }
+            continue;
+        }
+        if let Some(name) = line
+            .strip_prefix("\tset ")
+            .and_then(|l| l.strip_suffix(" {"))
+        {
+            current = Some((name.to_owned(), format!("{line}\n")));
+            continue;
+        }
+        rest.push_str(line);
+        rest.push('\n');
+    }
+    (sets, rest)
+}
+
+/// `after` as `fresh` would read it if the sets it holds that `fresh` doesn't were gone.
+fn without_sets_missing_from(after: &str, fresh: &str) -> String {
+    let (mut sets, rest) = set_blocks_and_rest(after);
+    let (fresh_sets, _) = set_blocks_and_rest(fresh);
+    sets.retain(|name, _| fresh_sets.contains_key(name));
+    format!("{}{rest}", sets.into_values().collect::<String>())
+}
+
+/// `fresh` in the form `without_sets_missing_from` gives.
+fn sets_sorted(fresh: &str) -> String {
+    let (sets, rest) = set_blocks_and_rest(fresh);
+    format!("{}{rest}", sets.into_values().collect::<String>())
+}
+
 /// Loads `first`'s script, then `second`'s: only `second`'s list may be allowed, and the ruleset
-/// must be exactly what `second`'s script makes on a fresh host (no set, element or rule of the
-/// first list left behind).
+/// must be exactly what `second`'s script makes on a fresh host (no element or rule of the
+/// first list left behind; only its DNS-fed sets, which dnsmasq owns, and which no rule uses).
 fn nft_replace(first: &Path, second: &Path) -> Result<(), String> {
     let scratch = Scratch::new();
     scratch.write("first.nft", &render("nftables", first, &[]));
@@ -744,6 +819,11 @@ fn nft_replace(first: &Path, second: &Path) -> Result<(), String> {
         &["second.nft", "fresh"],
     )?;
     let (after, fresh) = (scratch.read("after"), scratch.read("fresh"));
+    // The sets dnsmasq fills outlive a list by design; no rule may use them any more.
+    let (after, fresh) = (
+        without_sets_missing_from(&after, &fresh),
+        sets_sorted(&fresh),
+    );
     let same = if after == fresh {
         Ok(())
     } else {
@@ -1767,9 +1847,13 @@ fn a_list_of_25000_entries_loads_into_every_real_tool() {
             .to_owned()
     };
     use wecom_allowlist::Target as T;
-    let script =
-        r#"nft -f "$1" && iptables-restore --noflush < "$2" && ip6tables-restore --noflush < "$3""#;
-    let out_files = [file(T::Nftables), file(T::Iptables), file(T::Ip6tables)];
+    let script = r#"nft -f "$1" && ipset restore -exist < "$4" && iptables-restore --noflush < "$2" && ip6tables-restore --noflush < "$3""#;
+    let out_files = [
+        file(T::Nftables),
+        file(T::Iptables),
+        file(T::Ip6tables),
+        file(T::Ipset),
+    ];
     // Real root in a new network namespace: inside a user namespace nft can't raise its socket
     // buffer, and a transaction of this size fails there with "Message too long".
     let status = Command::new("unshare")
@@ -1831,6 +1915,7 @@ fn squid_parses(path: &Path) -> Result<(), String> {
 #[test]
 fn every_option_that_changes_an_output_loads_into_the_real_tools() {
     if !(nft_tools()
+        && require_tool("dnsmasq")
         && xtables_tools(Family::V4)
         && xtables_tools(Family::V6)
         && require_tool("squid")
@@ -1867,6 +1952,10 @@ cidrs = ["101.20.0.0/25", "101.0.2.5", "240e:ff:e020::2/128"]
         (
             "nft-family-ip6",
             "[nftables]\nfamily = \"ip6\"\ntable = \"wecom6\"\n[filters]\nfamilies = [\"ipv6\", \"dns\"]\n",
+        ),
+        (
+            "dnsmasq-ipset",
+            "[dnsmasq]\nsets = \"ipset\"\ntimeout = 86400\n",
         ),
         (
             "custom-names",
@@ -1961,7 +2050,7 @@ cidrs = ["101.20.0.0/25", "101.0.2.5", "240e:ff:e020::2/128"]
                     "-rn",
                     "sh",
                     "-c",
-                    r#"nft -c -f "$1" && nft -f "$1" && nft -f "$1" && nft -j list ruleset > "$4" && iptables-restore --noflush < "$2" && ip6tables-restore --noflush < "$3" && iptables-save > "$5" && ip6tables-save > "$6""#,
+                    r#"nft -c -f "$1" && nft -f "$1" && nft -f "$1" && nft -j list ruleset > "$4" && ipset restore -exist < "$7" && iptables-restore --noflush < "$2" && ip6tables-restore --noflush < "$3" && iptables-save > "$5" && ip6tables-save > "$6""#,
                     "sh",
                 ])
                 .arg(file(T::Nftables))
@@ -1970,6 +2059,7 @@ cidrs = ["101.20.0.0/25", "101.0.2.5", "240e:ff:e020::2/128"]
                 .arg(dir.join("nft.json"))
                 .arg(dir.join("v4.save"))
                 .arg(dir.join("v6.save"))
+                .arg(file(T::Ipset))
                 .env("XTABLES_LOCKFILE", scratch.path("xtables.lock"))
                 .output()
                 .map_err(|e| format!("unshare can't start: {e}"))
@@ -1984,9 +2074,24 @@ cidrs = ["101.20.0.0/25", "101.0.2.5", "240e:ff:e020::2/128"]
                 .map_err(|e| format!("pfsense.xml: {e}"))
                 .and_then(|text| xmllint(&text));
             let loaded_ok = loaded.is_ok();
+            let dnsmasq = Command::new("dnsmasq")
+                .arg("--test")
+                .arg(format!("--conf-file={}", file(T::Dnsmasq).display()))
+                .output()
+                .map_err(|e| format!("dnsmasq can't start: {e}"))
+                .and_then(|o| {
+                    if o.status.success() {
+                        Ok(())
+                    } else {
+                        Err(format!(
+                            "dnsmasq --test: {}",
+                            String::from_utf8_lossy(&o.stderr)
+                        ))
+                    }
+                });
             failures.check(
                 &label,
-                all([loaded, squid_parses(&file(T::Squid)), pfsense]),
+                all([loaded, squid_parses(&file(T::Squid)), pfsense, dnsmasq]),
             );
             if let (Some((selection, extras)), true) = (semantics, loaded_ok) {
                 failures.check(
@@ -2037,4 +2142,459 @@ fn option_semantics(
             .map_err(|e| format!("ip6tables: {e}")),
         squid.map_err(|e| format!("squid: {e}")),
     ])
+}
+
+// ---------------------------------------------------------------------------------------------
+// DNS-fed sets: dnsmasq.conf, the sets of nftables.nft and ipset.rules, and the rules that
+// match them
+
+/// One `nftset=` or `ipset=` line of dnsmasq.conf: its names, and its sets (with the family
+/// the line gives, for nftset; ipset's sets carry their own).
+struct DnsmasqLine {
+    names: Vec<String>,
+    sets: Vec<(Option<Family>, String)>,
+}
+
+/// Reads dnsmasq.conf as dnsmasq does, for the options it may hold: only `kind=` lines
+/// (`nftset` or `ipset`) besides comments; nftset sets must lie in `table`.
+fn parse_dnsmasq(text: &str, kind: &str, table: &str) -> Result<Vec<DnsmasqLine>, String> {
+    let mut lines = Vec::new();
+    for line in text.lines() {
+        if line.trim().is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let rest = line
+            .strip_prefix(kind)
+            .and_then(|r| r.strip_prefix("=/"))
+            .ok_or_else(|| format!("a line other than {kind}=: {line}"))?;
+        let mut parts: Vec<&str> = rest.split('/').collect();
+        let specs = parts.pop().ok_or("no sets")?;
+        let names: Vec<String> = parts.iter().map(|n| normalize_name(n)).collect();
+        if names.is_empty() || names.iter().any(|n| n.is_empty() || n.contains(' ')) {
+            return Err(format!("bad names: {line}"));
+        }
+        let mut sets = Vec::new();
+        for spec in specs.split(',') {
+            if kind == "ipset" {
+                sets.push((None, spec.to_owned()));
+                continue;
+            }
+            let words: Vec<&str> = spec.split('#').collect();
+            let [digit, fam, tbl, name] = words[..] else {
+                return Err(format!("not family#table#set: {spec}"));
+            };
+            let family = match digit {
+                "4" => Family::V4,
+                "6" => Family::V6,
+                _ => return Err(format!("no address family 4 or 6: {spec}")),
+            };
+            if fam != "inet" || tbl != table {
+                return Err(format!("a set outside inet {table}: {spec}"));
+            }
+            sets.push((Some(family), name.to_owned()));
+        }
+        lines.push(DnsmasqLine { names, sets });
+    }
+    Ok(lines)
+}
+
+/// The sets dnsmasq 2.90 fills for an answer about `name`: those of the one line whose name
+/// matches longest (`/d/` matches d and every name below it), the first line on a tie.
+fn dnsmasq_sets_for<'a>(lines: &'a [DnsmasqLine], name: &str) -> &'a [(Option<Family>, String)] {
+    let mut best: Option<(usize, &DnsmasqLine)> = None;
+    for line in lines {
+        for d in &line.names {
+            let hit = name == d
+                || name
+                    .strip_suffix(d.as_str())
+                    .is_some_and(|h| h.ends_with('.'));
+            if hit && best.is_none_or(|(len, _)| d.len() > len) {
+                best = Some((d.len(), line));
+            }
+        }
+    }
+    best.map_or(&[], |(_, l)| &l.sets)
+}
+
+/// For every listed name, a name below it and a name nothing matches: the ports each
+/// (family, protocol) reaches once dnsmasq resolved the name (its line's sets, through the
+/// rules that match them) equal what the list allows the name, read as dnsmasq reads
+/// names (an exact name admits its subdomains).
+fn check_dns_enforcement(
+    lines: &[DnsmasqLine],
+    set_rules: &SetRules,
+    set_family: &BTreeMap<String, Family>,
+    expected: &Expected,
+    families: &[Family],
+) -> Result<(), String> {
+    let mut probes = BTreeSet::from(["zzprobe-matches-nothing.invalid".to_owned()]);
+    for proto in Proto::BOTH {
+        for name in expected.names(proto).listed() {
+            probes.insert(format!("zzprobe.{name}"));
+            probes.insert(name);
+        }
+    }
+    for line in lines {
+        probes.extend(line.names.iter().cloned());
+    }
+    let mut diffs = Vec::new();
+    for probe in &probes {
+        let sets = dnsmasq_sets_for(lines, probe);
+        for &family in families {
+            for proto in Proto::BOTH {
+                let mut got: Vec<Ports> = Vec::new();
+                for (line_family, set) in sets {
+                    let Some(&f) = set_family.get(set) else {
+                        diffs.push(format!("  {probe}: set {set} does not exist"));
+                        continue;
+                    };
+                    if line_family.is_some_and(|lf| lf != f) {
+                        diffs.push(format!("  {probe}: set {set} is not {}", f.name()));
+                    }
+                    if f != family {
+                        continue;
+                    }
+                    for &(rf, rp, ports) in set_rules.get(set).into_iter().flatten() {
+                        if rf == family && rp == proto {
+                            got.push(ports);
+                        }
+                    }
+                }
+                got.sort_unstable();
+                let want = expected.names(proto).as_zones().allowed(probe);
+                let mut reach = NameRelation::default();
+                for p in got {
+                    reach.add_wildcard(probe, p);
+                }
+                let got = reach.allowed(probe);
+                if got != want {
+                    diffs.push(format!(
+                        "  {probe} {} {}: reaches {got:?}, listed {want:?}",
+                        family.name(),
+                        proto.name()
+                    ));
+                }
+            }
+        }
+    }
+    if diffs.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "DNS-fed enforcement differs from the list:\n{}",
+            diffs.join("\n")
+        ))
+    }
+}
+
+/// nft's named sets: each one's family and timeout.
+type NftSets = BTreeMap<String, (Family, Option<u64>)>;
+
+/// nft's named sets of the table, each with its family and (flags timeout) timeout; and what
+/// the chain's rules allow for each set's addresses.
+fn nft_dns_sets(json: &str) -> Result<(NftSets, SetRules), String> {
+    let doc: Value = serde_json::from_str(json).map_err(|e| format!("nft -j is not JSON: {e}"))?;
+    let items = doc["nftables"].as_array().ok_or("no nftables list")?;
+    let mut sets = BTreeMap::new();
+    let mut rules = SetRules::new();
+    for item in items {
+        match single_key(item)? {
+            ("set", body) if body["table"] == NFT_TABLE => {
+                let (name, family, _) = nft_set(body)?;
+                sets.insert(name, (family, body["timeout"].as_u64()));
+            }
+            ("rule", body) if body["chain"] == NFT_CHAIN => {
+                let exprs = body["expr"].as_array().ok_or("a rule without expr")?;
+                let mut set = None;
+                let mut l4 = None;
+                for expr in exprs {
+                    let Some(m) = expr.get("match") else { continue };
+                    let payload = &m["left"]["payload"];
+                    match (payload["protocol"].as_str(), payload["field"].as_str()) {
+                        (Some(p @ ("ip" | "ip6")), Some("daddr")) => {
+                            if let Some(name) =
+                                m["right"].as_str().and_then(|s| s.strip_prefix('@'))
+                            {
+                                let f = if p == "ip" { Family::V4 } else { Family::V6 };
+                                set = Some((f, name.to_owned()));
+                            }
+                        }
+                        (Some(p @ ("tcp" | "udp")), Some("dport")) => {
+                            let ports = nft_values(&m["right"])
+                                .into_iter()
+                                .map(nft_ports)
+                                .collect::<Result<Vec<_>, _>>()?;
+                            l4 = Some((Proto::parse(p)?, ports));
+                        }
+                        _ => {}
+                    }
+                }
+                if let (Some((f, name)), Some((proto, ports))) = (set, l4) {
+                    let entry = rules.entry(name).or_default();
+                    entry.extend(ports.into_iter().map(|p| (f, proto, p)));
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok((sets, rules))
+}
+
+fn dnsmasq_tools() -> bool {
+    require_tool("dnsmasq") && require_tool("ipset") && nft_tools()
+}
+
+/// `dnsmasq --test` on dnsmasq.conf of every fixture, with either backend: it must say the
+/// syntax is OK, and the file must hold nothing but comments and `nftset=`/`ipset=` lines.
+#[test]
+fn dnsmasq_test_passes_on_every_fixture_with_both_backends() {
+    if !require_tool("dnsmasq") {
+        return;
+    }
+    let scratch = Scratch::new();
+    let mut failures = Failures::default();
+    for fixture in fixture_files() {
+        for kind in ["nftset", "ipset"] {
+            let what = format!("dnsmasq {kind} {}", file_name(&fixture));
+            let text = render("dnsmasq", &fixture, &["--dnsmasq-sets", kind]);
+            let path = scratch.write("dnsmasq.conf", &text);
+            let out = Command::new("dnsmasq")
+                .arg("--test")
+                .arg(format!("--conf-file={}", path.display()))
+                .output()
+                .expect("dnsmasq starts");
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            let ok = if out.status.success() && stderr.contains("syntax check OK") {
+                Ok(())
+            } else {
+                Err(format!("dnsmasq --test ({}): {stderr}", out.status))
+            };
+            let lines = parse_dnsmasq(&text, kind, NFT_TABLE).map(|_| ());
+            failures.check(&what, all([ok, lines]));
+        }
+    }
+    failures.assert_none();
+}
+
+/// nftables.nft and dnsmasq.conf (nftset) of every fixture, loaded by nft: every name, a name
+/// below it and an unlisted name reach, once resolved, exactly the (family, protocol, ports)
+/// the list gives them; every set has the default timeout.
+#[test]
+fn nftset_sets_and_rules_allow_every_name_as_dnsmasq_fills_them() {
+    if !dnsmasq_tools() {
+        return;
+    }
+    let mut failures = Failures::default();
+    for fixture in fixture_files() {
+        let what = format!("nftset {}", file_name(&fixture));
+        let scratch = Scratch::new();
+        scratch.write("script.nft", &render("nftables", &fixture, &[]));
+        let conf = render("dnsmasq", &fixture, &[]);
+        let result = scratch
+            .in_namespace(
+                r#"nft -f "$1" && nft -j list ruleset > "$2""#,
+                &["script.nft", "json"],
+            )
+            .and_then(|()| nft_dns_sets(&scratch.read("json")))
+            .and_then(|(sets, rules)| {
+                let lines = parse_dnsmasq(&conf, "nftset", NFT_TABLE)?;
+                let mut family = BTreeMap::new();
+                for (name, (f, timeout)) in &sets {
+                    family.insert(name.clone(), *f);
+                    let used = lines.iter().any(|l| l.sets.iter().any(|(_, s)| s == name));
+                    if used && *timeout != Some(3600) {
+                        return Err(format!("set {name} has timeout {timeout:?}, not 3600"));
+                    }
+                }
+                check_dns_enforcement(
+                    &lines,
+                    &rules,
+                    &family,
+                    &Expected::from_fixture(&fixture),
+                    &Family::BOTH,
+                )
+            });
+        failures.check(&what, result);
+    }
+    failures.assert_none();
+}
+
+/// The fields of `ipset save`'s `create` lines: name, family, timeout.
+fn parse_ipset_save(text: &str) -> Result<BTreeMap<String, (Family, u64)>, String> {
+    let mut sets = BTreeMap::new();
+    for line in text.lines().filter(|l| l.starts_with("create ")) {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let after = |key: &str| {
+            words
+                .iter()
+                .position(|w| *w == key)
+                .and_then(|i| words.get(i + 1))
+                .copied()
+                .ok_or_else(|| format!("no {key}: {line}"))
+        };
+        if words.get(2) != Some(&"hash:ip") {
+            return Err(format!("not hash:ip: {line}"));
+        }
+        let family = match after("family")? {
+            "inet" => Family::V4,
+            "inet6" => Family::V6,
+            other => return Err(format!("family {other}: {line}")),
+        };
+        let timeout = after("timeout")?
+            .parse()
+            .map_err(|e| format!("timeout: {e}: {line}"))?;
+        sets.insert(words[1].to_owned(), (family, timeout));
+    }
+    Ok(sets)
+}
+
+/// ipset.rules, iptables.rules, ip6tables.rules and dnsmasq.conf (ipset) of every fixture,
+/// restored in that order: every name reaches, once resolved, exactly what the list allows it.
+#[test]
+fn ipset_sets_and_xtables_rules_allow_every_name_as_dnsmasq_fills_them() {
+    if !(dnsmasq_tools() && xtables_tools(Family::V4) && xtables_tools(Family::V6)) {
+        return;
+    }
+    let mut failures = Failures::default();
+    for fixture in fixture_files() {
+        let what = format!("ipset {}", file_name(&fixture));
+        let scratch = Scratch::new();
+        scratch.write("ipset.rules", &render("ipset", &fixture, &[]));
+        scratch.write("v4", &render("iptables", &fixture, &[]));
+        scratch.write("v6", &render("ip6tables", &fixture, &[]));
+        let conf = render("dnsmasq", &fixture, &["--dnsmasq-sets", "ipset"]);
+        let result = scratch
+            .in_namespace(
+                r#"ipset restore -exist < "$1" && iptables-restore --noflush < "$2" && ip6tables-restore --noflush < "$3" && ipset save > "$4" && iptables-save > "$5" && ip6tables-save > "$6""#,
+                &["ipset.rules", "v4", "v6", "sets", "save4", "save6"],
+            )
+            .and_then(|()| {
+                let sets = parse_ipset_save(&scratch.read("sets"))?;
+                let (_, mut rules) = parse_xtables_save_sets(Family::V4, &scratch.read("save4"))?;
+                let (_, rules6) = parse_xtables_save_sets(Family::V6, &scratch.read("save6"))?;
+                for (name, r) in rules6 {
+                    rules.entry(name).or_default().extend(r);
+                }
+                let mut family = BTreeMap::new();
+                for (name, (f, timeout)) in &sets {
+                    if *timeout != 3600 {
+                        return Err(format!("set {name} has timeout {timeout}, not 3600"));
+                    }
+                    family.insert(name.clone(), *f);
+                }
+                for (name, r) in &rules {
+                    if r.iter().any(|(f, _, _)| family.get(name) != Some(f)) {
+                        return Err(format!("a rule matches set {name} of another family"));
+                    }
+                }
+                let lines = parse_dnsmasq(&conf, "ipset", NFT_TABLE)?;
+                check_dns_enforcement(
+                    &lines,
+                    &rules,
+                    &family,
+                    &Expected::from_fixture(&fixture),
+                    &Family::BOTH,
+                )
+            });
+        failures.check(&what, result);
+    }
+    failures.assert_none();
+}
+
+/// The first `add set` of an nft script whose type is `ipv4_addr`: a DNS-fed set.
+fn first_v4_set(script: &str) -> Option<String> {
+    script
+        .lines()
+        .find(|l| l.starts_with("add set ") && l.contains("type ipv4_addr"))
+        .and_then(|l| l.split_whitespace().nth(4))
+        .map(str::to_owned)
+}
+
+/// The sets belong to dnsmasq: reloading nftables.nft keeps an address it added, a changed
+/// timeout loads (and applies to the set), and a list without the name group leaves no rule
+/// that matches its set. ipset.rules: restoring again keeps the address, and a changed timeout
+/// still restores (into new sets).
+#[test]
+fn dns_sets_keep_dnsmasq_addresses_across_reloads_and_timeout_changes() {
+    if !dnsmasq_tools() {
+        return;
+    }
+    let scratch = Scratch::new();
+    let seed = crate::support::fixture("seed.json");
+    let short = scratch.write("short.toml", "[dnsmasq]\ntimeout = 600\n");
+    let short_args = ["--config", short.to_str().expect("UTF-8 path")];
+    let no_names = scratch.write(
+        "no-names.json",
+        r#"{"errcode":0,"errmsg":"ok","domain_list":[],"ip_list":[{"ip":"115.238.203.109","protocol":"TCP","port":[443],"is_necessary":1}]}"#,
+    );
+    let s1 = render("nftables", &seed, &[]);
+    let set = first_v4_set(&s1).expect("the seed has a name group");
+    scratch.write("s1.nft", &s1);
+    scratch.write("s2.nft", &render("nftables", &seed, &short_args));
+    scratch.write("s3.nft", &render("nftables", &no_names, &[]));
+    let mut failures = Failures::default();
+    let nft = scratch.in_namespace(
+        &format!(
+            r#"nft -f "$1" && nft add element inet {NFT_TABLE} {set} '{{ 1.2.3.4 timeout 1h }}' && nft -f "$1" && nft -j list set inet {NFT_TABLE} {set} > "$4" && nft -f "$2" && nft -j list set inet {NFT_TABLE} {set} > "$5" && nft -f "$3" && nft -j list chain inet {NFT_TABLE} {NFT_CHAIN} > "$6""#
+        ),
+        &["s1.nft", "s2.nft", "s3.nft", "reloaded", "retimed", "chain"],
+    );
+    failures.check("nft reloads", nft);
+    if failures.0.is_empty() {
+        let reloaded = scratch.read("reloaded");
+        let retimed = scratch.read("retimed");
+        let chain = scratch.read("chain");
+        failures.check(
+            "nft reload keeps the address",
+            if reloaded.contains("1.2.3.4") {
+                Ok(())
+            } else {
+                Err(reloaded)
+            },
+        );
+        failures.check(
+            "nft new timeout applies and keeps the address",
+            if retimed.contains("1.2.3.4") && retimed.contains(r#""timeout": 600"#) {
+                Ok(())
+            } else {
+                Err(retimed)
+            },
+        );
+        failures.check(
+            "a list without the group leaves no rule on its set",
+            if chain.contains(&format!("@{set}")) || !chain.contains("115.238.203.109") {
+                Err(chain)
+            } else {
+                Ok(())
+            },
+        );
+    }
+
+    let r1 = render("ipset", &seed, &[]);
+    let ipset = r1
+        .lines()
+        .find(|l| l.starts_with("create ") && l.contains("family inet "))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .expect("the seed has an IPv4 set")
+        .to_owned();
+    scratch.write("r1", &r1);
+    scratch.write("r2", &render("ipset", &seed, &short_args));
+    let restored = scratch.in_namespace(
+        &format!(
+            r#"ipset restore -exist < "$1" && ipset add {ipset} 1.2.3.4 && ipset restore -exist < "$1" && ipset restore -exist < "$2" && ipset save > "$3""#
+        ),
+        &["r1", "r2", "saved"],
+    );
+    failures.check("ipset restores", restored);
+    if failures.0.is_empty() {
+        let saved = scratch.read("saved");
+        let sets = parse_ipset_save(&saved);
+        let kept = saved.contains(&format!("add {ipset} 1.2.3.4"));
+        let retimed = sets.is_ok_and(|s| s.values().any(|&(_, t)| t == 600));
+        failures.check(
+            "ipset keeps the address and takes the new timeout",
+            if kept && retimed { Ok(()) } else { Err(saved) },
+        );
+    }
+    failures.assert_none();
 }
