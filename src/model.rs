@@ -24,7 +24,7 @@ impl Protocol {
     }
 }
 
-/// What a destination is matched by. `Dns` groups hold names, which only Squid and pfSense enforce.
+/// What a destination is matched by. `Dns` groups hold names, which Squid and pfSense enforce, and the L3 targets through dnsmasq's sets.
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, serde::Deserialize,
 )]

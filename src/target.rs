@@ -116,7 +116,7 @@ impl Target {
     /// that a wildcard covers elsewhere must keep its own entry.
     pub fn wildcards(self) -> bool {
         match self {
-            // Names are not enforced there at all; the header lists them in their shortest form.
+            // Names reach these through dnsmasq's sets, whose `/name/` covers every name below.
             Target::Iptables | Target::Ip6tables | Target::Nftables => true,
             Target::Squid => true,
             // dnsmasq's `/name/` matches the name and every name below it.
