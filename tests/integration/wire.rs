@@ -700,6 +700,11 @@ fn control(lab: &mut Lab, _: &Outputs, _: &[&Outputs]) -> Report {
 
 /// Loads one list's iptables.rules and ip6tables.rules as the README says.
 fn iptables_load(client: &Netns, out: &Outputs) -> Result<(), String> {
+    // iptables.rules matches the DNS-fed sets of ipset.rules, which its header says to restore first.
+    client.exec(
+        &["ipset", "restore", "-exist"],
+        Some(out.read("ipset.rules").as_bytes()),
+    )?;
     for (tool, file) in [
         ("iptables", "iptables.rules"),
         ("ip6tables", "ip6tables.rules"),
@@ -906,8 +911,9 @@ fn squid_mode(lab: &mut Lab, first: &Outputs, then: &[&Outputs]) -> Report {
     report
 }
 
-const TOOLS: [&str; 9] = [
+const TOOLS: [&str; 10] = [
     "ip",
+    "ipset",
     "python3",
     "iptables",
     "ip6tables",
