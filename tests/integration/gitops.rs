@@ -645,13 +645,15 @@ fn new_files_follow_the_umask_and_old_files_keep_their_mode() {
         "nftables.nft",
         "pfsense.xml",
         "squid.conf",
+        "dnsmasq.conf",
+        "ipset.rules",
         "source.json",
     ] {
         assert_eq!(mode(name), 0o640, "{name} ignores the umask");
     }
     assert_eq!(
         fs::read_dir(&out).unwrap().count(),
-        6,
+        8,
         "temporary files left"
     );
 }
@@ -704,6 +706,10 @@ fn a_partial_build_never_leaves_other_files_citing_another_list() {
         "nftables",
         "--target",
         "pfsense",
+        "--target",
+        "dnsmasq",
+        "--target",
+        "ipset",
     ];
     let res = build(&next, &out, &all);
     assert!(res.status.success(), "{}", stderr(&res));
