@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{ArgAction, Args, Parser, Subcommand};
+use clap::{ArgAction, Args, CommandFactory, Parser, Subcommand};
 
 use crate::config::Config;
 use crate::diff::{summarize, Format};
@@ -33,8 +33,10 @@ credentials; 4 a safety guard refused; 70 an internal template error (a bug)."
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
-    /// Log on standard error: -v what the fetch does, -vv every request. RUST_LOG (e.g.
-    /// `hyper_util=debug`) sets the levels of other crates. Secrets are never logged.
+    /// Log on standard error: -v what the fetch does, -vv every request. Only fetching logs:
+    /// for diff, targets, completions, man, and render or build with --input, it adds nothing.
+    /// RUST_LOG (e.g. `hyper_util=debug`) sets the levels of other crates. Secrets are never
+    /// logged.
     #[arg(short, long, action = ArgAction::Count, global = true)]
     pub verbose: u8,
 }
@@ -66,9 +68,15 @@ pub enum Command {
         /// squid.conf, dnsmasq.conf, ipset.rules and source.json into (created if missing).
         #[arg(long, value_name = "DIR")]
         out_dir: PathBuf,
-        /// Only these targets (repeat the option for several). Default: all. Refused (exit 4)
-        /// when another target's file in DIR would then cite another source.json.
-        #[arg(long = "target", value_enum, value_name = "TARGET")]
+        /// Only these targets (repeat the option, or separate them with commas: squid,nftables).
+        /// Default: all. Refused (exit 4) when another target's file in DIR would then cite
+        /// another source.json.
+        #[arg(
+            long = "target",
+            value_enum,
+            value_name = "TARGET",
+            value_delimiter = ','
+        )]
         targets: Vec<Target>,
         /// Write nothing: exit 0 when DIR is up to date, 1 with a unified diff of each file that
         /// would change and a summary of the list's changes when it is not.
@@ -80,6 +88,10 @@ pub enum Command {
         /// wildcard that covers it counts as allowed); 100 turns the guard off.
         #[arg(long, value_name = "PCT", default_value_t = 50, value_parser = clap::value_parser!(u8).range(0..=100))]
         max_shrink: u8,
+        /// Don't list on standard error which files were written and which were unchanged.
+        /// Warnings (such as removed leftovers of an interrupted run) and errors still show.
+        #[arg(short, long)]
+        quiet: bool,
         #[command(flatten)]
         policy: PolicyArgs,
     },
@@ -90,6 +102,8 @@ pub enum Command {
         old: PathBuf,
         /// The newer list.
         new: PathBuf,
+        /// How to print the changes: text for a terminal, markdown for a pull request, json for
+        /// programs.
         #[arg(long, value_enum, default_value = "text")]
         format: Format,
     },
@@ -104,6 +118,15 @@ pub enum Command {
         #[arg(short, long, value_name = "FILE")]
         output: Option<PathBuf>,
     },
+    /// Print a completion script for SHELL on standard output, e.g.
+    /// `source <(wecom-allowlist completions bash)`.
+    Completions {
+        /// The shell to complete in.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff) on standard output, e.g. `wecom-allowlist man | man -l -`.
+    Man,
 }
 
 #[derive(Debug, Args)]
@@ -168,7 +191,7 @@ impl FetchArgs {
 pub struct PolicyArgs {
     /// A TOML config file: names per target, filters, extra and excluded destinations
     /// (see README.md).
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", env = CONFIG_ENV)]
     pub config: Option<PathBuf>,
     /// A folder of templates that replace the built-in ones of the same file name
     /// (iptables.rules, nftables.nft, pfsense.xml, squid.conf, dnsmasq.conf, ipset.rules).
@@ -266,6 +289,23 @@ fn load(source: &SourceArgs) -> Result<wecom::Response> {
         eprintln!("wecom-allowlist: warning: skipped {skipped}");
     }
     Ok(response)
+}
+
+/// Validates and filters the list; warns about each exclusion that takes nothing out.
+fn prepare(source: &SourceArgs, config: &Config) -> Result<crate::Prepared> {
+    let prepared = crate::prepare(load(source)?, config)?;
+    for x in &prepared.unused_exclusions {
+        let (key, shown) = match x {
+            crate::model::Dest::Net(n) => ("exclude.cidrs", n.to_string()),
+            crate::model::Dest::Wildcard(h) => ("exclude.domains", format!("*.{h}")),
+            crate::model::Dest::Exact(h) => ("exclude.domains", h.to_string()),
+        };
+        eprintln!(
+            "wecom-allowlist: warning: {key} {} matches no entry of the list: it excludes nothing (a typo?)",
+            crate::text::quote(&shown)
+        );
+    }
+    Ok(prepared)
 }
 
 /// Reads a list for `diff` or the shrink guard: a response or a source.json.
@@ -446,7 +486,7 @@ fn refuse_stale_others(out_dir: &Path, targets: &[Target], digest: &str) -> Resu
 }
 
 /// `build` once the folder is locked (or, for `--check`, as it is): guards, then rendering,
-/// then writing all files or none.
+/// then writing all files or none. Also returns what it did to each file, for standard error.
 fn build_into(
     prepared: &crate::Prepared,
     templates: &Templates,
@@ -455,7 +495,7 @@ fn build_into(
     check: bool,
     max_shrink: u8,
     exact_domains: bool,
-) -> Result<Outcome> {
+) -> Result<(Outcome, String)> {
     // Every guard that can refuse runs before the (costly) rendering.
     let source_path = out_dir.join(SOURCE_FILE);
     let previous = previous_list(&source_path)?;
@@ -483,16 +523,49 @@ fn build_into(
     if check {
         let stale = stale_files(&files)?;
         if stale.is_empty() {
-            return Ok(Outcome::Done);
+            return Ok((Outcome::Done, String::new()));
         }
         let mut report: String = stale.concat();
         report.push('\n');
         report.push_str(&summarize(&previous, &prepared.list).text());
         print(&report)?;
-        return Ok(Outcome::Changed);
+        return Ok((Outcome::Changed, String::new()));
     }
+    let report = what_changes(&files);
     write_files(&files)?;
-    Ok(Outcome::Done)
+    Ok((Outcome::Done, report))
+}
+
+/// What a build is about to do to each file, for standard error: an engineer at the terminal
+/// sees which files a build touched (and that a no-op build was one).
+fn what_changes(files: &[(PathBuf, Vec<u8>)]) -> String {
+    let (mut written, mut unchanged) = (0, 0);
+    let mut report = String::new();
+    for (path, bytes) in files {
+        let state = match std::fs::read(path) {
+            Ok(old) if old == *bytes => None,
+            Ok(_) => Some("changed"),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some("new"),
+            Err(_) => Some("replaced"),
+        };
+        match state {
+            Some(state) => {
+                written += 1;
+                report.push_str(&format!(
+                    "wecom-allowlist: wrote {} ({state})\n",
+                    path.display()
+                ));
+            }
+            None => {
+                unchanged += 1;
+                report.push_str(&format!("wecom-allowlist: unchanged {}\n", path.display()));
+            }
+        }
+    }
+    report.push_str(&format!(
+        "wecom-allowlist: {written} written, {unchanged} unchanged\n"
+    ));
+    report
 }
 
 /// Said once when another run holds the folder, so a waiting build doesn't look hung.
@@ -533,7 +606,7 @@ pub fn run(cli: Cli) -> Result<Outcome> {
         } => {
             let config = policy.config()?;
             let templates = policy.templates()?;
-            let prepared = crate::prepare(load(&source)?, &config)?;
+            let prepared = prepare(&source, &config)?;
             let text = if dump_context {
                 prepared.context_json(target)?
             } else {
@@ -550,11 +623,12 @@ pub fn run(cli: Cli) -> Result<Outcome> {
             mut targets,
             check,
             max_shrink,
+            quiet,
             policy,
         } => {
             let config = policy.config()?;
             let templates = policy.templates()?;
-            let prepared = crate::prepare(load(&source)?, &config)?;
+            let prepared = prepare(&source, &config)?;
             if targets.is_empty() {
                 targets = Target::ALL.to_vec();
             }
@@ -571,7 +645,21 @@ pub fn run(cli: Cli) -> Result<Outcome> {
                     max_shrink,
                     exact_domains,
                 )
+                .map(|(outcome, report)| {
+                    if !quiet {
+                        eprint!("{report}");
+                    }
+                    outcome
+                })
             };
+            if out_dir.exists() && !out_dir.is_dir() {
+                return Err(Error::Write {
+                    path: out_dir,
+                    source: std::io::Error::other(
+                        "it is a file, not a folder: --out-dir takes a folder",
+                    ),
+                });
+            }
             if check {
                 // Read under a shared lock, so a build running now is seen whole or not at all.
                 let _lock = if out_dir.is_dir() {
@@ -600,6 +688,18 @@ pub fn run(cli: Cli) -> Result<Outcome> {
             }
             return result;
         }
+        Command::Completions { shell } => {
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), BIN, &mut script);
+            print(&String::from_utf8_lossy(&script))?;
+        }
+        Command::Man => {
+            let page = man_page().map_err(|source| Error::Write {
+                path: "<stdout>".into(),
+                source,
+            })?;
+            print(&page)?;
+        }
         Command::Diff { old, new, format } => {
             let (old, new) = (load_list(&old)?, load_list(&new)?);
             let summary = summarize(&old, &new);
@@ -610,6 +710,43 @@ pub fn run(cli: Cli) -> Result<Outcome> {
         }
     }
     Ok(Outcome::Done)
+}
+
+/// One man page for the whole tool: the top command's sections, then a section per command
+/// with its synopsis, description and options, so that `man` answers what `help CMD` does.
+fn man_page() -> std::io::Result<String> {
+    let mut cmd = Cli::command();
+    cmd.build();
+    let mut page = Vec::new();
+    let top = clap_mangen::Man::new(cmd.clone());
+    top.render_title(&mut page)?;
+    top.render_name_section(&mut page)?;
+    top.render_synopsis_section(&mut page)?;
+    top.render_description_section(&mut page)?;
+    top.render_options_section(&mut page)?;
+    // Not clap_mangen's list of commands: it points to a page per command, which isn't there.
+    for sub in cmd.get_subcommands().filter(|s| s.get_name() != "help") {
+        let man = clap_mangen::Man::new(sub.clone());
+        let mut part = Vec::new();
+        man.render_synopsis_section(&mut part)?;
+        man.render_description_section(&mut part)?;
+        if sub.get_arguments().any(|a| !a.is_hide_set()) {
+            man.render_options_section(&mut part)?;
+        }
+        let part = String::from_utf8_lossy(&part);
+        page.extend_from_slice(format!(".SH \"{BIN} {}\"\n", sub.get_name()).as_bytes());
+        // The command's own sections become subsections of its section.
+        for line in part.lines() {
+            let line = line
+                .strip_prefix(".SH ")
+                .map_or_else(|| line.to_owned(), |title| format!(".SS {title}"));
+            page.extend_from_slice(line.as_bytes());
+            page.push(b'\n');
+        }
+    }
+    top.render_extra_section(&mut page)?;
+    top.render_version_section(&mut page)?;
+    String::from_utf8(page).map_err(std::io::Error::other)
 }
 
 /// Logs go to standard error only, so standard output stays the result. This crate's warnings
@@ -652,9 +789,23 @@ fn init_logging(verbose: u8) {
         .try_init();
 }
 
+/// The name the binary is installed as, which completions and the man page use.
+const BIN: &str = "wecom-allowlist";
+
+/// The variable that names the config file when --config doesn't.
+const CONFIG_ENV: &str = "WECOM_ALLOWLIST_CONFIG";
+
 /// The binary's whole `main`.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // An empty variable counts as unset, as for the credentials (CI passes an undefined
+    // secret or variable as ""); clap would call it a missing value. Nothing else runs yet.
+    if std::env::var_os(CONFIG_ENV).is_some_and(|v| v.is_empty()) {
+        std::env::remove_var(CONFIG_ENV);
+    }
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return usage_error(&e),
+    };
     init_logging(cli.verbose);
     match run(cli) {
         Ok(Outcome::Done) => ExitCode::SUCCESS,
@@ -664,4 +815,24 @@ pub fn main() -> ExitCode {
             ExitCode::from(e.exit_code())
         }
     }
+}
+
+/// Clap's own output: help and version as clap prints them, and its errors with the same
+/// `wecom-allowlist: error:` prefix as the tool's, so scripts and people match one form.
+fn usage_error(e: &clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    if matches!(
+        e.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
+        let _ = e.print();
+        return ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(2));
+    }
+    // Plain text (no colours): `render()`'s Display drops the styling.
+    let text = e.render().to_string();
+    let text = text.strip_prefix("error: ").unwrap_or(&text);
+    eprint!("{BIN}: error: {text}");
+    ExitCode::from(2)
 }

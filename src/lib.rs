@@ -39,6 +39,8 @@ pub struct Prepared {
     /// `source.json`, whose digest every file's header carries.
     pub source_json: String,
     settings: Settings,
+    /// Config exclusions that match no entry of the list (or its extras): likely typos.
+    pub unused_exclusions: Vec<model::Dest>,
 }
 
 /// Merges the config's extra entries into the response's, applies filters, exclusions and the
@@ -46,6 +48,7 @@ pub struct Prepared {
 pub fn prepare(response: wecom::Response, config: &Config) -> Result<Prepared> {
     let mut entries = response.entries;
     entries.extend(config.extra.entries.iter().cloned());
+    let unused_exclusions = normalize::unused_exclusions(&entries, &config.options.exclude);
     let entries = normalize::select(entries, &config.options)?;
     let list = List::from_entries(&entries);
     let source_json = list.to_json();
@@ -62,6 +65,7 @@ pub fn prepare(response: wecom::Response, config: &Config) -> Result<Prepared> {
         list,
         source_json,
         settings,
+        unused_exclusions,
     })
 }
 

@@ -457,6 +457,35 @@ fn exclude_wildcard(w: &Hostname, names: &[Dest]) -> Result<Option<Hostname>, De
     }
 }
 
+/// The exclusions that touch no entry: each would take nothing out, which is usually a typo
+/// that must not pass for a working exclusion. Checked against every entry, before the
+/// filters, so an exclusion of an entry that a filter drops too is not reported.
+pub fn unused_exclusions(entries: &[Entry], ex: &Exclude) -> Vec<Dest> {
+    let names = ex.names.iter().filter(|x| {
+        !entries.iter().any(|e| {
+            let universal = e.universal.clone().map(Dest::Wildcard);
+            std::iter::once(&e.dest)
+                .chain(universal.as_ref())
+                .any(|d| match (x, d) {
+                    (Dest::Exact(x), Dest::Exact(h)) => x == h,
+                    // A name under a listed wildcard (an error later) or a wildcard over a
+                    // listed name or wildcard: either way the two meet.
+                    (Dest::Exact(x) | Dest::Wildcard(x), Dest::Wildcard(h)) => {
+                        x.is_within(h) || h.is_within(x)
+                    }
+                    (Dest::Wildcard(w), Dest::Exact(h)) => h.is_within(w),
+                    _ => false,
+                })
+        })
+    });
+    let nets = ex.nets.iter().filter(|x| {
+        !entries
+            .iter()
+            .any(|e| matches!(&e.dest, Dest::Net(n) if n.contains(*x) || x.contains(n)))
+    });
+    names.cloned().chain(nets.map(|n| Dest::Net(*n))).collect()
+}
+
 /// `outer` without `inner` (which it contains), as the fewest prefixes: halve `outer` and keep
 /// the half that doesn't hold `inner`, down to `inner`'s length.
 pub fn subtract(outer: IpNet, inner: IpNet) -> Vec<IpNet> {

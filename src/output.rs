@@ -80,7 +80,9 @@ fn stage(path: &Path, bytes: &[u8], access: Access) -> Result<NamedTempFile> {
         };
         builder.permissions(fs::Permissions::from_mode(create));
     }
-    let mut tmp = builder.tempfile_in(folder(path)).map_err(&err)?;
+    let mut tmp = builder
+        .tempfile_in(folder(path))
+        .map_err(|e| err(without_temp_path(e, folder(path))))?;
     #[cfg(unix)]
     if access == Access::AsBefore {
         use std::os::unix::fs::PermissionsExt;
@@ -92,6 +94,24 @@ fn stage(path: &Path, bytes: &[u8], access: Access) -> Result<NamedTempFile> {
     tmp.write_all(bytes).map_err(&err)?;
     tmp.as_file().sync_all().map_err(&err)?;
     Ok(tmp)
+}
+
+/// tempfile's error names the temporary file it tried to create, which the user never asked
+/// for: say what is wrong with the folder instead (`-o` into a folder that doesn't exist).
+fn without_temp_path(e: std::io::Error, dir: &Path) -> std::io::Error {
+    match e.kind() {
+        std::io::ErrorKind::NotFound => std::io::Error::new(
+            e.kind(),
+            format!("the folder {} does not exist", dir.display()),
+        ),
+        std::io::ErrorKind::NotADirectory => {
+            std::io::Error::new(e.kind(), format!("{} is not a folder", dir.display()))
+        }
+        kind => match e.raw_os_error() {
+            Some(code) => std::io::Error::from_raw_os_error(code),
+            None => std::io::Error::from(kind),
+        },
+    }
 }
 
 /// Replaces or creates `path` atomically (`-o FILE`).

@@ -759,3 +759,441 @@ fn dnsmasq_sets_flag_picks_the_backend_and_overrides_the_config() {
     assert_eq!(bad.status.code(), Some(2));
     assert!(bad.stdout.is_empty());
 }
+
+/// Runs `script` with `program -c`, the binary's path in `$BIN`; returns its stdout, or panics
+/// with its stderr.
+fn shell(program: &str, args: &[&str], script: &str) -> String {
+    let out = std::process::Command::new(program)
+        .args(args)
+        .arg("-c")
+        .arg(script)
+        .env("BIN", env!("CARGO_BIN_EXE_wecom-allowlist"))
+        .env_remove("WECOM_ALLOWLIST_CONFIG")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("{program} runs: {e}"));
+    assert!(
+        out.status.success(),
+        "{program} -c {script:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn completions_for_every_shell_are_generated_and_loaded_by_bash_zsh_and_fish() {
+    for sh in ["bash", "zsh", "fish", "powershell", "elvish"] {
+        let out = run(&["completions", sh], None);
+        assert!(out.status.success(), "{sh}: {}", stderr(&out));
+        let script = stdout(&out);
+        // Every command is offered, whatever the shell.
+        for cmd in [
+            "render",
+            "build",
+            "diff",
+            "targets",
+            "fetch",
+            "completions",
+            "man",
+        ] {
+            assert!(script.contains(cmd), "{sh} completion lacks {cmd}");
+        }
+    }
+    let bad = run(&["completions", "tcsh"], None);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(bad.stdout.is_empty());
+
+    // Loaded, then asked to complete `wecom-allowlist bu`: each shell must answer `build`.
+    if crate::real_tools::require_tool("bash") {
+        let got = shell(
+            "bash",
+            &["--norc", "--noprofile"],
+            r#"source <("$BIN" completions bash) && spec=$(complete -p wecom-allowlist) &&
+               f=${spec##*-F } && f=${f%% *} &&
+               COMP_WORDS=(wecom-allowlist bu) COMP_CWORD=1 COMP_LINE='wecom-allowlist bu' COMP_POINT=18 &&
+               "$f" wecom-allowlist bu wecom-allowlist && printf '%s\n' "${COMPREPLY[@]}""#,
+        );
+        assert!(got.lines().any(|l| l == "build"), "bash offered {got:?}");
+    }
+    if crate::real_tools::require_tool("zsh") {
+        let got = shell(
+            "zsh",
+            &["-f"],
+            r#"autoload -U compinit && compinit -u -D && source <("$BIN" completions zsh) &&
+               print -r -- "$_comps[wecom-allowlist]" && (( $+functions[_wecom-allowlist] )) && print defined"#,
+        );
+        assert_eq!(got, "_wecom-allowlist\ndefined\n", "zsh registered {got:?}");
+    }
+    if crate::real_tools::require_tool("fish") {
+        let got = shell(
+            "fish",
+            &["--no-config"],
+            r#""$BIN" completions fish | source; complete -C 'wecom-allowlist bu'"#,
+        );
+        assert!(
+            got.lines().any(|l| l.split('\t').next() == Some("build")),
+            "fish offered {got:?}"
+        );
+    }
+}
+
+#[test]
+fn man_prints_a_page_that_groff_and_man_read_without_a_warning() {
+    let out = run(&["man"], None);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let page = stdout(&out);
+    assert!(page.starts_with(".ie \\n(.g .ds Aq \\(aq") || page.contains(".TH wecom-allowlist 1"));
+    // One section per command, holding its options.
+    for cmd in [
+        "render",
+        "build",
+        "diff",
+        "targets",
+        "fetch",
+        "completions",
+        "man",
+    ] {
+        assert!(
+            page.contains(&format!(".SH \"wecom-allowlist {cmd}\"")),
+            "no section for {cmd}"
+        );
+    }
+    assert!(page.contains("\\-\\-out\\-dir") && page.contains("\\-\\-format"));
+    if crate::real_tools::require_tool("groff") {
+        let mut child = std::process::Command::new("groff")
+            .args(["-k", "-man", "-Tutf8", "-ww", "-z"])
+            .stdin(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("groff starts");
+        {
+            use std::io::Write;
+            let mut stdin = child.stdin.take().expect("piped");
+            stdin.write_all(page.as_bytes()).expect("groff reads");
+        }
+        let done = child.wait_with_output().expect("groff runs");
+        let warnings = String::from_utf8_lossy(&done.stderr);
+        assert!(done.status.success() && warnings.is_empty(), "{warnings}");
+    }
+    if crate::real_tools::require_tool("man") {
+        let text = shell(
+            "bash",
+            &["--norc", "--noprofile"],
+            r#"set -o pipefail; "$BIN" man | LANG=C.UTF-8 MANWIDTH=100 man -l -"#,
+        );
+        assert!(text.contains("wecom-allowlist build"), "{text}");
+        let warnings = shell(
+            "bash",
+            &["--norc", "--noprofile"],
+            r#"set -o pipefail; "$BIN" man | LANG=C.UTF-8 MANWIDTH=100 man -l - 2>&1 >/dev/null"#,
+        );
+        assert_eq!(warnings, "");
+    }
+}
+
+#[test]
+fn build_says_which_files_it_wrote_and_quiet_silences_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let out_dir = dir.path().join("out");
+    let seed = fixture("seed.json");
+    let rich = fixture("rich.json");
+    let build = |input: &std::path::Path, extra: &[&str]| {
+        let mut args = vec![
+            "build",
+            "--input",
+            input.to_str().unwrap(),
+            "--out-dir",
+            out_dir.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        let out = run(&args, None);
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert!(out.stdout.is_empty());
+        stderr(&out)
+    };
+    let path = |name: &str| out_dir.join(name).display().to_string();
+    let first = build(&seed, &[]);
+    for t in TARGETS {
+        let line = format!("wecom-allowlist: wrote {} (new)", path(target_file(t)));
+        assert!(first.lines().any(|l| l == line), "{line:?} not in {first}");
+    }
+    // Every target's file and source.json.
+    let files = TARGETS.len() + 1;
+    let all_new = format!("wecom-allowlist: {files} written, 0 unchanged\n");
+    assert!(first.ends_with(&all_new), "{first}");
+    let again = build(&seed, &[]);
+    assert!(
+        again.contains(&format!(
+            "wecom-allowlist: unchanged {}\n",
+            path("squid.conf")
+        )),
+        "{again}"
+    );
+    let none = format!("wecom-allowlist: 0 written, {files} unchanged\n");
+    assert!(again.ends_with(&none), "{again}");
+    let changed = build(&rich, &["--max-shrink", "100"]);
+    assert!(
+        changed.contains(&format!(
+            "wecom-allowlist: wrote {} (changed)\n",
+            path("source.json")
+        )),
+        "{changed}"
+    );
+    assert_eq!(build(&seed, &["--max-shrink", "100", "--quiet"]), "");
+    assert_eq!(build(&seed, &["-q"]), "");
+}
+
+#[test]
+fn targets_take_commas_and_the_config_comes_from_the_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let out_dir = dir.path().join("out");
+    let seed = fixture("seed.json");
+    let out = run(
+        &[
+            "build",
+            "--input",
+            seed.to_str().unwrap(),
+            "--out-dir",
+            out_dir.to_str().unwrap(),
+            "--target",
+            "squid,nftables",
+            "--target",
+            "pfsense",
+        ],
+        None,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let mut names: Vec<String> = fs::read_dir(&out_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        ["nftables.nft", "pfsense.xml", "source.json", "squid.conf"]
+    );
+
+    let config = config_file(dir.path(), "[iptables]\nchain = \"FROM_ENV\"\n");
+    let render = |env: &[(&str, &str)], extra: &[&str]| {
+        let mut args = vec!["render", "iptables", "--input", seed.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        crate::support::run_env(&args, None, env)
+    };
+    let out = render(&[("WECOM_ALLOWLIST_CONFIG", &config)], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains(":FROM_ENV - [0:0]"),
+        "{}",
+        stdout(&out)
+    );
+    // --config wins over the variable; an empty variable counts as unset.
+    let flag_dir = dir.path().join("flag");
+    fs::create_dir(&flag_dir).unwrap();
+    let other = config_file(&flag_dir, "[iptables]\nchain = \"FROM_FLAG\"\n");
+    let out = render(
+        &[("WECOM_ALLOWLIST_CONFIG", &config)],
+        &["--config", &other],
+    );
+    assert!(
+        stdout(&out).contains(":FROM_FLAG - [0:0]"),
+        "{}",
+        stderr(&out)
+    );
+    let out = render(&[("WECOM_ALLOWLIST_CONFIG", "")], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains(":WECOM_ALLOW - [0:0]"));
+    let out = render(
+        &[("WECOM_ALLOWLIST_CONFIG", "/nonexistent/wecom.toml")],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("/nonexistent/wecom.toml"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+/// Every argument of every command, walked in clap's own tree: none without a description.
+#[test]
+fn every_option_of_every_command_has_help() {
+    use clap::CommandFactory;
+    fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+        for arg in cmd.get_arguments().filter(|a| !a.is_hide_set()) {
+            if arg.get_help().is_none() && arg.get_long_help().is_none() {
+                missing.push(format!("{path} {}", arg.get_id()));
+            }
+        }
+        for sub in cmd.get_subcommands() {
+            walk(sub, &format!("{path} {}", sub.get_name()), missing);
+        }
+    }
+    let mut cmd = wecom_allowlist::cli::Cli::command();
+    cmd.build();
+    let mut missing = Vec::new();
+    walk(&cmd, "wecom-allowlist", &mut missing);
+    assert!(missing.is_empty(), "arguments without help: {missing:?}");
+}
+
+/// The help text of every command, reviewed: a change to what users read shows in review.
+#[test]
+fn help_text_of_every_command() {
+    for cmd in [
+        "",
+        "render",
+        "build",
+        "diff",
+        "targets",
+        "fetch",
+        "completions",
+        "man",
+    ] {
+        let mut args = vec!["help"];
+        if !cmd.is_empty() {
+            args.push(cmd);
+        }
+        // A fixed width: clap wraps help to the terminal's (COLUMNS here).
+        let out = crate::support::run_env(&args, None, &[("COLUMNS", "100")]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let name = if cmd.is_empty() { "top" } else { cmd };
+        insta::assert_snapshot!(format!("help_{name}"), stdout(&out));
+    }
+}
+
+#[test]
+fn clap_and_the_tool_print_errors_with_one_prefix() {
+    let seed = fixture("seed.json");
+    for args in [
+        vec!["bogus"],
+        vec!["render", "nosuchtarget"],
+        vec!["build", "--input", seed.to_str().unwrap()],
+        vec!["diff", "--format", "yaml", "a", "b"],
+        vec!["render", "squid", "--input", "/nonexistent.json"],
+    ] {
+        let out = run(&args, None);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(out.stdout.is_empty());
+        assert!(
+            err.starts_with("wecom-allowlist: error: "),
+            "{args:?}: {err:?}"
+        );
+        assert!(!err.contains("\x1b["), "colours in {err:?}");
+    }
+    // Help and version are not errors.
+    for args in [["--help"], ["--version"]] {
+        let out = run(&args, None);
+        assert!(out.status.success());
+        assert!(!stdout(&out).is_empty());
+    }
+}
+
+#[test]
+fn a_file_as_out_dir_and_dash_o_into_a_missing_folder_get_plain_messages() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("file");
+    fs::write(&file, "keep").unwrap();
+    let seed = fixture("seed.json");
+    let seed = seed.to_str().unwrap();
+    for extra in [&[][..], &["--check"][..]] {
+        let mut args = vec![
+            "build",
+            "--input",
+            seed,
+            "--out-dir",
+            file.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        let out = run(&args, None);
+        assert_eq!(out.status.code(), Some(2));
+        assert_eq!(
+            stderr(&out),
+            format!(
+                "wecom-allowlist: error: cannot write {}: it is a file, not a folder: --out-dir takes a folder\n",
+                file.display()
+            )
+        );
+        assert_eq!(fs::read(&file).unwrap(), b"keep");
+    }
+    let missing = dir.path().join("missing");
+    let target = missing.join("squid.conf");
+    let out = run(
+        &[
+            "render",
+            "squid",
+            "--input",
+            seed,
+            "-o",
+            target.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        stderr(&out),
+        format!(
+            "wecom-allowlist: error: cannot write {}: the folder {} does not exist\n",
+            target.display(),
+            missing.display()
+        )
+    );
+    let inside_file = file.join("squid.conf");
+    let out = run(
+        &[
+            "render",
+            "squid",
+            "--input",
+            seed,
+            "-o",
+            inside_file.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(
+        !err.contains(".wecom-allowlist-") && err.contains("is not a folder"),
+        "{err}"
+    );
+}
+
+#[test]
+fn exclusions_that_match_nothing_are_warned_about() {
+    let dir = tempfile::tempdir().unwrap();
+    // One of each kind that matches (a wildcard over listed names, a listed name, a network
+    // around a listed address) and one of each that doesn't.
+    let config = config_file(
+        dir.path(),
+        r#"[exclude]
+domains = ["*.wrok.weixin.qq.com", "*.work.weixin.qq.com", "zzz.example.com", "short.qq.com"]
+cidrs = ["203.0.113.0/24", "101.0.0.0/8"]
+"#,
+    );
+    let rich = fixture("rich.json");
+    let out = run(
+        &[
+            "render",
+            "squid",
+            "--input",
+            rich.to_str().unwrap(),
+            "--config",
+            &config,
+        ],
+        None,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let err = stderr(&out);
+    let warned: Vec<&str> = err
+        .lines()
+        .filter(|l| l.contains("matches no entry"))
+        .collect();
+    assert_eq!(
+        warned,
+        [
+            "wecom-allowlist: warning: exclude.domains \"*.wrok.weixin.qq.com\" matches no entry of the list: it excludes nothing (a typo?)",
+            "wecom-allowlist: warning: exclude.domains \"zzz.example.com\" matches no entry of the list: it excludes nothing (a typo?)",
+            "wecom-allowlist: warning: exclude.cidrs \"203.0.113.0/24\" matches no entry of the list: it excludes nothing (a typo?)",
+        ],
+        "{err}"
+    );
+}

@@ -85,7 +85,7 @@ fn namespace_problem() -> Option<&'static str> {
 /// Whether `name` can run here; `unshare` also needs `unshare -rn true` to work. A missing tool
 /// fails the test: a silent skip would hide a regression. Only an explicit
 /// `WECOM_ALLOWLIST_SKIP_REAL_TOOLS=1` skips instead, and says so on stderr.
-fn require_tool(name: &str) -> bool {
+pub(crate) fn require_tool(name: &str) -> bool {
     let problem = if !on_path(name) {
         Some(format!("{name} is not on PATH"))
     } else if name == "unshare" {

@@ -15,7 +15,8 @@ pub fn fixture(name: &str) -> PathBuf {
 
 /// Variables of the machine running the tests that would change what the binary does: its
 /// credentials, API base, log levels, proxies and trusted CAs. Every run starts without them.
-const HOST_ENV: [&str; 15] = [
+const HOST_ENV: [&str; 16] = [
+    "WECOM_ALLOWLIST_CONFIG",
     "WECOM_CORP_ID",
     "WECOM_CORP_SECRET",
     "WECOM_ACCESS_TOKEN",
