@@ -75,6 +75,42 @@ pub fn check_output(target: Target, text: &str) {
         Target::Nftables => check_nftables(text),
         Target::Pfsense => check_pfsense(text),
         Target::Squid => check_squid(text),
+        Target::Dnsmasq => check_dnsmasq(text),
+        Target::Ipset => check_ipset(text),
+    }
+}
+
+/// dnsmasq drop-in: only comments and `nftset=`/`ipset=` lines of one name each, each name once
+/// (dnsmasq uses only the first line of a repeated name).
+fn check_dnsmasq(text: &str) {
+    let mut names = BTreeSet::new();
+    for line in text.lines() {
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let rest = line
+            .strip_prefix("nftset=/")
+            .or_else(|| line.strip_prefix("ipset=/"))
+            .unwrap_or_else(|| panic!("dnsmasq: unexpected line {line:?}"));
+        let parts: Vec<&str> = rest.split('/').collect();
+        assert!(parts.len() == 2, "dnsmasq: not one name: {line:?}");
+        assert!(names.insert(parts[0].to_owned()), "dnsmasq: {} twice", parts[0]);
+    }
+}
+
+/// ipset restore input: only comments and `create` lines, each set once, names under 32 bytes.
+fn check_ipset(text: &str) {
+    let mut names = BTreeSet::new();
+    for line in text.lines() {
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let name = line
+            .strip_prefix("create ")
+            .and_then(|r| r.split(' ').next())
+            .unwrap_or_else(|| panic!("ipset: unexpected line {line:?}"));
+        assert!(name.len() <= 31, "ipset: name {name} too long");
+        assert!(names.insert(name.to_owned()), "ipset: set {name} twice");
     }
 }
 
