@@ -94,7 +94,11 @@ fn check_dnsmasq(text: &str) {
             .unwrap_or_else(|| panic!("dnsmasq: unexpected line {line:?}"));
         let parts: Vec<&str> = rest.split('/').collect();
         assert!(parts.len() == 2, "dnsmasq: not one name: {line:?}");
-        assert!(names.insert(parts[0].to_owned()), "dnsmasq: {} twice", parts[0]);
+        assert!(
+            names.insert(parts[0].to_owned()),
+            "dnsmasq: {} twice",
+            parts[0]
+        );
     }
 }
 
