@@ -168,9 +168,24 @@ impl Summary<'_> {
     }
 
     pub fn json(&self) -> Value {
+        // Ports as the API writes them: a number for one port, "a-b" for a range, so a
+        // program reads them without parsing a joined string.
         let services = |s: &Services| -> serde_json::Map<String, Value> {
             s.iter()
-                .map(|(p, ports)| (p.as_str().to_owned(), json!(ports.to_string())))
+                .map(|(p, ports)| {
+                    let list: Vec<Value> = ports
+                        .ranges()
+                        .iter()
+                        .map(|r| {
+                            if r.start == r.end {
+                                json!(r.start)
+                            } else {
+                                json!(format!("{}-{}", r.start, r.end))
+                            }
+                        })
+                        .collect();
+                    (p.as_str().to_owned(), Value::Array(list))
+                })
                 .collect()
         };
         // `is_necessary`: some entry is; `necessary_services`: what --necessary-only keeps.
@@ -181,7 +196,16 @@ impl Summary<'_> {
                 "necessary_services": services(&r.necessary_services()),
             })
         };
-        let mut out = json!({ "added": [], "removed": [], "changed": [] });
+        let mut out = json!({
+            "counts": {
+                "added": self.added.len(),
+                "removed": self.removed.len(),
+                "changed": self.changed.len(),
+            },
+            "added": [],
+            "removed": [],
+            "changed": [],
+        });
         for row in self.rows() {
             let mut item = json!({
                 "list": row.key.list.as_str(),
@@ -241,7 +265,15 @@ mod tests {
         ));
         let j = s.json();
         assert_eq!(j["removed"][0]["destination"], "192.0.2.2/32");
-        assert_eq!(j["changed"][0]["after"]["services"]["tcp"], "80,443");
+        assert_eq!(
+            j["changed"][0]["after"]["services"]["tcp"],
+            json!([80, 443])
+        );
+        assert_eq!(
+            j["added"][0]["after"]["services"]["udp"],
+            json!(["8000-8100"])
+        );
+        assert_eq!(j["counts"], json!({"added": 1, "removed": 1, "changed": 1}));
         assert!(summarize(&new, &new).is_empty());
     }
 
@@ -265,7 +297,7 @@ mod tests {
         );
         assert_eq!(
             s.json()["changed"][0]["after"]["necessary_services"]["udp"],
-            "3478"
+            json!([3478])
         );
         let reworded = list(
             r#"{"ip_list":[

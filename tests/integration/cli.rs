@@ -1197,3 +1197,52 @@ cidrs = ["203.0.113.0/24", "101.0.0.0/8"]
         "{err}"
     );
 }
+
+#[test]
+fn diff_json_gives_ports_as_numbers_or_ranges_and_counts() {
+    let dir = tempfile::tempdir().unwrap();
+    let old = dir.path().join("old.json");
+    let new = dir.path().join("new.json");
+    fs::write(
+        &old,
+        r#"{"errcode":0,"errmsg":"ok","ip_list":[
+        {"ip":"101.0.2.1","protocol":"TCP","port":[443],"is_necessary":1},
+        {"ip":"101.0.2.2","protocol":"TCP","port":[443],"is_necessary":1}]}"#,
+    )
+    .unwrap();
+    fs::write(
+        &new,
+        r#"{"errcode":0,"errmsg":"ok","ip_list":[
+        {"ip":"101.0.2.1","protocol":"TCP","port":[80,443,"8000-8100"],"is_necessary":1},
+        {"ip":"101.0.2.3","protocol":"UDP","port":[3478],"is_necessary":0}]}"#,
+    )
+    .unwrap();
+    let out = run(
+        &[
+            "diff",
+            old.to_str().unwrap(),
+            new.to_str().unwrap(),
+            "--format",
+            "json",
+        ],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        json["counts"],
+        serde_json::json!({"added": 1, "removed": 1, "changed": 1})
+    );
+    assert_eq!(
+        json["changed"][0]["after"]["services"]["tcp"],
+        serde_json::json!([80, 443, "8000-8100"])
+    );
+    assert_eq!(
+        json["changed"][0]["before"]["services"]["tcp"],
+        serde_json::json!([443])
+    );
+    assert_eq!(
+        json["added"][0]["after"]["services"]["udp"],
+        serde_json::json!([3478])
+    );
+}

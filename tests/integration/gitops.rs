@@ -228,7 +228,10 @@ fn diff_in_every_format() {
     let json: serde_json::Value =
         serde_json::from_slice(&run(&["diff", s, n, "--format", "json"], None).stdout).unwrap();
     assert_eq!(json["added"][0]["destination"], "101.51.100.7/32");
-    assert_eq!(json["added"][0]["after"]["services"]["tcp"], "443");
+    assert_eq!(
+        json["added"][0]["after"]["services"]["tcp"],
+        serde_json::json!([443])
+    );
     assert_eq!(json["removed"].as_array().unwrap().len(), 0);
 
     // A built folder's source.json compares with a raw response.
