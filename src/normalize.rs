@@ -92,6 +92,7 @@ pub fn select(entries: Vec<Entry>, opts: &Options) -> Result<Vec<Entry>> {
         if !opts.families.is_empty() && !opts.families.contains(&e.dest.family()) {
             continue;
         }
+        wildcard_scope(&e, opts)?;
         selected.extend(exclude(e, opts)?);
     }
     if selected.is_empty() && !opts.allow_empty {
@@ -144,6 +145,53 @@ pub fn select(entries: Vec<Entry>, opts: &Options) -> Result<Vec<Entry>> {
         }
     }
     Ok(selected)
+}
+
+/// True when `name` is on the Public Suffix List (`com.cn`, `co.uk`, `github.io`): names
+/// below it belong to unrelated owners, so a wildcard over it allows strangers' hosts.
+pub fn is_public_suffix(name: &Hostname) -> bool {
+    use psl::Psl;
+    psl::List
+        .suffix(name.as_str().as_bytes())
+        .is_some_and(|s| s.as_bytes() == name.as_str().as_bytes())
+}
+
+/// Refuses a wildcard over a public suffix (`*.com.cn`, or `universal_domian` `com.cn`) and a
+/// `universal_domian` that is neither the entry's domain nor a parent of it (`evil.org` for
+/// `a.example.com`): either would allow names the entry doesn't stand for. The config's extra
+/// entries are held to the same rule, since such a wildcard is as much a hole there. Runs
+/// before the exclusions, which may name any zone.
+fn wildcard_scope(e: &Entry, opts: &Options) -> Result<()> {
+    let public = |field: &str, shown: String, wildcard: &Hostname| {
+        Error::Guard(format!(
+            "{}.{field}: {} is a public suffix: the wildcard .{wildcard} would allow every name registered under it",
+            e.location(),
+            crate::text::quote(&shown)
+        ))
+    };
+    if let Dest::Wildcard(w) = &e.dest {
+        if is_public_suffix(w) {
+            return Err(public("domain", format!("*.{w}"), w));
+        }
+    }
+    // With exact domains the universal domain is ignored, so it opens nothing.
+    let Some(u) = e.universal.as_ref().filter(|_| !opts.exact_domains) else {
+        return Ok(());
+    };
+    if is_public_suffix(u) {
+        return Err(public("universal_domian", u.to_string(), u));
+    }
+    if let Dest::Exact(d) | Dest::Wildcard(d) = &e.dest {
+        if !d.is_within(u) {
+            return Err(Error::Guard(format!(
+                "{}.universal_domian: {} is neither the domain {} nor a parent of it: the wildcard .{u} would allow names the entry doesn't stand for (--exact-domains ignores universal_domian)",
+                e.location(),
+                crate::text::quote(u.as_str()),
+                crate::text::quote(d.as_str())
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// The most ports one destination may be allowed on without `--allow-broad`: WeCom lists the
@@ -933,7 +981,7 @@ mod tests {
     #[test]
     fn a_wildcard_domains_universal_wildcard_is_excluded_too() {
         let doc = br#"{"domain_list":[
-            {"domain":"*.a.example.com","universal_domian":"example.org","protocol":"TCP","port":[443],"is_necessary":1}]}"#;
+            {"domain":"*.a.example.com","universal_domian":"example.com","protocol":"TCP","port":[443],"is_necessary":1}]}"#;
         let entries = crate::wecom::parse(doc, false).unwrap().entries;
         let with = |names: &[&str]| Options {
             exclude: Exclude {
@@ -956,14 +1004,17 @@ mod tests {
                 .map(|e| format!("{} {:?}", e.dest, e.universal.as_ref().map(|u| u.as_str())))
                 .collect()
         };
-        assert_eq!(shown(&["*.example.org"]), [".a.example.com None"]);
-        assert_eq!(shown(&["*.a.example.com"]), [".example.org None"]);
-        let e = select(entries.clone(), &with(&["x.example.org"])).unwrap_err();
-        assert!(e.to_string().contains("wildcard .example.org"), "{e}");
+        assert!(shown(&["*.example.com"]).is_empty());
+        let e = select(entries.clone(), &with(&["*.a.example.com"])).unwrap_err();
+        assert!(e.to_string().contains("wildcard .example.com"), "{e}");
+        let e = select(entries.clone(), &with(&["x.example.com"])).unwrap_err();
+        assert!(e.to_string().contains("wildcard .example.com"), "{e}");
     }
 
+    /// The guard looks at the entry as listed: excluding its domain doesn't make an unrelated
+    /// `universal_domian` acceptable; exact domains, which ignore it, do.
     #[test]
-    fn an_excluded_name_with_an_unrelated_wildcard_keeps_the_wildcard() {
+    fn an_excluded_name_with_an_unrelated_wildcard_is_still_refused() {
         let doc = br#"{"domain_list":[
             {"domain":"a.example.org","universal_domian":"work.example.com","protocol":"TCP","port":[443],"is_necessary":1}]}"#;
         let entries = crate::wecom::parse(doc, false).unwrap().entries;
@@ -974,10 +1025,110 @@ mod tests {
             },
             ..Options::default()
         };
-        let kept = select(entries, &opts).unwrap();
-        assert_eq!(kept.len(), 1);
-        assert_eq!(kept[0].dest.to_string(), ".work.example.com");
-        assert_eq!(kept[0].universal, None);
+        let e = select(entries.clone(), &opts).unwrap_err();
+        assert_eq!(e.exit_code(), 4, "{e}");
+        assert!(e.to_string().contains("domain_list[0].universal_domian: \"work.example.com\" is neither the domain \"a.example.org\" nor a parent of it"), "{e}");
+        let opts = Options {
+            exact_domains: true,
+            allow_empty: true,
+            ..opts
+        };
+        assert!(select(entries, &opts).unwrap().is_empty());
+    }
+
+    fn refused(doc: &str, opts: &Options) -> Option<String> {
+        let entries = crate::wecom::parse(doc.as_bytes(), false).unwrap().entries;
+        match select(entries, opts) {
+            Ok(_) => None,
+            Err(e) => {
+                assert_eq!(e.exit_code(), 4, "{e}");
+                Some(e.to_string())
+            }
+        }
+    }
+
+    fn domain(domain: &str, universal: &str) -> String {
+        format!(
+            r#"{{"domain_list":[{{"domain":"a.example.com","protocol":"TCP","port":[1],"is_necessary":1}},
+               {{"domain":{domain:?},"universal_domian":{universal:?},"protocol":"TCP","port":[443],"is_necessary":1}}]}}"#
+        )
+    }
+
+    #[test]
+    fn wildcards_over_public_suffixes_are_refused() {
+        let opts = Options::default();
+        for (d, u, field, shown) in [
+            ("*.com.cn", "", "domain", r#""*.com.cn""#),
+            ("*.co.uk", "", "domain", r#""*.co.uk""#),
+            ("*.github.io", "", "domain", r#""*.github.io""#),
+            ("a.b.com.cn", "com.cn", "universal_domian", r#""com.cn""#),
+            (
+                "x.example.co.uk",
+                "*.co.uk",
+                "universal_domian",
+                r#""co.uk""#,
+            ),
+        ] {
+            let e = refused(&domain(d, u), &opts).unwrap_or_else(|| panic!("{d} {u} accepted"));
+            assert!(
+                e.contains(&format!(
+                    "domain_list[1].{field}: {shown} is a public suffix"
+                )),
+                "{e}"
+            );
+        }
+        // A registrable name under a suffix, and a wildcard over it, are fine.
+        for (d, u) in [
+            ("*.example.com.cn", ""),
+            ("a.example.co.uk", "example.co.uk"),
+            ("a.example.com", "example.com"),
+            ("a.example.com", "a.example.com"),
+            ("*.work.example.com", "work.example.com"),
+            ("*.a.work.example.com", "example.com"),
+        ] {
+            assert_eq!(refused(&domain(d, u), &opts), None, "{d} {u}");
+        }
+        // Exact domains ignore universal_domian, so it opens nothing; a wildcard domain stays.
+        let exact = Options {
+            exact_domains: true,
+            ..Options::default()
+        };
+        assert_eq!(refused(&domain("a.b.com.cn", "com.cn"), &exact), None);
+        assert!(refused(&domain("*.com.cn", ""), &exact).is_some());
+    }
+
+    #[test]
+    fn universal_domain_must_be_the_domain_or_a_parent() {
+        let opts = Options::default();
+        for (d, u) in [
+            ("a.example.com", "evil.org"),
+            ("a.example.com", "b.a.example.com"),
+            ("a.example.com", "ample.com"),
+            ("*.a.example.com", "b.a.example.com"),
+        ] {
+            let e = refused(&domain(d, u), &opts).unwrap_or_else(|| panic!("{d} {u} accepted"));
+            assert!(
+                e.contains(&format!(
+                    "domain_list[1].universal_domian: {u:?} is neither the domain"
+                )),
+                "{e}"
+            );
+        }
+        let exact = Options {
+            exact_domains: true,
+            ..Options::default()
+        };
+        assert_eq!(refused(&domain("a.example.com", "evil.org"), &exact), None);
+        // A filtered-out entry allows nothing, so it isn't judged.
+        let doc = domain("a.example.com", "evil.org").replace(
+            r#""port":[443],"is_necessary":1"#,
+            r#""port":[443],"is_necessary":0"#,
+        );
+        let necessary = Options {
+            necessary_only: true,
+            ..Options::default()
+        };
+        assert_eq!(refused(&doc, &necessary), None);
     }
 
     #[test]

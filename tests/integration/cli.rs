@@ -1246,3 +1246,70 @@ fn diff_json_gives_ports_as_numbers_or_ranges_and_counts() {
         serde_json::json!([3478])
     );
 }
+
+/// A wildcard over a public suffix, or a `universal_domian` that is not the domain or a parent
+/// of it, would allow names nobody listed: a guard, in WeCom's list and in the config's extras.
+#[test]
+fn wildcards_over_public_suffixes_or_unrelated_zones_are_a_guard() {
+    let doc = |entry: &str| {
+        format!(
+            r#"{{"errcode":0,"ip_list":[{GOOD_ENTRY}],"domain_list":[{{"domain":"a.example.com","protocol":"TCP","port":[443],"is_necessary":1}},{entry}]}}"#
+        )
+    };
+    for (entry, message) in [
+        (
+            r#"{"domain":"*.com.cn","protocol":"TCP","port":[443],"is_necessary":1}"#,
+            r#"domain_list[1].domain: "*.com.cn" is a public suffix"#,
+        ),
+        (
+            r#"{"domain":"*.co.uk","protocol":"TCP","port":[443],"is_necessary":1}"#,
+            r#"domain_list[1].domain: "*.co.uk" is a public suffix"#,
+        ),
+        (
+            r#"{"domain":"a.b.com.cn","universal_domian":"com.cn","protocol":"TCP","port":[443],"is_necessary":1}"#,
+            r#"domain_list[1].universal_domian: "com.cn" is a public suffix"#,
+        ),
+        (
+            r#"{"domain":"a.example.com","universal_domian":"evil.org","protocol":"TCP","port":[443],"is_necessary":1}"#,
+            r#"domain_list[1].universal_domian: "evil.org" is neither the domain "a.example.com" nor a parent of it"#,
+        ),
+    ] {
+        refused(&doc(entry), &[], 4, message);
+    }
+    // Exact domains ignore universal_domian, so the list builds.
+    let unrelated = doc(
+        r#"{"domain":"a.example.com","universal_domian":"evil.org","protocol":"TCP","port":[443],"is_necessary":1}"#,
+    );
+    let out = run(
+        &["render", "squid", "--input", "-", "--exact-domains"],
+        Some(unrelated.as_bytes()),
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(!stdout(&out).contains("evil.org"));
+
+    // The user's own wildcard over a public suffix is as much a hole.
+    let dir = tempfile::tempdir().unwrap();
+    let seed = fixture("seed.json");
+    let config = config_file(
+        dir.path(),
+        "[[extra.domain_list]]\ndomain = \"*.co.uk\"\nprotocol = \"TCP\"\nport = [443]\nis_necessary = 1\n",
+    );
+    let out = run(
+        &[
+            "render",
+            "squid",
+            "-i",
+            seed.to_str().unwrap(),
+            "--config",
+            &config,
+        ],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    assert!(out.stdout.is_empty());
+    assert!(
+        stderr(&out).contains(r#"extra.domain_list[0].domain: "*.co.uk" is a public suffix"#),
+        "{}",
+        stderr(&out)
+    );
+}

@@ -64,8 +64,17 @@ fn document() -> impl Strategy<Value = String> {
         "*.work.example.com",
         "b.example.org",
     ]);
-    let universal = prop::sample::select(vec![None, Some("work.example.com"), Some("example.org")]);
-    let domain_entry = (name, universal, common()).prop_map(|(d, u, c)| {
+    // None, the domain's own zone or its parent: a universal domain is always the domain or a
+    // parent of it, or the list is refused.
+    let universal = 0u8..3;
+    let domain_entry = (name, universal, common()).prop_map(|(d, pick, c)| {
+        let apex = d.strip_prefix("*.").unwrap_or(d);
+        let parent = apex
+            .split_once('.')
+            .map(|(_, p)| p)
+            .filter(|p| p.contains('.'))
+            .unwrap_or(apex);
+        let u = [None, Some(apex), Some(parent)][usize::from(pick)];
         let mut obj = serde_json::Map::new();
         obj.insert("domain".into(), json!(d));
         if let Some(u) = u {

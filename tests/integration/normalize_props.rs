@@ -93,34 +93,57 @@ fn v6(h: u128, len: u8) -> String {
 }
 
 fn name() -> impl Strategy<Value = String> {
-    prop::sample::select(vec![
-        "a.example.com",
-        "b.a.example.com",
-        "example.com",
-        "c.example.com",
-        "x.example.org",
-        "*.a.example.com",
-        "*.example.com",
-    ])
+    prop_oneof![
+        20 => prop::sample::select(vec![
+            "a.example.com",
+            "b.a.example.com",
+            "example.com",
+            "c.example.com",
+            "x.example.org",
+            "*.a.example.com",
+            "*.example.com",
+        ]),
+        // Under a public suffix: fine as a name, refused as a wildcard over the suffix.
+        1 => prop::sample::select(vec!["a.com.cn", "*.com.cn"]),
+    ]
     .prop_map(str::to_owned)
+}
+
+/// The universal domain of `domain`: none, or the domain itself or one of its parents (the
+/// `pick`-th), and now and then a `bad` one that the tool and the oracle must both refuse
+/// when it counts: an unrelated zone, a child, a public suffix.
+fn universal_for(domain: &str, pick: Option<usize>, bad: Option<&str>) -> Option<String> {
+    if let Some(bad) = bad {
+        return Some(bad.to_owned());
+    }
+    let apex = domain.strip_prefix("*.").unwrap_or(domain);
+    let mut candidates = vec![apex];
+    candidates.extend(
+        apex.match_indices('.')
+            .map(|(i, _)| &apex[i + 1..])
+            .filter(|p| p.contains('.')),
+    );
+    pick.map(|i| candidates[i % candidates.len()].to_owned())
 }
 
 fn document() -> impl Strategy<Value = String> {
     let ip_entry = (ip(), common()).prop_map(
         |(ip, (p, ports, n))| json!({"ip": ip, "protocol": p, "port": ports, "is_necessary": n}),
     );
-    let universal = prop::option::of(prop::sample::select(vec![
-        "example.com",
-        "a.example.com",
-        "example.org",
-    ]));
+    let pick = prop::option::of(any::<usize>());
+    let bad = prop_oneof![
+        30 => Just(None),
+        1 => prop::sample::select(vec!["example.org", "b.a.example.com", "com.cn"]).prop_map(Some),
+    ];
     // Either spelling of the universal domain: the API's typo, or the word WeCom may switch to.
     let key = prop::sample::select(vec!["universal_domian", "universal_domain"]);
-    let domain_entry = (name(), universal, key, common()).prop_map(|(d, u, key, (p, ports, n))| {
-        let mut entry = json!({"domain": d, "protocol": p, "port": ports, "is_necessary": n});
-        entry[key] = json!(u);
-        entry
-    });
+    let domain_entry =
+        (name(), pick, bad, key, common()).prop_map(|(d, pick, bad, key, (p, ports, n))| {
+            let u = universal_for(&d, pick, bad);
+            let mut entry = json!({"domain": d, "protocol": p, "port": ports, "is_necessary": n});
+            entry[key] = json!(u);
+            entry
+        });
     (
         prop::collection::vec(ip_entry, 0..12),
         prop::collection::vec(domain_entry, 0..6),

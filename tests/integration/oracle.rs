@@ -595,6 +595,10 @@ impl Selection {
     }
 }
 
+/// The public suffixes (of at least two labels: one label is no valid name) that the tests'
+/// lists use, written out by hand from the Public Suffix List rather than read from a crate.
+const PUBLIC_SUFFIXES: &[&str] = &["com.cn", "co.uk", "github.io", "net.cn", "org.uk"];
+
 /// True when `name` is `apex` or lies below it.
 fn within(name: &str, apex: &str) -> bool {
     name == apex
@@ -691,6 +695,20 @@ impl Expected {
             let protos: Vec<Proto> = protos.into_iter().filter(|p| sel.keeps_proto(*p)).collect();
             if protos.is_empty() {
                 continue;
+            }
+            // A wildcard stands for one owner's zone: not over a public suffix, and a universal
+            // domain only for the domain itself or a parent of it (ignored with exact domains).
+            let apex = domain.strip_prefix("*.");
+            if let Some(apex) = apex.filter(|a| PUBLIC_SUFFIXES.contains(a)) {
+                return Err(at(format!("the wildcard *.{apex} is over a public suffix")));
+            }
+            if let (Some(u), false) = (&universal, sel.exact_domains) {
+                if PUBLIC_SUFFIXES.contains(&u.as_str()) {
+                    return Err(at(format!("universal {u} is a public suffix")));
+                }
+                if !within(apex.unwrap_or(&domain), u) {
+                    return Err(at(format!("universal {u} is not {domain} nor a parent")));
+                }
             }
             let mut dests = vec![match domain.strip_prefix("*.") {
                 Some(apex) => (apex.to_owned(), true),
