@@ -14,12 +14,16 @@
 //!   the jump from the file's header.
 //! - squid: a real squid with squid.conf included before `http_access deny all`, names resolved
 //!   through its `hosts_file`, curl GET and CONNECT through it.
+//! - dnsmasq+nftset, dnsmasq+ipset: a dnsmasq in the client, listening on 127.0.0.1 with
+//!   dnsmasq.conf as a drop-in and an upstream dnsmasq in net that gives every probed name
+//!   addresses of its own; nftables.nft, or ipset.rules with the iptables files. A name's
+//!   addresses pass on its listed ports only once it was resolved through the client's dnsmasq.
 //!
 //! Each mode loads list A, probes, loads the changed list B on top as a user would, and probes
 //! again against B. Verdicts come from the kernel (EPERM from a send that OUTPUT dropped) or from
 //! an explicit answer (the listener's echo, squid's 403), never from timing; every wait is
 //! bounded. A further mode can be added as one more function that sets up a client namespace,
-//! loads files and returns its probes (the dnsmasq modes will be such functions).
+//! loads files and returns its probes.
 //!
 //! The listeners and probes are tests/wire/wire.py, run with `ip netns exec`.
 
@@ -717,10 +721,8 @@ fn iptables_load(client: &Netns, out: &Outputs) -> Result<(), String> {
     Ok(())
 }
 
-/// OUTPUT policy DROP with loopback and replies accepted, the files of `first`, the hooks, probes;
-/// then each of `then`'s files on top, probes again.
-fn iptables_mode(lab: &mut Lab, first: &Outputs, then: &[&Outputs]) -> Report {
-    let client = lab.client();
+/// The user's own policy: OUTPUT policy DROP with loopback and replies accepted.
+fn iptables_base(client: &Netns) {
     // IPv6 needs neighbour discovery, which a drop policy in OUTPUT blocks too.
     for kind in ["neighbour-solicitation", "neighbour-advertisement"] {
         client.must(&[
@@ -750,6 +752,13 @@ fn iptables_mode(lab: &mut Lab, first: &Outputs, then: &[&Outputs]) -> Report {
             "ACCEPT",
         ]);
     }
+}
+
+/// OUTPUT policy DROP with loopback and replies accepted, the files of `first`, the hooks, probes;
+/// then each of `then`'s files on top, probes again.
+fn iptables_mode(lab: &mut Lab, first: &Outputs, then: &[&Outputs]) -> Report {
+    let client = lab.client();
+    iptables_base(&client);
     iptables_load(&client, first).unwrap_or_else(|e| panic!("{e}"));
     for (tool, file) in [
         ("iptables", "iptables.rules"),
@@ -911,9 +920,323 @@ fn squid_mode(lab: &mut Lab, first: &Outputs, then: &[&Outputs]) -> Report {
     report
 }
 
-const TOOLS: [&str; 10] = [
+/// Which kind of set dnsmasq fills: nftables sets (nftables.nft) or ipsets (ipset.rules with
+/// iptables.rules and ip6tables.rules).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SetBackend {
+    Nftset,
+    Ipset,
+}
+
+/// Each probed name with an IPv4 and an IPv6 address of its own in "net", outside every listed
+/// CIDR: one address shared by several names would pass as soon as any allowed name resolved
+/// to it, and a name's verdict must come from its own lookup.
+fn name_hosts(points: &Mentioned) -> Vec<(String, IpAddr, IpAddr)> {
+    points
+        .names()
+        .into_iter()
+        .enumerate()
+        .map(|(i, name)| {
+            let i = u16::try_from(i + 1).expect("fewer than 65535 probed names");
+            let [hi, lo] = i.to_be_bytes();
+            let v4 = IpAddr::V4(Ipv4Addr::new(198, 18, hi, lo));
+            let v6 = IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0x77, 0, 0, 0, 0, i));
+            (name, v4, v6)
+        })
+        .collect()
+}
+
+/// Every name's addresses on every port of each protocol. A name's address passes when the list
+/// allows it by address, or when the name was `resolved` through the client's dnsmasq and the
+/// list allows it, read as dnsmasq's `/name/` reads it (a name and everything below it). With
+/// `drops_only`, only the probes the list drops (what must not pass whatever the sets hold).
+///
+/// With `earlier` (the list loaded before), a drop is not probed when the earlier list allowed
+/// the name on that port and this list still allows some name on it: the address may sit in a
+/// set that this list's rules still match, and a set keeps its elements until their timeout.
+/// Returns the probes and how many were left out so.
+fn name_probes(
+    points: &Mentioned,
+    hosts: &[(String, IpAddr, IpAddr)],
+    expected: &Expected,
+    resolved: &BTreeSet<String>,
+    drops_only: bool,
+    earlier: Option<&Expected>,
+) -> (Vec<Probe>, usize) {
+    let covers = |ports: &[Ports], port: u16| ports.iter().any(|&(a, b)| a <= port && port <= b);
+    let by_addr = packet_oracle(expected);
+    let mut out = Vec::new();
+    let mut left_out = 0;
+    for proto in Proto::BOTH {
+        let zones = expected.names(proto).as_zones();
+        let before = earlier.map(|e| e.names(proto).as_zones());
+        for (name, v4, v6) in hosts {
+            let ports = zones.allowed(name);
+            for port in points.ports(&[proto]) {
+                let by_name = resolved.contains(name) && covers(&ports, port);
+                let stale = before.as_ref().is_some_and(|b| {
+                    covers(&b.allowed(name), port)
+                        && hosts
+                            .iter()
+                            .any(|(n, _, _)| covers(&zones.allowed(n), port))
+                });
+                for addr in [*v4, *v6] {
+                    let allowed = by_name || by_addr(proto, addr, port);
+                    if drops_only && allowed {
+                        continue;
+                    }
+                    if stale && !allowed {
+                        left_out += 1;
+                        continue;
+                    }
+                    out.push(Probe {
+                        // wire.py reads the first three words; the name is for the reader.
+                        line: format!("{} {addr} {port} {name}", proto.name()),
+                        expect: Verdict::of(allowed),
+                    });
+                }
+            }
+        }
+    }
+    (out, left_out)
+}
+
+/// An upstream dnsmasq in "net", listening on `listen`, that answers every probed name (listed,
+/// below a wildcard, look-alike, unlisted) with its own addresses, which it puts on net's
+/// loopback beside the listeners.
+fn start_upstream(lab: &mut Lab, hosts: &[(String, IpAddr, IpAddr)], listen: &str) {
+    let batch: String = hosts
+        .iter()
+        .map(|(_, v4, v6)| {
+            format!("address replace {v4}/32 dev lo\naddress replace {v6}/128 dev lo nodad\n")
+        })
+        .collect();
+    let batch_file = lab.scratch(&format!("names-{}.batch", lab.clients));
+    std::fs::write(&batch_file, batch).expect("the batch file is written");
+    ip(&[
+        "-n",
+        &lab.net.name,
+        "-batch",
+        batch_file.to_str().expect("UTF-8"),
+    ]);
+    let records: String = hosts
+        .iter()
+        .map(|(name, v4, v6)| format!("host-record={name},{v4},{v6}\n"))
+        .collect();
+    let conf = lab.scratch(&format!("upstream-{}.conf", lab.clients));
+    let pid = lab.scratch(&format!("upstream-{}.pid", lab.clients));
+    std::fs::write(
+        &conf,
+        format!(
+            "no-resolv\nno-hosts\nlocal-ttl=600\nlisten-address={listen}\nbind-interfaces\n\
+             user=root\npid-file={}\n{records}",
+            pid.display()
+        ),
+    )
+    .expect("the upstream's configuration is written");
+    let arg = format!("--conf-file={}", conf.display());
+    lab.net
+        .spawn(&["dnsmasq", "--keep-in-foreground", &arg], Stdio::null());
+}
+
+/// The client's dnsmasq as dnsmasq.conf's header asks: listening on 127.0.0.1, `server=` the
+/// upstream, the header's cache limits in the main configuration, and dnsmasq.conf as a drop-in.
+fn start_client_dnsmasq(client: &mut Netns, dir: &Path, drop_in: &Path, upstream: &str) {
+    std::fs::create_dir_all(dir).expect("the dnsmasq folder");
+    let header = std::fs::read_to_string(drop_in).expect("dnsmasq.conf");
+    let limits: Vec<&str> = header
+        .lines()
+        .take_while(|l| l.starts_with('#'))
+        .map(|l| l.trim_start_matches('#').trim())
+        .filter(|l| l.starts_with("max-cache-ttl=") || l.starts_with("max-ttl="))
+        .collect();
+    assert_eq!(
+        limits.len(),
+        2,
+        "dnsmasq.conf's header names max-cache-ttl= and max-ttl=:\n{header}"
+    );
+    let conf = dir.join("dnsmasq-main.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "no-resolv\nno-hosts\nlisten-address=127.0.0.1\nbind-interfaces\nserver={upstream}\n\
+             user=root\npid-file={}\n{}\nconf-file={}\n",
+            dir.join("dnsmasq.pid").display(),
+            limits.join("\n"),
+            drop_in.display()
+        ),
+    )
+    .expect("the client's dnsmasq configuration is written");
+    let arg = format!("--conf-file={}", conf.display());
+    client.spawn(&["dnsmasq", "--keep-in-foreground", &arg], Stdio::null());
+}
+
+/// Resolves `names` through the client's dnsmasq (which fills the sets as it forwards the
+/// answers); panics unless each gets exactly its own addresses.
+fn resolve(client: &Netns, names: &[&(String, IpAddr, IpAddr)]) {
+    let py = wire_py();
+    let mut argv = vec![
+        "python3",
+        py.to_str().expect("UTF-8 path"),
+        "resolve",
+        "127.0.0.1",
+    ];
+    argv.extend(names.iter().map(|(n, _, _)| n.as_str()));
+    let out = client.exec(&argv, None).unwrap_or_else(|e| panic!("{e}"));
+    let got: Vec<&str> = out.lines().collect();
+    let want: Vec<String> = names
+        .iter()
+        .map(|(n, v4, v6)| format!("{n} {v4} {v6}"))
+        .collect();
+    assert_eq!(got, want, "the client's dnsmasq answered otherwise");
+}
+
+/// dnsmasq.conf of `out`'s list built with `--dnsmasq-sets ipset`, from its source.json.
+fn build_ipset_drop_in(out: &Outputs, dir: &Path) -> PathBuf {
+    let help = support::stdout(&support::run(&["build", "--help"], None));
+    let input = out.file("source.json");
+    let mut args = vec![
+        "build",
+        "--input",
+        input.to_str().expect("UTF-8 path"),
+        "--out-dir",
+        dir.to_str().expect("UTF-8 path"),
+        "--target",
+        "dnsmasq",
+        "--dnsmasq-sets",
+        "ipset",
+    ];
+    if help.contains("--allow-nonpublic") {
+        args.push("--allow-nonpublic");
+    }
+    let run = support::run(&args, None);
+    assert!(
+        run.status.success(),
+        "build --dnsmasq-sets ipset failed: {}",
+        support::stderr(&run)
+    );
+    dir.join("dnsmasq.conf")
+}
+
+/// dnsmasq fills the sets of `backend`: the user's drop policy (which lets the client's dnsmasq
+/// reach its upstream), the files loaded as their headers say, the client's dnsmasq with
+/// dnsmasq.conf. Each list: half the names resolved, probes, the rest resolved, probes. A further
+/// list is loaded on top (files reloaded, dnsmasq restarted with its new dnsmasq.conf); before
+/// any lookup, whatever it drops must drop although the sets still hold earlier addresses.
+fn dnsmasq_mode(lab: &mut Lab, first: &Outputs, then: &[&Outputs], backend: SetBackend) -> Report {
+    let hosts = name_hosts(&lab.points);
+    let mut client = lab.client();
+    let k = lab.clients;
+    let upstream = format!("10.254.{k}.2");
+    start_upstream(lab, &hosts, &upstream);
+    match backend {
+        SetBackend::Nftset => {
+            let base = lab.scratch(&format!("base-{k}.nft"));
+            std::fs::write(&base, NFT_BASE).expect("the base ruleset is written");
+            client.must(&["nft", "-f", base.to_str().expect("UTF-8")]);
+            client.must(&[
+                "nft", "add", "rule", "inet", "filter", "output", "ip", "daddr", &upstream, "meta",
+                "l4proto", "{", "tcp,", "udp", "}", "th", "dport", "53", "accept",
+            ]);
+        }
+        SetBackend::Ipset => {
+            iptables_base(&client);
+            for proto in ["udp", "tcp"] {
+                client.must(&[
+                    "iptables", "-A", "OUTPUT", "-d", &upstream, "-p", proto, "--dport", "53",
+                    "-j", "ACCEPT",
+                ]);
+            }
+        }
+    }
+    let lists: Vec<&Outputs> = std::iter::once(first).chain(then.iter().copied()).collect();
+    let mut report = Report::default();
+    for (i, out) in lists.iter().copied().enumerate() {
+        let drop_in = match backend {
+            SetBackend::Nftset => {
+                let file = out.file("nftables.nft");
+                client.must(&["nft", "-f", file.to_str().expect("UTF-8")]);
+                if i == 0 {
+                    client.must(&argv(&hook_command(&out.read("nftables.nft"), "nft")));
+                }
+                out.file("dnsmasq.conf")
+            }
+            SetBackend::Ipset => {
+                iptables_load(&client, out).unwrap_or_else(|e| panic!("{e}"));
+                if i == 0 {
+                    for (tool, file) in [
+                        ("iptables", "iptables.rules"),
+                        ("ip6tables", "ip6tables.rules"),
+                    ] {
+                        client.must(&argv(&hook_command(&out.read(file), tool)));
+                    }
+                }
+                build_ipset_drop_in(out, &lab.scratch(&format!("ipset-conf-{k}-{i}")))
+            }
+        };
+        if i > 0 {
+            // The previous list's dnsmasq (the client's only process).
+            if let Some(mut old) = client.children.pop() {
+                let _ = old.kill();
+                let _ = old.wait();
+            }
+        }
+        let dir = lab.scratch(&format!("dnsmasq-{k}-{i}"));
+        start_client_dnsmasq(&mut client, &dir, &drop_in, &upstream);
+        let what = |step: &str| format!("dnsmasq+{backend:?}, list {}, {step}", i + 1);
+        let earlier = (i > 0).then(|| &lists[i - 1].expected);
+        let mut left_out = 0;
+        if i > 0 {
+            // As if every name were resolved: what the list drops whatever dnsmasq adds.
+            let all = hosts.iter().map(|(n, _, _)| n.clone()).collect();
+            let (probes, skipped) =
+                name_probes(&lab.points, &hosts, &out.expected, &all, true, earlier);
+            let wrong = run_probes(&client, &what("before lookups"), &probes, &[]);
+            report.add(&probes, wrong);
+            left_out += skipped;
+        }
+        let mut resolved = BTreeSet::new();
+        let (even, odd): (Vec<_>, Vec<_>) = hosts.iter().enumerate().partition(|(j, _)| j % 2 == 0);
+        for (step, half) in [("half resolved", even), ("all resolved", odd)] {
+            let half: Vec<_> = half.into_iter().map(|(_, h)| h).collect();
+            resolve(&client, &half);
+            resolved.extend(half.iter().map(|(n, _, _)| n.clone()));
+            let (probes, skipped) = name_probes(
+                &lab.points,
+                &hosts,
+                &out.expected,
+                &resolved,
+                false,
+                earlier,
+            );
+            let wrong = run_probes(&client, &what(step), &probes, &[]);
+            report.add(&probes, wrong);
+            left_out += skipped;
+        }
+        if left_out > 0 {
+            note(&format!(
+                "wire: {}: {left_out} drop(s) not probed: addresses list {i} allowed by name on \
+                 ports list {} still allows names on (their sets keep them until the timeout)",
+                what("all steps"),
+                i + 1
+            ));
+        }
+    }
+    report
+}
+
+fn dnsmasq_nftset_mode(lab: &mut Lab, first: &Outputs, then: &[&Outputs]) -> Report {
+    dnsmasq_mode(lab, first, then, SetBackend::Nftset)
+}
+
+fn dnsmasq_ipset_mode(lab: &mut Lab, first: &Outputs, then: &[&Outputs]) -> Report {
+    dnsmasq_mode(lab, first, then, SetBackend::Ipset)
+}
+
+const TOOLS: [&str; 11] = [
     "ip",
     "ipset",
+    "dnsmasq",
     "python3",
     "iptables",
     "ip6tables",
@@ -932,11 +1255,13 @@ fn packets_pass_or_drop_as_the_list_says() {
     }
     let (mut lab, lists) = Lab::new(&["a.json", "b.json"]);
     let (a, b) = (&lists[0], &lists[1]);
-    let modes: [(&str, Mode); 4] = [
+    let modes: [(&str, Mode); 6] = [
         ("control", control),
         ("iptables", iptables_mode),
         ("nftables", nftables_mode),
         ("squid", squid_mode),
+        ("dnsmasq+nftset", dnsmasq_nftset_mode),
+        ("dnsmasq+ipset", dnsmasq_ipset_mode),
     ];
     let mut failures = Vec::new();
     for (name, mode) in modes {
@@ -1018,7 +1343,7 @@ impl Tamper {
     }
 }
 
-const TAMPERS: [Tamper; 10] = [
+const TAMPERS: [Tamper; 13] = [
     Tamper {
         what: "iptables: a rule dropped",
         mode: iptables_mode,
@@ -1101,6 +1426,30 @@ const TAMPERS: [Tamper; 10] = [
         anchor: "dstdomain -n .wecom.qpic.cn",
         edit: Some(("dstdomain -n", "dstdomain")),
         caught: "connect 203.205.254.2 8080 203.205.254.2: listed drop, got pass",
+    },
+    Tamper {
+        what: "dnsmasq (nftset): a name's line dropped",
+        mode: dnsmasq_nftset_mode,
+        file: "dnsmasq.conf",
+        anchor: "nftset=/dldir1.qq.com/",
+        edit: None,
+        caught: "tcp 198.18.0.1 443 dldir1.qq.com: listed pass, got drop",
+    },
+    Tamper {
+        what: "dnsmasq (nftset): a look-alike name added",
+        mode: dnsmasq_nftset_mode,
+        file: "dnsmasq.conf",
+        anchor: "nftset=/wecom.qpic.cn/",
+        edit: Some(("/wecom.qpic.cn/", "/wecom.qpic.cn/notwork.weixin.qq.com/")),
+        caught: "tcp 198.18.0.4 8080 notwork.weixin.qq.com: listed drop, got pass",
+    },
+    Tamper {
+        what: "iptables (ipset): a name group's port widened",
+        mode: dnsmasq_ipset_mode,
+        file: "iptables.rules",
+        anchor: "--match-set w4_tcp_443_3600 dst",
+        edit: Some(("--dport 443 ", "--dport 443:444 ")),
+        caught: "tcp 198.18.0.1 444 dldir1.qq.com: listed drop, got pass",
     },
 ];
 

@@ -25,6 +25,11 @@ Probes:
                            returns once ADDR PORT accepts connections (a proxy starting);
                            fails at once if process PID (that proxy) has ended.
 
+  wire.py resolve SERVER NAME...
+                           asks the DNS server on SERVER port 53 (UDP) for the A and AAAA
+                           records of every NAME, one query each, and prints one line a name:
+                           "NAME ADDR...". Retries while the server is not answering yet.
+
 Every wait is bounded by TIMEOUT seconds; no verdict is ever taken from how long something took.
 """
 
@@ -331,11 +336,65 @@ def wait_port(addr, port, pid):
             time.sleep(0.05)
 
 
+def dns_query(server, name, qtype):
+    """The addresses of one answer (RRs of QTYPE only), from a minimal RFC 1035 query."""
+    qid = random.getrandbits(16)
+    question = b"".join(bytes([len(l)]) + l.encode("ascii") for l in name.split(".")) + b"\0"
+    packet = struct.pack("!HHHHHH", qid, 0x0100, 1, 0, 0, 0) + question + struct.pack("!HH", qtype, 1)
+    deadline = time.monotonic() + TIMEOUT
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.settimeout(1.0)
+            try:
+                s.sendto(packet, (server, 53))
+                reply = s.recv(4096)
+            except OSError as e:
+                reply, why = None, e
+        if reply is not None and reply[:2] == packet[:2]:
+            rcode = reply[3] & 0x0F
+            if rcode == 0:
+                break
+            why = f"rcode {rcode}"
+        if time.monotonic() > deadline:
+            sys.exit(f"no DNS answer for {name} from {server}: {why}")
+        time.sleep(0.05)
+    _id, _flags, qd, an, _ns, _ar = struct.unpack("!HHHHHH", reply[:12])
+    at = 12
+
+    def skip_name(at):
+        while True:
+            n = reply[at]
+            if n & 0xC0 == 0xC0:
+                return at + 2
+            if n == 0:
+                return at + 1
+            at += n + 1
+
+    for _ in range(qd):
+        at = skip_name(at) + 4
+    out = []
+    for _ in range(an):
+        at = skip_name(at)
+        rtype, _cls, _ttl, size = struct.unpack("!HHIH", reply[at:at + 10])
+        at += 10
+        if rtype == qtype:
+            out.append(str(ipaddress.ip_address(reply[at:at + size])))
+        at += size
+    return out
+
+
+def resolve(server, names):
+    for name in names:
+        say(name, *(dns_query(server, name, 1) + dns_query(server, name, 28)))
+
+
 if __name__ == "__main__":
     if sys.argv[1:2] == ["wait-port"]:
         wait_port(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))
     elif sys.argv[1:2] == ["listen"]:
         listen([int(p) for p in sys.argv[2:]])
+    elif sys.argv[1:2] == ["resolve"]:
+        resolve(sys.argv[2], sys.argv[3:])
     elif sys.argv[1:2] == ["probe"]:
         probe()
     else:
