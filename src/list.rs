@@ -282,14 +282,6 @@ fn lost_ports(old: &PortSet, new: &PortSet) -> (Option<PortSet>, u32) {
     (PortSet::new(ranges), count)
 }
 
-fn port_count(ports: &PortSet) -> u32 {
-    ports
-        .ranges()
-        .iter()
-        .map(|r| u32::from(r.end) - u32::from(r.start) + 1)
-        .sum()
-}
-
 /// How much of what a previous list allowed a new one no longer allows.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Shrinkage {
@@ -333,10 +325,10 @@ pub fn shrinkage(previous: &List, next: &List, exact_domains: bool) -> Shrinkage
         }
         let (gone, count) = match &still {
             Some(s) => lost_ports(ports, s),
-            None => (Some(ports.clone()), port_count(ports)),
+            None => (Some(ports.clone()), ports.count()),
         };
         if let Some(gone) = gone {
-            share += f64::from(count) / f64::from(port_count(ports));
+            share += f64::from(count) / f64::from(ports.count());
             out.lost.push((dest.clone(), *protocol, gone));
         }
     }

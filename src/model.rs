@@ -94,6 +94,14 @@ impl PortSet {
         &self.0
     }
 
+    /// How many ports the set holds (at most 65,535).
+    pub fn count(&self) -> u32 {
+        self.0
+            .iter()
+            .map(|r| u32::from(r.end) - u32::from(r.start) + 1)
+            .sum()
+    }
+
     pub fn union(&self, other: &PortSet) -> PortSet {
         let all = self.0.iter().chain(&other.0).copied().collect();
         PortSet::new(all).unwrap_or_else(|| self.clone())

@@ -198,14 +198,6 @@ fn wildcard_scope(e: &Entry, opts: &Options) -> Result<()> {
 /// ports of its services, and a range of thousands (or all of them) is a hole, not a service.
 pub const MAX_PORTS: u32 = 1024;
 
-fn port_count(ports: &PortSet) -> u32 {
-    ports
-        .ranges()
-        .iter()
-        .map(|r| u32::from(r.end) - u32::from(r.start) + 1)
-        .sum()
-}
-
 /// Refuses a destination allowed on more than `MAX_PORTS` ports of one protocol, counting
 /// every entry that names it.
 fn too_many_ports(entries: &[Entry], opts: &Options) -> Result<()> {
@@ -222,7 +214,7 @@ fn too_many_ports(entries: &[Entry], opts: &Options) -> Result<()> {
                     Some(ports) => ports.union(&e.ports),
                     None => e.ports.clone(),
                 };
-                let n = port_count(&ports);
+                let n = ports.count();
                 if n > MAX_PORTS {
                     return Err(Error::Guard(format!(
                         "{}.port: {dest} would be allowed on {n} {} ports ({ports}), more than {MAX_PORTS} (--allow-broad to proceed)",
@@ -470,17 +462,13 @@ fn exclude(e: Entry, opts: &Options) -> Result<Vec<Entry>> {
                 }),
                 Dest::Net(_) => true,
             };
-            match (kept, universal) {
-                (true, universal) => Ok(vec![Entry { universal, ..e }]),
-                // The domain is out but its universal wildcard (unrelated to it, or it would
-                // have been a carve error) stays.
-                (false, Some(u)) if !opts.exact_domains => Ok(vec![Entry {
-                    dest: Dest::Wildcard(u),
-                    universal: None,
-                    ..e
-                }]),
-                (false, _) => Ok(Vec::new()),
-            }
+            // A universal wildcard is the domain or a parent of it (checked before), so when
+            // the domain is out, its wildcard is either out too or was a carve error above.
+            Ok(if kept {
+                vec![Entry { universal, ..e }]
+            } else {
+                Vec::new()
+            })
         }
     }
 }
