@@ -79,7 +79,8 @@ pub enum Command {
         )]
         targets: Vec<Target>,
         /// Write nothing: exit 0 when DIR is up to date, 1 with a unified diff of each file that
-        /// would change and a summary of the list's changes when it is not.
+        /// would change and a summary of the list's changes when it is not. A changed
+        /// description alone is a change (it is a comment in the files), as it is for `diff`.
         #[arg(long)]
         check: bool,
         /// Refuse (exit 4) when the new list takes away more than PCT percent of what DIR's
@@ -96,7 +97,9 @@ pub enum Command {
         policy: PolicyArgs,
     },
     /// Show which domains and IPs were added, removed or changed between two lists (responses
-    /// or source.json files). Exit 0 when nothing changed, 1 when something did.
+    /// or source.json files). Exit 0 when nothing changed, 1 when something did. A changed
+    /// description alone is a change, listed with the old and new text, as it is for
+    /// `build --check` (descriptions are comments in the files).
     Diff {
         /// The older list.
         old: PathBuf,

@@ -1,12 +1,14 @@
 //! What changed between two lists, for people (text), pull requests (markdown) and programs
-//! (JSON). Only what changes the firewall counts: destinations added or removed, and what a
-//! destination allows (protocols and ports, with and without `--necessary-only`) changed.
-//! Descriptions are comments and show in the file diffs instead.
+//! (JSON). Destinations added or removed, and destinations whose entries changed: what they
+//! allow (protocols and ports, with and without `--necessary-only`) or only their descriptions.
+//! A description is a comment in every file and a field of `source.json`, so a change to it alone
+//! is a change here too, as it is for `build --check`: the two never disagree.
 
 use serde_json::{json, Value};
 
 use crate::list::{services_text, Key, List, Record, Services};
 use crate::model::{Dest, ListKind};
+use crate::text::quote_max;
 
 #[derive(Debug, Default)]
 pub struct Summary<'a> {
@@ -27,7 +29,7 @@ pub fn summarize<'a>(old: &'a List, new: &'a List) -> Summary<'a> {
     for (key, before) in &old.records {
         match new.records.get(key) {
             None => s.removed.push((key, before)),
-            Some(after) if !before.same_effect(after) => s.changed.push((key, before, after)),
+            Some(after) if before != after => s.changed.push((key, before, after)),
             Some(_) => {}
         }
     }
@@ -69,6 +71,63 @@ fn effect(r: &Record) -> String {
         format!("necessary: {}", services_text(&necessary))
     };
     format!("{} ({which})", services_text(&all))
+}
+
+/// The descriptions of a destination, quoted and escaped (free text is hostile; an invisible
+/// character shows as its escape, so two descriptions that look alike never print the same).
+/// With more than one, each says which services it covers (and, with `necessary`, whether it
+/// is marked necessary).
+fn descriptions(r: &Record, necessary: bool) -> String {
+    let whole = |d: &str| quote_max(d, usize::MAX);
+    if r.by_note.len() == 1 {
+        return r.by_note.keys().map(|n| whole(&n.description)).collect();
+    }
+    let mut parts: Vec<String> = r
+        .by_note
+        .iter()
+        .map(|(n, services)| {
+            let necessary = if necessary && n.necessary {
+                ", necessary"
+            } else {
+                ""
+            };
+            format!(
+                "{} ({}{necessary})",
+                whole(&n.description),
+                services_text(services)
+            )
+        })
+        .collect();
+    // By text, so that the order says nothing about which one is necessary.
+    parts.sort_unstable();
+    parts.join(", ")
+}
+
+/// The descriptions before and after, when they differ. When nothing else changed, something
+/// about them did: which of them is marked necessary, if not their text or services.
+fn description_change(before: &Record, after: &Record) -> Option<(String, String)> {
+    let (b, a) = (descriptions(before, false), descriptions(after, false));
+    if b != a {
+        Some((b, a))
+    } else if before.same_effect(after) {
+        Some((descriptions(before, true), descriptions(after, true)))
+    } else {
+        None
+    }
+}
+
+/// Markdown text that renders as itself: every ASCII punctuation character backslash-escaped
+/// (CommonMark allows it for all of them), so a description can't close a table cell, open a
+/// link or an HTML tag, or start a code span.
+fn markdown_text(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if c.is_ascii_punctuation() {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
 }
 
 /// One line of a summary: what happened to a destination, with its state before and after.
@@ -136,7 +195,17 @@ impl Summary<'_> {
             let line = match (row.before, row.after) {
                 (None, Some(a)) => format!("+ {head}: {}", effect(a)),
                 (Some(b), None) => format!("- {head}: {}", effect(b)),
-                (Some(b), Some(a)) => format!("~ {head}: {} -> {}", effect(b), effect(a)),
+                (Some(b), Some(a)) => {
+                    let services = if b.same_effect(a) {
+                        effect(a)
+                    } else {
+                        format!("{} -> {}", effect(b), effect(a))
+                    };
+                    match description_change(b, a) {
+                        Some((db, da)) => format!("~ {head}: {services}; description {db} -> {da}"),
+                        None => format!("~ {head}: {services}"),
+                    }
+                }
                 (None, None) => continue,
             };
             out.push_str(&line);
@@ -154,14 +223,27 @@ impl Summary<'_> {
         }
         out.push_str("\n| change | kind | destination | before | after |\n|---|---|---|---|---|\n");
         // Destinations and services are validated values: no markdown can ride in on them.
+        // Descriptions are free text, escaped.
         for row in self.rows() {
+            let notes = match (row.before, row.after) {
+                (Some(b), Some(a)) => description_change(b, a),
+                _ => None,
+            };
+            let cell = |r: Option<&Record>, note: Option<&String>| {
+                let mut cell = r.map(effect).unwrap_or_default();
+                if let Some(d) = note {
+                    cell.push_str("; description ");
+                    cell.push_str(&markdown_text(d));
+                }
+                cell
+            };
             out.push_str(&format!(
                 "| {} | {} | `{}` | {} | {} |\n",
                 row.change,
                 kind(row.key),
                 destination(row.key),
-                row.before.map(effect).unwrap_or_default(),
-                row.after.map(effect).unwrap_or_default()
+                cell(row.before, notes.as_ref().map(|n| &n.0)),
+                cell(row.after, notes.as_ref().map(|n| &n.1)),
             ));
         }
         out
@@ -188,12 +270,25 @@ impl Summary<'_> {
                 })
                 .collect()
         };
-        // `is_necessary`: some entry is; `necessary_services`: what --necessary-only keeps.
+        // `is_necessary`: some entry is; `necessary_services`: what --necessary-only keeps;
+        // `descriptions`: each description with whether it is necessary and what it covers.
         let record = |r: &Record| {
+            let notes: Vec<Value> = r
+                .by_note
+                .iter()
+                .map(|(n, s)| {
+                    json!({
+                        "description": n.description,
+                        "is_necessary": n.necessary,
+                        "services": services(s),
+                    })
+                })
+                .collect();
             json!({
                 "services": services(&r.services()),
                 "is_necessary": r.any_necessary(),
                 "necessary_services": services(&r.necessary_services()),
+                "descriptions": notes,
             })
         };
         let mut out = json!({
@@ -257,8 +352,9 @@ mod tests {
             s.text(),
             "+ ip 198.51.100.0/24: udp 8000-8100 (necessary)\n\
              - ip 192.0.2.2/32: tcp 443 (optional)\n\
+             ~ ip 192.0.2.1/32: tcp 443 (optional); description \"kept\" -> \"new text\"\n\
              ~ ip 192.0.2.3/32: tcp 443 (optional) -> tcp 80,443 (necessary)\n\
-             1 added, 1 removed, 1 changed\n"
+             1 added, 1 removed, 2 changed\n"
         );
         assert!(s.markdown().contains(
             "| changed | ip | `192.0.2.3/32` | tcp 443 (optional) | tcp 80,443 (necessary) |"
@@ -266,19 +362,23 @@ mod tests {
         let j = s.json();
         assert_eq!(j["removed"][0]["destination"], "192.0.2.2/32");
         assert_eq!(
-            j["changed"][0]["after"]["services"]["tcp"],
+            j["changed"][1]["after"]["services"]["tcp"],
             json!([80, 443])
         );
         assert_eq!(
             j["added"][0]["after"]["services"]["udp"],
             json!(["8000-8100"])
         );
-        assert_eq!(j["counts"], json!({"added": 1, "removed": 1, "changed": 1}));
+        assert_eq!(j["counts"], json!({"added": 1, "removed": 1, "changed": 2}));
+        assert_eq!(
+            j["changed"][0]["after"]["descriptions"],
+            json!([{"description": "new text", "is_necessary": false, "services": {"tcp": [443]}}])
+        );
         assert!(summarize(&new, &new).is_empty());
     }
 
     #[test]
-    fn necessary_moving_between_services_is_a_change_and_descriptions_are_not() {
+    fn necessary_moving_between_services_is_a_change_and_so_are_descriptions() {
         let old = list(
             r#"{"ip_list":[
             {"ip":"192.0.2.1","protocol":"TCP","port":[443],"is_necessary":1,"description":"a"},
@@ -304,6 +404,26 @@ mod tests {
             {"ip":"192.0.2.1","protocol":"TCP","port":[443],"is_necessary":1,"description":"new"},
             {"ip":"192.0.2.1","protocol":"UDP","port":[3478],"is_necessary":0}]}"#,
         );
-        assert!(summarize(&old, &reworded).is_empty());
+        assert_eq!(
+            summarize(&old, &reworded).text(),
+            "~ ip 192.0.2.1/32: tcp 443; udp 3478 (necessary: tcp 443); description \
+             \"a\" (tcp 443), \"b\" (udp 3478) -> \"\" (udp 3478), \"new\" (tcp 443)\n\
+             0 added, 0 removed, 1 changed\n"
+        );
+        // Only which description is necessary changed: the firewall allows the same, the
+        // comments say otherwise.
+        let swap = |a: u8, b: u8| {
+            list(&format!(
+                r#"{{"ip_list":[
+                {{"ip":"192.0.2.1","protocol":"TCP","port":[443],"is_necessary":{a},"description":"a"}},
+                {{"ip":"192.0.2.1","protocol":"TCP","port":[443],"is_necessary":{b},"description":"b"}}]}}"#
+            ))
+        };
+        assert_eq!(
+            summarize(&swap(1, 0), &swap(0, 1)).text(),
+            "~ ip 192.0.2.1/32: tcp 443 (necessary); description \
+             \"a\" (tcp 443, necessary), \"b\" (tcp 443) -> \"a\" (tcp 443), \"b\" (tcp 443, necessary)\n\
+             0 added, 0 removed, 1 changed\n"
+        );
     }
 }

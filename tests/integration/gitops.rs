@@ -252,6 +252,70 @@ fn diff_in_every_format() {
     assert_eq!(bad.status.code(), Some(2));
 }
 
+/// A description is a comment in every file and a field of source.json: when only it changes,
+/// `build --check` finds the folder out of date, so `diff` must count it as a change too (exit 1,
+/// listed), with the hostile text escaped in every format.
+#[test]
+fn diff_and_check_agree_that_a_description_alone_is_a_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let seed = fixture("seed.json");
+    let out = dir.path().join("out");
+    assert!(build(&seed, &out, &[]).status.success());
+
+    let mut doc: serde_json::Value = serde_json::from_slice(&fs::read(&seed).unwrap()).unwrap();
+    doc["ip_list"][1]["description"] = serde_json::json!("HTTPDNS | <b>`x`</b>\n\u{202e}");
+    let next = dir.path().join("reworded.json");
+    fs::write(&next, serde_json::to_vec(&doc).unwrap()).unwrap();
+    let (s, n) = (
+        out.join("source.json").to_str().unwrap().to_owned(),
+        next.to_str().unwrap().to_owned(),
+    );
+
+    let check = build(&next, &out, &["--check"]);
+    assert_eq!(check.status.code(), Some(1), "{}", stderr(&check));
+    let line = "~ ip 115.238.203.110/32: tcp 80,443 (necessary); description \
+                \"企业微信客户端HTTPDNS解析\" -> \"HTTPDNS | <b>`x`</b>\\n\\u{202e}\"\n\
+                0 added, 0 removed, 1 changed\n";
+    assert!(stdout(&check).ends_with(line), "{}", stdout(&check));
+
+    let text = run(&["diff", &s, &n], None);
+    assert_eq!(text.status.code(), Some(1), "{}", stderr(&text));
+    assert_eq!(stdout(&text), line);
+
+    let md = run(&["diff", &s, &n, "--format", "markdown"], None);
+    assert_eq!(md.status.code(), Some(1));
+    assert!(
+        stdout(&md).contains(
+            "| changed | ip | `115.238.203.110/32` | tcp 80,443 (necessary); description \
+             \\\"企业微信客户端HTTPDNS解析\\\" | tcp 80,443 (necessary); description \
+             \\\"HTTPDNS \\| \\<b\\>\\`x\\`\\<\\/b\\>\\\\n\\\\u\\{202e\\}\\\" |\n"
+        ),
+        "{}",
+        stdout(&md)
+    );
+
+    let json = run(&["diff", &s, &n, "--format", "json"], None);
+    assert_eq!(json.status.code(), Some(1));
+    let json: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(
+        json["counts"],
+        serde_json::json!({"added": 0, "removed": 0, "changed": 1})
+    );
+    assert_eq!(
+        json["changed"][0]["after"]["descriptions"],
+        serde_json::json!([{
+            "description": "HTTPDNS | <b>`x`</b>\n\u{202e}",
+            "is_necessary": true,
+            "services": {"tcp": [80, 443]},
+        }])
+    );
+
+    // Built, the folder is up to date and the lists are the same for both.
+    assert!(build(&next, &out, &[]).status.success());
+    assert_eq!(build(&next, &out, &["--check"]).status.code(), Some(0));
+    assert_eq!(run(&["diff", &s, &n], None).status.code(), Some(0));
+}
+
 #[test]
 fn config_sets_names_filters_extra_and_exclusions() {
     let dir = tempfile::tempdir().unwrap();
