@@ -227,6 +227,10 @@ pub struct PolicyArgs {
     /// nftables: the regular chain that holds the rules (default wecom_allow).
     #[arg(long, value_name = "NAME")]
     pub nft_chain: Option<String>,
+    /// nftables: a `counter` on every rule, so that `nft list chain` shows what each one
+    /// passed (iptables and ip6tables count every rule anyway).
+    #[arg(long)]
+    pub nft_counter: bool,
     /// pfSense: the interface the pass rules go on (internal name: lan, opt1 ...; default lan).
     #[arg(long, value_name = "NAME")]
     pub interface: Option<String>,
@@ -261,6 +265,7 @@ impl PolicyArgs {
             }
         }
         n.validate()?;
+        config.rules.nft_counter |= self.nft_counter;
         if let Some(sets) = self.dnsmasq_sets {
             config.dnsmasq.sets = sets;
         }

@@ -9,7 +9,7 @@ use serde::Deserialize;
 use crate::error::{Error, Result};
 use crate::model::{Dest, Family, Hostname, ListKind, Protocol};
 use crate::normalize::{Exclude, Options};
-use crate::render::{DnsSets, DnsmasqSettings, Names};
+use crate::render::{DnsSets, DnsmasqSettings, Names, RuleOptions};
 use crate::text::quote;
 use crate::wecom::{self, Response};
 
@@ -46,6 +46,7 @@ struct NftablesSection {
     family: Option<String>,
     table: Option<String>,
     chain: Option<String>,
+    counter: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -108,6 +109,8 @@ pub struct Config {
     pub names: Names,
     /// Which sets dnsmasq.conf fills, and their timeout.
     pub dnsmasq: DnsmasqSettings,
+    /// Statements every rule carries (counters, logging).
+    pub rules: RuleOptions,
     pub options: Options,
     /// Validated `extra` entries, to add to the response's.
     pub extra: Response,
@@ -152,6 +155,9 @@ impl Config {
             dnsmasq.timeout = timeout;
         }
         dnsmasq.validate()?;
+        let rules = RuleOptions {
+            nft_counter: file.nftables.counter.unwrap_or(false),
+        };
 
         let mut extra = Response::default();
         let in_config = |e: Error| match e {
@@ -176,6 +182,7 @@ impl Config {
         Ok(Config {
             names,
             dnsmasq,
+            rules,
             options: Options {
                 necessary_only: file.filters.necessary_only,
                 exact_domains: file.filters.exact_domains,
@@ -225,6 +232,7 @@ mod tests {
             family = "inet"
             table = "fw"
             chain = "wecom"
+            counter = true
             [pfsense]
             interface = "opt1"
             alias_prefix = "WC_"
@@ -249,6 +257,8 @@ mod tests {
         .unwrap();
         assert_eq!(c.names.iptables_chain, "EGRESS_WECOM");
         assert_eq!(c.names.pfsense_tracker_base, 100_000);
+        assert!(c.rules.nft_counter);
+        assert!(!Config::parse("").unwrap().rules.nft_counter);
         assert!(c.options.necessary_only);
         assert_eq!(c.options.protocols, [Protocol::Tcp]);
         assert_eq!(c.options.families, [Family::Ipv4, Family::Dns]);
@@ -267,6 +277,7 @@ mod tests {
             ("[filters]\nfamilies = [\"ipv5\"]", "ipv5"),
             ("[iptables]\nchain = \"OUTPUT\"", "OUTPUT"),
             ("[nftables]\nfamily = \"bridge\"", "bridge"),
+            ("[nftables]\ncounter = \"yes\"", "counter"),
             ("[pfsense]\nalias_prefix = \"pkg_\"", "pkg_"),
             ("[[extra.ip_list]]\nip = \"1.2.3.4\"\nprotocol = \"TCP\"\nport = [0]\nis_necessary = 1", "extra.ip_list[0].port"),
             ("[[extra.ip_list]]\nip = \"1.2.3.4\"\nprotocol = \"TCP\"\nport = [1]\nis_necessary = 1\ndescripton = \"x\"", "extra.ip_list[0]: unknown key \"descripton\""),

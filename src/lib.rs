@@ -58,6 +58,7 @@ pub fn prepare(response: wecom::Response, config: &Config) -> Result<Prepared> {
         exact_domains: config.options.exact_domains,
         digest: list::digest(&source_json),
         dnsmasq: config.dnsmasq.clone(),
+        rules: config.rules.clone(),
     };
     Ok(Prepared {
         entries,

@@ -332,6 +332,14 @@ pub struct Settings {
     /// `sha256:...` of source.json, the normalized list the files are built from.
     pub digest: String,
     pub dnsmasq: DnsmasqSettings,
+    pub rules: RuleOptions,
+}
+
+/// What every rule of a target carries beyond its match and verdict.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct RuleOptions {
+    /// nftables: a `counter` on every rule. iptables counts every rule anyway.
+    pub nft_counter: bool,
 }
 
 #[derive(Serialize)]
@@ -351,6 +359,7 @@ struct Context<'a> {
     /// The most addresses one statement (rule, ACL line, alias) may hold: `Target::chunk`.
     chunk: usize,
     dnsmasq: &'a DnsmasqSettings,
+    rules: &'a RuleOptions,
     /// dnsmasq only: one line per listed name, with the sets of every group that covers it.
     dns_lines: Vec<DnsLine>,
 }
@@ -598,6 +607,7 @@ fn context<'a>(target: Target, policy: &Policy, settings: &'a Settings) -> Resul
         inexpressible: policy.inexpressible.iter().map(|h| h.to_string()).collect(),
         chunk: target.chunk(),
         dnsmasq: &settings.dnsmasq,
+        rules: &settings.rules,
         dns_lines,
     })
 }

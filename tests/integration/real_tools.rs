@@ -651,6 +651,8 @@ fn nft_rule(
     for expr in matches {
         let m = match single_key(expr)? {
             ("match", m) if m["op"] == "==" => m,
+            // Counts what the rule matches; changes nothing it allows.
+            ("counter", _) => continue,
             _ => return Err(format!("an unknown expression: {expr}")),
         };
         let payload = &m["left"]["payload"];
@@ -863,6 +865,196 @@ fn nftables_reload_of_another_list_replaces_the_first() {
         let what = format!("nftables {} then {}", file_name(&first), file_name(&second));
         failures.check(&what, nft_replace(&first, &second));
     }
+    failures.assert_none();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Counters
+
+/// A destination of seed.json (TCP 80 and 443) that the counter tests connect to. In the
+/// namespace it is an address of `lo`, so the SYN passes the output hook once and the kernel
+/// refuses it at once: no packet leaves the namespace.
+const PROBE: (&str, u16) = ("115.238.203.110", 443);
+
+/// Shell that puts PROBE on `lo` and tries one TCP connection to it.
+fn probe_script() -> String {
+    let (ip, port) = PROBE;
+    format!(
+        "ip link set lo up && ip addr add {ip}/32 dev lo && \
+         {{ bash -c 'exec 3<>/dev/tcp/{ip}/{port}' 2>/dev/null; true; }}"
+    )
+}
+
+fn probe_addr() -> u128 {
+    parse_addr(PROBE.0).expect("PROBE is an address").1
+}
+
+/// Each rule of `nft -j list chain` with its counter's packets, and whether it allows PROBE
+/// (read by `nft_rule`). A rule without exactly one counter fails.
+fn nft_counted_rules(json: &str) -> Result<Vec<(u64, bool)>, String> {
+    let doc: Value = serde_json::from_str(json).map_err(|e| format!("nft -j is not JSON: {e}"))?;
+    let items = doc["nftables"].as_array().ok_or("no nftables list")?;
+    let mut out = Vec::new();
+    for rule in items.iter().filter_map(|i| i.get("rule")) {
+        let exprs = rule["expr"].as_array().ok_or("a rule without expr")?;
+        let counters: Vec<&Value> = exprs.iter().filter_map(|e| e.get("counter")).collect();
+        let [counter] = counters[..] else {
+            return Err(format!("{} counters in rule {rule}", counters.len()));
+        };
+        let packets = counter["packets"]
+            .as_u64()
+            .ok_or_else(|| format!("a counter without packets: {rule}"))?;
+        let mut allowed = AddrBuilder::default();
+        nft_rule(rule, &HashMap::new(), &mut allowed).or_else(|e| {
+            // A rule on a DNS-fed set (empty here) can't be read without its set.
+            if e.contains("missing set") {
+                Ok(())
+            } else {
+                Err(format!("{e}\nin rule {rule}"))
+            }
+        })?;
+        let hit = allowed
+            .build()
+            .allows(Family::V4, Proto::Tcp, probe_addr(), PROBE.1);
+        out.push((packets, hit));
+    }
+    if out.is_empty() {
+        return Err("the chain holds no rule".into());
+    }
+    Ok(out)
+}
+
+/// Fails unless exactly the rules that allow PROBE counted (one packet or more) and every other
+/// rule counted nothing, or, when `after_reload`, every rule is back at zero.
+fn check_counts(rules: &[(u64, bool)], after_reload: bool) -> Result<(), String> {
+    let wrong: Vec<String> = rules
+        .iter()
+        .enumerate()
+        .filter(|(_, &(packets, hit))| {
+            if after_reload || !hit {
+                packets != 0
+            } else {
+                packets == 0
+            }
+        })
+        .map(|(i, (packets, hit))| {
+            format!(
+                "rule #{} (allows the probe: {hit}) counted {packets}",
+                i + 1
+            )
+        })
+        .collect();
+    let hits = rules.iter().filter(|(_, hit)| *hit).count();
+    if hits != 1 {
+        return Err(format!("{hits} rules allow the probe, not one"));
+    }
+    if wrong.is_empty() {
+        Ok(())
+    } else {
+        Err(wrong.join("\n"))
+    }
+}
+
+#[test]
+fn nft_counter_counts_what_each_rule_passes_and_a_reload_resets_it() {
+    if !nft_tools() || !require_tool("ip") || !require_tool("bash") {
+        return;
+    }
+    let fixture = crate::support::fixture("seed.json");
+    let scratch = Scratch::new();
+    scratch.write(
+        "script.nft",
+        &render("nftables", &fixture, &["--nft-counter"]),
+    );
+    let list = format!("nft -j list chain inet {NFT_TABLE} {NFT_CHAIN}");
+    scratch
+        .in_namespace(
+            &format!(
+                r#"nft -f "$1" && nft -j list ruleset > "$4" && \
+                 nft add chain inet {NFT_TABLE} out '{{ type filter hook output priority 0; }}' && \
+                 nft add rule inet {NFT_TABLE} out jump {NFT_CHAIN} && {probe} && \
+                 {list} > "$2" && nft -f "$1" && {list} > "$3""#,
+                probe = probe_script()
+            ),
+            &["script.nft", "counted", "reloaded", "ruleset"],
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut failures = Failures::default();
+    failures.check(
+        "the counted script allows exactly the list",
+        parse_nft_json(&scratch.read("ruleset"))
+            .and_then(|actual| check_same_addrs(&actual, &Expected::from_fixture(&fixture).addrs)),
+    );
+    failures.check(
+        "after one connection",
+        nft_counted_rules(&scratch.read("counted")).and_then(|r| check_counts(&r, false)),
+    );
+    failures.check(
+        "after a reload",
+        nft_counted_rules(&scratch.read("reloaded")).and_then(|r| check_counts(&r, true)),
+    );
+    failures.assert_none();
+}
+
+/// Each `[packets:bytes] -A WECOM_ALLOW ...` line of `iptables-save -c`, with whether the rule
+/// allows PROBE (read by `parse_xtables_rule`).
+fn xtables_counted_rules(text: &str) -> Result<Vec<(u64, bool)>, String> {
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let Some((counts, rule)) = line.strip_prefix('[').and_then(|l| l.split_once("] ")) else {
+            continue;
+        };
+        let Some(rule) = rule.strip_prefix(&format!("-A {IPT_CHAIN} ")) else {
+            continue;
+        };
+        let packets = counts
+            .split_once(':')
+            .and_then(|(p, _)| p.parse::<u64>().ok())
+            .ok_or_else(|| format!("no [packets:bytes]: {line}"))?;
+        let words = split_words(rule).map_err(|e| format!("{e}: {line}"))?;
+        let mut allowed = AddrBuilder::default();
+        parse_xtables_rule(Family::V4, &words, &mut allowed, &mut SetRules::new())
+            .map_err(|e| format!("{e}: {line}"))?;
+        let hit = allowed
+            .build()
+            .allows(Family::V4, Proto::Tcp, probe_addr(), PROBE.1);
+        out.push((packets, hit));
+    }
+    if out.is_empty() {
+        return Err(format!("no counted rule of {IPT_CHAIN} in:\n{text}"));
+    }
+    Ok(out)
+}
+
+#[test]
+fn iptables_counts_what_each_rule_passes_and_a_reload_resets_it() {
+    if !xtables_tools(Family::V4) || !require_tool("ip") || !require_tool("bash") {
+        return;
+    }
+    let fixture = crate::support::fixture("seed.json");
+    let scratch = Scratch::new();
+    scratch.write("rules", &render("iptables", &fixture, &[]));
+    scratch.write("ipset", &render("ipset", &fixture, &[]));
+    scratch
+        .in_namespace(
+            &format!(
+                r#"ipset restore -exist < "$4" && iptables-restore --noflush < "$1" && \
+                 iptables -A OUTPUT -j {IPT_CHAIN} && {probe} && iptables-save -c > "$2" && \
+                 iptables-restore --noflush < "$1" && iptables-save -c > "$3""#,
+                probe = probe_script()
+            ),
+            &["rules", "counted", "reloaded", "ipset"],
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut failures = Failures::default();
+    failures.check(
+        "after one connection",
+        xtables_counted_rules(&scratch.read("counted")).and_then(|r| check_counts(&r, false)),
+    );
+    failures.check(
+        "after a reload",
+        xtables_counted_rules(&scratch.read("reloaded")).and_then(|r| check_counts(&r, true)),
+    );
     failures.assert_none();
 }
 
@@ -1959,7 +2151,7 @@ cidrs = ["101.20.0.0/25", "101.0.2.5", "240e:ff:e020::2/128"]
         ),
         (
             "custom-names",
-            "[iptables]\nchain = \"EGRESS_WECOM\"\n[nftables]\ntable = \"fw\"\nchain = \"wecom\"\n\
+            "[iptables]\nchain = \"EGRESS_WECOM\"\n[nftables]\ntable = \"fw\"\nchain = \"wecom\"\ncounter = true\n\
              [pfsense]\ninterface = \"opt1\"\nalias_prefix = \"WC_\"\ntracker_base = 100000\n\
              [squid]\nacl_prefix = \"wc_\"\n",
         ),
