@@ -14,7 +14,8 @@ use crate::error::{Error, Result};
 use crate::fetch;
 use crate::list::{self, List};
 use crate::output::{
-    lock_folder, read_input, remove_leftovers, stale_files, write_file, write_files,
+    lock_folder, read_input, remove_leftovers, removed_files, stale_files, write_and_remove,
+    write_file,
 };
 use crate::render::{DnsSets, Templates};
 use crate::target::Target;
@@ -528,8 +529,17 @@ fn build_into(
         ));
     }
     files.push((source_path, prepared.source_json.clone().into_bytes()));
+    let lists_dir = out_dir.join(crate::lists::DIR);
+    let lists = prepared.lists()?;
+    let remove = gone_lists(&lists_dir, &lists)?;
+    files.extend(
+        lists
+            .into_iter()
+            .map(|(name, bytes)| (lists_dir.join(name), bytes)),
+    );
     if check {
-        let stale = stale_files(&files)?;
+        let mut stale = stale_files(&files)?;
+        stale.extend(removed_files(&remove)?);
         if stale.is_empty() {
             return Ok((Outcome::Done, String::new()));
         }
@@ -539,14 +549,67 @@ fn build_into(
         print(&report)?;
         return Ok((Outcome::Changed, String::new()));
     }
-    let report = what_changes(&files);
-    write_files(&files)?;
+    let report = what_changes(&files, &remove);
+    let created = !lists_dir.exists();
+    std::fs::create_dir_all(&lists_dir).map_err(|source| Error::Write {
+        path: lists_dir.clone(),
+        source,
+    })?;
+    for path in remove_leftovers(&lists_dir)? {
+        tracing::warn!("removed {}, left by an interrupted run", path.display());
+    }
+    let written = write_and_remove(&files, &remove);
+    if written.is_err() && created {
+        // A failed first build leaves no empty lists folder behind.
+        let _ = std::fs::remove_dir(&lists_dir);
+    }
+    written?;
     Ok((Outcome::Done, report))
+}
+
+/// The group files in `lists/` that the new build doesn't write: their groups are gone (or
+/// moved to other ports), and a firewall still fetching one must not keep getting a list that
+/// no longer holds. Only names this tool gives its files are touched.
+fn gone_lists(lists_dir: &Path, lists: &[(String, Vec<u8>)]) -> Result<Vec<PathBuf>> {
+    let entries = match std::fs::read_dir(lists_dir) {
+        Ok(entries) => entries,
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
+            ) =>
+        {
+            return Ok(Vec::new())
+        }
+        Err(source) => {
+            return Err(Error::Read {
+                path: lists_dir.to_owned(),
+                source,
+            })
+        }
+    };
+    let mut gone = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|source| Error::Read {
+            path: lists_dir.to_owned(),
+            source,
+        })?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if crate::lists::is_group_file(name)
+            && !lists.iter().any(|(kept, _)| kept == name)
+            && entry.file_type().is_ok_and(|t| t.is_file())
+        {
+            gone.push(entry.path());
+        }
+    }
+    gone.sort();
+    Ok(gone)
 }
 
 /// What a build is about to do to each file, for standard error: an engineer at the terminal
 /// sees which files a build touched (and that a no-op build was one).
-fn what_changes(files: &[(PathBuf, Vec<u8>)]) -> String {
+fn what_changes(files: &[(PathBuf, Vec<u8>)], remove: &[PathBuf]) -> String {
     let (mut written, mut unchanged) = (0, 0);
     let mut report = String::new();
     for (path, bytes) in files {
@@ -570,8 +633,16 @@ fn what_changes(files: &[(PathBuf, Vec<u8>)]) -> String {
             }
         }
     }
+    for path in remove {
+        report.push_str(&format!("wecom-allowlist: removed {}\n", path.display()));
+    }
+    let removed = if remove.is_empty() {
+        String::new()
+    } else {
+        format!(", {} removed", remove.len())
+    };
     report.push_str(&format!(
-        "wecom-allowlist: {written} written, {unchanged} unchanged\n"
+        "wecom-allowlist: {written} written, {unchanged} unchanged{removed}\n"
     ));
     report
 }

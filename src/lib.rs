@@ -12,6 +12,7 @@ pub mod diff;
 pub mod error;
 pub mod fetch;
 pub mod list;
+pub mod lists;
 pub mod model;
 pub mod normalize;
 pub mod output;
@@ -103,6 +104,15 @@ impl Prepared {
         templates: &Templates,
     ) -> Result<String> {
         templates.render(target, policy, &self.settings)
+    }
+
+    /// The files of `lists/` (name, bytes), the index last. Names are matched with their
+    /// subdomains where a wildcard says so, as Squid does, so a name a wildcard covers is
+    /// left out.
+    pub fn lists(&self) -> Result<Vec<(String, Vec<u8>)>> {
+        let policy = normalize::normalize(&self.entries, &self.options, true)?;
+        let slugs = render::group_slugs(&policy.groups);
+        Ok(lists::render(&policy, &slugs, &self.settings.digest))
     }
 
     /// What `target`'s template receives, as JSON, for writing custom templates.

@@ -117,26 +117,32 @@ fn without_temp_path(e: std::io::Error, dir: &Path) -> std::io::Error {
 /// Replaces or creates `path` atomically (`-o FILE`).
 pub fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
     refuse_non_regular(path, " (omit -o to write to standard output)")?;
-    commit(vec![(path, stage(path, bytes, Access::AsBefore)?)])
+    commit(vec![(path, stage(path, bytes, Access::AsBefore)?)], &[])
 }
 
 /// Replaces or creates a file that holds a credential (the token cache) atomically, mode 0600.
 pub fn write_private_file(path: &Path, bytes: &[u8]) -> Result<()> {
     refuse_non_regular(path, "")?;
-    commit(vec![(path, stage(path, bytes, Access::Private)?)])
+    commit(vec![(path, stage(path, bytes, Access::Private)?)], &[])
 }
 
 /// Replaces or creates every file, all or nothing: all are staged first, the old ones are kept
 /// until every rename succeeded, and put back if one fails.
 pub fn write_files(files: &[(PathBuf, Vec<u8>)]) -> Result<()> {
-    for (path, _) in files {
+    write_and_remove(files, &[])
+}
+
+/// `write_files`, and removes the files of `remove` in the same all-or-nothing step: a file
+/// removed is kept under a temporary name until everything succeeded, and put back if not.
+pub fn write_and_remove(files: &[(PathBuf, Vec<u8>)], remove: &[PathBuf]) -> Result<()> {
+    for path in files.iter().map(|(p, _)| p).chain(remove) {
         refuse_non_regular(path, "")?;
     }
     let staged = files
         .iter()
         .map(|(path, bytes)| stage(path, bytes, Access::AsBefore).map(|tmp| (path.as_path(), tmp)))
         .collect::<Result<Vec<_>>>()?;
-    commit(staged)
+    commit(staged, remove)
 }
 
 /// The old version of a file, kept under a temporary name (a hard link, or a copy where the
@@ -157,10 +163,12 @@ fn keep_old(path: &Path) -> std::io::Result<Option<NamedTempFile<()>>> {
         .map(Some)
 }
 
-/// Renames every staged file over its target, then syncs their folders. On any failure, the
-/// files already renamed are put back as they were (or removed, if they were new).
-fn commit(staged: Vec<(&Path, NamedTempFile)>) -> Result<()> {
-    let mut done: Vec<(&Path, Option<NamedTempFile<()>>)> = Vec::with_capacity(staged.len());
+/// Renames every staged file over its target, removes the files of `remove`, then syncs their
+/// folders. On any failure, the files already renamed or removed are put back as they were (or
+/// removed, if they were new).
+fn commit<'a>(staged: Vec<(&'a Path, NamedTempFile)>, remove: &'a [PathBuf]) -> Result<()> {
+    let mut done: Vec<(&Path, Option<NamedTempFile<()>>)> =
+        Vec::with_capacity(staged.len() + remove.len());
     let mut failure = None;
     for (path, tmp) in staged {
         let kept = match keep_old(path) {
@@ -181,6 +189,26 @@ fn commit(staged: Vec<(&Path, NamedTempFile)>) -> Result<()> {
                     source: e.error,
                 });
                 break;
+            }
+        }
+    }
+    if failure.is_none() {
+        for path in remove {
+            let removed = keep_old(path).and_then(|kept| match kept {
+                // Gone already: nothing to remove, nothing to put back.
+                None => Ok(None),
+                Some(kept) => fs::remove_file(path).map(|()| Some(kept)),
+            });
+            match removed {
+                Ok(Some(kept)) => done.push((path.as_path(), Some(kept))),
+                Ok(None) => {}
+                Err(source) => {
+                    failure = Some(Error::Write {
+                        path: path.to_owned(),
+                        source,
+                    });
+                    break;
+                }
             }
         }
     }
@@ -342,6 +370,31 @@ pub fn stale_files(files: &[(PathBuf, Vec<u8>)]) -> Result<Vec<String>> {
     Ok(out)
 }
 
+/// For `--check`: a unified diff from each file a build would remove to nothing.
+pub fn removed_files(remove: &[PathBuf]) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    for path in remove {
+        let old = match fs::read(path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(source) => {
+                return Err(Error::Read {
+                    path: path.clone(),
+                    source,
+                })
+            }
+        };
+        let old_text = String::from_utf8_lossy(&old);
+        let diff = similar::TextDiff::from_lines(old_text.as_ref(), "")
+            .unified_diff()
+            .context_radius(3)
+            .header(&format!("a/{}", path.display()), "/dev/null")
+            .to_string();
+        out.push(diff);
+    }
+    Ok(out)
+}
+
 /// Reads a file, or standard input for `-`.
 pub fn read_input(path: &Path) -> Result<Vec<u8>> {
     let err = |source| Error::Read {
@@ -443,7 +496,7 @@ mod tests {
                 "{name}"
             );
         }
-        let err = commit(staged).unwrap_err();
+        let err = commit(staged, &[]).unwrap_err();
         assert!(err.to_string().contains("c.txt"), "{err}");
         assert_eq!(fs::read_to_string(&a).unwrap(), "old a");
         assert!(!b.exists(), "a new file stayed");
@@ -454,6 +507,35 @@ mod tests {
             .collect();
         left.sort();
         assert_eq!(left, ["a.txt", "c.txt"], "temporary files left");
+    }
+
+    #[test]
+    fn a_failed_rename_puts_back_a_file_already_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, gone, c) = (
+            dir.path().join("a.txt"),
+            dir.path().join("gone.txt"),
+            dir.path().join("c.txt"),
+        );
+        fs::write(&gone, "old").unwrap();
+        // Succeeds: the file is removed along with the write.
+        write_and_remove(&[(a.clone(), b"a".to_vec())], &[gone.clone()]).unwrap();
+        assert!(!gone.exists());
+        fs::write(&gone, "old").unwrap();
+        // A folder that appears after the check makes the removal fail: nothing changes.
+        let staged = vec![(a.as_path(), stage(&a, b"new a", Access::AsBefore).unwrap())];
+        fs::create_dir(&c).unwrap();
+        let remove = vec![gone.clone(), c.clone()];
+        let err = commit(staged, &remove).unwrap_err();
+        assert!(err.to_string().contains("c.txt"), "{err}");
+        assert_eq!(fs::read_to_string(&a).unwrap(), "a");
+        assert_eq!(fs::read_to_string(&gone).unwrap(), "old", "not put back");
+        let mut left: Vec<String> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["a.txt", "c.txt", "gone.txt"], "temporary files left");
     }
 
     #[test]

@@ -485,6 +485,15 @@ fn unique_slugs(groups: &[Group]) -> Vec<(String, String)> {
         .collect()
 }
 
+/// Each group's slug (`v4_tcp_443`), as the templates get it: the plain lists name their
+/// files after it.
+pub fn group_slugs(groups: &[Group]) -> Vec<String> {
+    unique_slugs(groups)
+        .into_iter()
+        .map(|(slug, _)| slug)
+        .collect()
+}
+
 /// How many trackers the generated rules may take from `pfsense_tracker_base` on.
 const TRACKER_SPAN: u64 = 10_000_000;
 

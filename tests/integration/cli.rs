@@ -75,10 +75,10 @@ fn build_writes_every_target_byte_identical_to_render() {
             )
         })
         .collect();
-    // Every target and source.json, nothing else (no temporary files left behind).
+    // Every target, source.json and lists/, nothing else (no temporary files left behind).
     assert_eq!(
         fs::read_dir(&out_dir).unwrap().count(),
-        TARGETS.len() + 1,
+        TARGETS.len() + 2,
         "stray files in the output folder"
     );
     // Same input and options, same bytes; and `render` gives what `build` wrote.
@@ -121,7 +121,10 @@ fn build_can_limit_the_targets() {
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     names.sort();
-    assert_eq!(names, ["nftables.nft", "source.json", "squid.conf"]);
+    assert_eq!(
+        names,
+        ["lists", "nftables.nft", "source.json", "squid.conf"]
+    );
 }
 
 #[test]
@@ -917,8 +920,9 @@ fn build_says_which_files_it_wrote_and_quiet_silences_it() {
         let line = format!("wecom-allowlist: wrote {} (new)", path(target_file(t)));
         assert!(first.lines().any(|l| l == line), "{line:?} not in {first}");
     }
-    // Every target's file and source.json.
-    let files = TARGETS.len() + 1;
+    // Every target's file, source.json and the plain lists.
+    let lists = fs::read_dir(out_dir.join("lists")).unwrap().count();
+    let files = TARGETS.len() + 1 + lists;
     let all_new = format!("wecom-allowlist: {files} written, 0 unchanged\n");
     assert!(first.ends_with(&all_new), "{first}");
     let again = build(&seed, &[]);
@@ -970,7 +974,13 @@ fn targets_take_commas_and_the_config_comes_from_the_environment() {
     names.sort();
     assert_eq!(
         names,
-        ["nftables.nft", "pfsense.xml", "source.json", "squid.conf"]
+        [
+            "lists",
+            "nftables.nft",
+            "pfsense.xml",
+            "source.json",
+            "squid.conf"
+        ]
     );
 
     let config = config_file(dir.path(), "[iptables]\nchain = \"FROM_ENV\"\n");

@@ -7,18 +7,22 @@ use std::path::Path;
 
 use crate::support::{fixture, run, stderr, stdout};
 
-/// Every file in `dir` with its bytes, to prove a failed run changed nothing.
+/// Every file in `dir` with its bytes, those of subfolders (`lists/`) as `lists/NAME`, to
+/// prove a failed run changed nothing.
 fn contents(dir: &Path) -> BTreeMap<String, Vec<u8>> {
-    fs::read_dir(dir)
-        .unwrap()
-        .map(|e| {
-            let e = e.unwrap();
-            (
-                e.file_name().to_string_lossy().into_owned(),
-                fs::read(e.path()).unwrap(),
-            )
-        })
-        .collect()
+    let mut out = BTreeMap::new();
+    for e in fs::read_dir(dir).unwrap() {
+        let e = e.unwrap();
+        let name = e.file_name().to_string_lossy().into_owned();
+        if e.file_type().unwrap().is_dir() {
+            for (inner, bytes) in contents(&e.path()) {
+                out.insert(format!("{name}/{inner}"), bytes);
+            }
+        } else {
+            out.insert(name, fs::read(e.path()).unwrap());
+        }
+    }
+    out
 }
 
 fn build(input: &Path, dir: &Path, extra: &[&str]) -> std::process::Output {
@@ -59,7 +63,7 @@ fn headers_carry_version_and_digest_of_source_json() {
         .map(|b| format!("{b:02x}"))
         .collect();
     for (name, bytes) in &files {
-        if name == "source.json" {
+        if name == "source.json" || name.starts_with("lists/") {
             continue;
         }
         let text = String::from_utf8_lossy(bytes);
@@ -70,6 +74,10 @@ fn headers_carry_version_and_digest_of_source_json() {
             "{name}: {head}"
         );
     }
+    // The plain lists hold nothing but values: their index cites the digest and version.
+    let index: serde_json::Value = serde_json::from_slice(&files["lists/index.json"]).unwrap();
+    assert_eq!(index["digest"], format!("sha256:{digest}"));
+    assert_eq!(index["version"], env!("CARGO_PKG_VERSION"));
     // source.json is itself an input: building from it gives the same files.
     let again = tempfile::tempdir().unwrap();
     assert!(build(&dir.path().join("source.json"), again.path(), &[])
@@ -720,7 +728,7 @@ fn new_files_follow_the_umask_and_old_files_keep_their_mode() {
     }
     assert_eq!(
         fs::read_dir(&out).unwrap().count(),
-        8,
+        9,
         "temporary files left"
     );
 }

@@ -4,6 +4,7 @@
 mod cli;
 mod fetch;
 mod gitops;
+mod lists;
 mod lossless;
 mod normalize_props;
 mod oracle;
