@@ -519,7 +519,7 @@ mod tests {
         );
         fs::write(&gone, "old").unwrap();
         // Succeeds: the file is removed along with the write.
-        write_and_remove(&[(a.clone(), b"a".to_vec())], &[gone.clone()]).unwrap();
+        write_and_remove(&[(a.clone(), b"a".to_vec())], std::slice::from_ref(&gone)).unwrap();
         assert!(!gone.exists());
         fs::write(&gone, "old").unwrap();
         // A folder that appears after the check makes the removal fail: nothing changes.
