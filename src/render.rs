@@ -580,7 +580,7 @@ fn context<'a>(target: Target, policy: &Policy, settings: &'a Settings) -> Resul
             port_alias = format!("{p}P_{}", port_slug.to_ascii_uppercase());
         }
         let (nft_sets, ipsets) = if g.family == Family::Dns {
-            dns_sets(names, &port_slug, settings.dnsmasq.timeout)?
+            dns_sets(names, g, &port_slug, settings.dnsmasq.timeout)?
         } else {
             (Vec::new(), Vec::new())
         };
@@ -624,11 +624,19 @@ fn context<'a>(target: Target, policy: &Policy, settings: &'a Settings) -> Resul
 /// The longest ipset name: ipset refuses 32 characters or more.
 const IPSET_NAME_MAX: usize = 31;
 
-/// The sets of one name group. nftables: `<chain>_4_<ports>`, beside the chain that matches
-/// them; a changed timeout updates the set in place. ipset: `w4_<ports>_<timeout>`, because
-/// `ipset restore -exist` refuses to re-create a set with another timeout, so a changed
-/// timeout makes new sets.
-fn dns_sets(names: &Names, port_slug: &str, timeout: u64) -> Result<(Vec<DnsSet>, Vec<DnsSet>)> {
+/// The sets of one name group, named after the group's protocol, ports and members (a digest of
+/// its sorted names): a set holds what dnsmasq resolved for those names, so a group that loses a
+/// name must match a fresh, empty set, never the old one with the dropped name's addresses.
+/// nftables: `<chain>_4_<ports>_<digest>`, beside the chain that matches them; a changed timeout
+/// updates the set in place. ipset: `w4_<ports>_<digest>_<timeout>` (`w4_<longer digest>_<timeout>`
+/// when that passes ipset's 31 characters), because `ipset restore -exist` refuses to re-create a
+/// set with another timeout, so a changed timeout makes new sets.
+fn dns_sets(
+    names: &Names,
+    group: &Group,
+    port_slug: &str,
+    timeout: u64,
+) -> Result<(Vec<DnsSet>, Vec<DnsSet>)> {
     let families: &[Family] = match names.nft_family.as_str() {
         "ip" => &[Family::Ipv4],
         "ip6" => &[Family::Ipv6],
@@ -641,13 +649,27 @@ fn dns_sets(names: &Names, port_slug: &str, timeout: u64) -> Result<(Vec<DnsSet>
         ipset_family: if f == Family::Ipv6 { "inet6" } else { "inet" },
         name,
     };
+    let digest = members_digest(group);
     let nft = families
         .iter()
-        .map(|&f| set(f, format!("{}_{}_{port_slug}", names.nft_chain, digit(f))))
+        .map(|&f| {
+            let name = format!(
+                "{}_{}_{port_slug}_{}",
+                names.nft_chain,
+                digit(f),
+                &digest[..8]
+            );
+            set(f, name)
+        })
         .collect();
     let mut ipsets = Vec::new();
     for f in [Family::Ipv4, Family::Ipv6] {
-        let name = format!("w{}_{port_slug}_{timeout}", digit(f));
+        let mut name = format!("w{}_{port_slug}_{}_{timeout}", digit(f), &digest[..8]);
+        if name.len() > IPSET_NAME_MAX {
+            // Hex digits only: never equal to a name that starts with the protocol.
+            let long = format!("{:x}", Sha256::digest(format!("{port_slug}\n{digest}")));
+            name = format!("w{}_{}_{timeout}", digit(f), &long[..16]);
+        }
         if name.len() > IPSET_NAME_MAX {
             return Err(Error::Option(format!(
                 "the ipset name {name} is longer than ipset's {IPSET_NAME_MAX} characters"
@@ -656,6 +678,15 @@ fn dns_sets(names: &Names, port_slug: &str, timeout: u64) -> Result<(Vec<DnsSet>
         ipsets.push(set(f, name));
     }
     Ok((nft, ipsets))
+}
+
+/// Hex SHA-256 of a name group's members (`.wildcard` or `name`), sorted, one per line.
+fn members_digest(group: &Group) -> String {
+    let mut members: Vec<String> = group.members.iter().map(|m| m.dest.to_string()).collect();
+    members.sort_unstable();
+    let mut text = members.join("\n");
+    text.push('\n');
+    format!("{:x}", Sha256::digest(text.as_bytes()))
 }
 
 /// One line per listed name (exact or wildcard: to dnsmasq both are `/name/`), with the sets of
@@ -1233,6 +1264,32 @@ mod tests {
         assert!(unique
             .iter()
             .all(|(s, p)| s.len() <= SLUG_MAX + 2 && p.len() < s.len()));
+    }
+
+    #[test]
+    fn dns_set_names_follow_the_members_and_fit_ipset() {
+        let names = Names::default();
+        let a = name_group(Family::Dns, &[443], 3);
+        let mut b = a.clone();
+        b.members.pop();
+        let (nft_a, ip_a) = dns_sets(&names, &a, "tcp_443", 3600).unwrap();
+        let (nft_b, ip_b) = dns_sets(&names, &b, "tcp_443", 3600).unwrap();
+        let (nft_a2, _) = dns_sets(&names, &a.clone(), "tcp_443", 3600).unwrap();
+        assert_eq!(nft_a[0].name, nft_a2[0].name, "deterministic");
+        assert_ne!(
+            nft_a[0].name, nft_b[0].name,
+            "a dropped name gives a new set"
+        );
+        assert_ne!(ip_a[0].name, ip_b[0].name);
+        assert!(nft_a[0].name.starts_with("wecom_allow_4_tcp_443_"));
+        // A long, de-duplicated port slug and a week's timeout: the short form.
+        let (_, long) = dns_sets(&names, &a, "udp_hc3f26461_2", MAX_DNS_TIMEOUT).unwrap();
+        let (_, other) = dns_sets(&names, &a, "udp_hc3f26461", MAX_DNS_TIMEOUT).unwrap();
+        for s in long.iter().chain(&other) {
+            assert!(s.name.len() <= IPSET_NAME_MAX, "{}", s.name);
+        }
+        assert_ne!(long[0].name, other[0].name);
+        assert_ne!(long[0].name, long[1].name);
     }
 
     #[test]

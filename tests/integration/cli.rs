@@ -726,7 +726,9 @@ fn dnsmasq_sets_flag_picks_the_backend_and_overrides_the_config() {
         None,
     ));
     assert!(
-        ipset.contains("\nipset=/work.weixin.qq.com/w4_tcp_80_443_3600,w6_tcp_80_443_3600\n"),
+        ipset.contains(
+            "\nipset=/work.weixin.qq.com/w4_tcp_80_443_5055106f_3600,w6_tcp_80_443_5055106f_3600\n"
+        ),
         "{ipset}"
     );
     let dir = tempfile::tempdir().unwrap();
@@ -737,7 +739,7 @@ fn dnsmasq_sets_flag_picks_the_backend_and_overrides_the_config() {
         &["render", "dnsmasq", "--input", seed, "--config", config],
         None,
     ));
-    assert!(from_config.contains("\nipset=/work.weixin.qq.com/w4_tcp_80_443_600,"));
+    assert!(from_config.contains("\nipset=/work.weixin.qq.com/w4_tcp_80_443_5055106f_600,"));
     let flag_wins = stdout(&run(
         &[
             "render",

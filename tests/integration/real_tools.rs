@@ -2790,3 +2790,134 @@ fn dns_sets_keep_dnsmasq_addresses_across_reloads_and_timeout_changes() {
     }
     failures.assert_none();
 }
+
+/// The shell block that follows `<!-- cleanup:KIND -->` in README.md, as the user copies it.
+fn readme_block(kind: &str) -> String {
+    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
+        .expect("README.md");
+    let marker = format!("<!-- cleanup:{kind} -->");
+    let after = readme
+        .split_once(&marker)
+        .unwrap_or_else(|| panic!("README.md has no {marker}"))
+        .1;
+    let body = after
+        .split_once("```sh\n")
+        .and_then(|(_, rest)| rest.split_once("```"))
+        .unwrap_or_else(|| panic!("no sh block after {marker}"))
+        .0;
+    body.lines()
+        .map(str::trim_start)
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The words after `keyword` at the start of a line: the set names a script creates.
+fn created_sets(script: &str, keyword: &str, at: usize) -> BTreeSet<String> {
+    script
+        .lines()
+        .filter(|l| l.starts_with(keyword))
+        .filter_map(|l| l.split_whitespace().nth(at))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// A name dropped from a group that keeps its protocol and ports (the wire lists A then B) gives
+/// the group new sets; the README's cleanup commands then delete exactly the sets no rule uses
+/// any more, and the sets list B's rules match stay.
+#[test]
+fn a_changed_name_group_gets_new_sets_and_the_readme_cleanup_deletes_only_unused_ones() {
+    if !dnsmasq_tools() {
+        return;
+    }
+    let scratch = Scratch::new();
+    let (a, b) = (
+        fixtures().join("wire/a.json"),
+        fixtures().join("wire/b.json"),
+    );
+    let mut failures = Failures::default();
+
+    let (nft_a, nft_b) = (render("nftables", &a, &[]), render("nftables", &b, &[]));
+    let (sets_a, sets_b) = (
+        created_sets(&nft_a, "add set ", 4),
+        created_sets(&nft_b, "add set ", 4),
+    );
+    let tcp443 = |sets: &BTreeSet<String>| {
+        sets.iter()
+            .filter(|s| s.starts_with(&format!("{NFT_CHAIN}_4_tcp_443_")))
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    failures.check(
+        "dropping dldir1.qq.com renames the TCP 443 group's set",
+        match (tcp443(&sets_a).as_slice(), tcp443(&sets_b).as_slice()) {
+            ([x], [y]) if x != y => Ok(()),
+            other => Err(format!("{other:?}")),
+        },
+    );
+    scratch.write("a.nft", &nft_a);
+    scratch.write("b.nft", &nft_b);
+    scratch.write("clean.sh", &readme_block("nft"));
+    let nft = scratch.in_namespace(
+        r#"nft -f "$1" && nft -f "$2" && nft list sets table inet filter > "$4" && sh "$3" && nft list sets table inet filter > "$5""#,
+        &["a.nft", "b.nft", "clean.sh", "before", "after"],
+    );
+    failures.check("nft loads A, B and cleans up", nft);
+    if failures.0.is_empty() {
+        let listed = |text: &str| created_sets(text, "\tset ", 1);
+        let before = listed(&scratch.read("before"));
+        let after = listed(&scratch.read("after"));
+        let all: BTreeSet<String> = sets_a.union(&sets_b).cloned().collect();
+        failures.check(
+            "nft: A's and B's sets before the cleanup, B's after",
+            if before == all && after == sets_b && sets_a != sets_b {
+                Ok(())
+            } else {
+                Err(format!(
+                    "A {sets_a:?}\nB {sets_b:?}\nbefore {before:?}\nafter {after:?}"
+                ))
+            },
+        );
+    }
+
+    let mut files = Vec::new();
+    for (tag, list) in [("a", &a), ("b", &b)] {
+        for (target, file) in [
+            ("ipset", "ipset"),
+            ("iptables", "iptables"),
+            ("ip6tables", "ip6tables"),
+        ] {
+            let name = format!("{tag}.{file}");
+            scratch.write(&name, &render(target, list, &[]));
+            files.push(name);
+        }
+    }
+    let (ipsets_a, ipsets_b) = (
+        created_sets(&scratch.read("a.ipset"), "create ", 1),
+        created_sets(&scratch.read("b.ipset"), "create ", 1),
+    );
+    scratch.write("clean-ipset.sh", &readme_block("ipset"));
+    let mut args: Vec<&str> = files.iter().map(String::as_str).collect();
+    args.extend(["clean-ipset.sh", "before", "after"]);
+    let ipset = scratch.in_namespace(
+        r#"ipset restore -exist < "$1" && iptables-restore --noflush < "$2" && ip6tables-restore --noflush < "$3" && ipset restore -exist < "$4" && iptables-restore --noflush < "$5" && ip6tables-restore --noflush < "$6" && ipset list -n > "$8" && sh "$7" && ipset list -n > "$9""#,
+        &args,
+    );
+    failures.check("ipset restores A, B and cleans up", ipset);
+    if failures.0.is_empty() {
+        let listed = |text: String| text.lines().map(str::to_owned).collect::<BTreeSet<_>>();
+        let before = listed(scratch.read("before"));
+        let after = listed(scratch.read("after"));
+        let all: BTreeSet<String> = ipsets_a.union(&ipsets_b).cloned().collect();
+        failures.check(
+            "ipset: A's and B's sets before the cleanup, B's after",
+            if before == all && after == ipsets_b && ipsets_a != ipsets_b {
+                Ok(())
+            } else {
+                Err(format!(
+                    "A {ipsets_a:?}\nB {ipsets_b:?}\nbefore {before:?}\nafter {after:?}"
+                ))
+            },
+        );
+    }
+    failures.assert_none();
+}
