@@ -235,6 +235,14 @@ pub struct PolicyArgs {
     /// pfSense: the interface the pass rules go on (internal name: lan, opt1 ...; default lan).
     #[arg(long, value_name = "NAME")]
     pub interface: Option<String>,
+    /// pfSense: where the pass rules take traffic from: any (the default), an interface's
+    /// subnet (lan, opt1 ...) or address (lanip ...), an IPv4 or IPv6 address or network, or
+    /// the name of an alias on the firewall.
+    #[arg(long, value_name = "SOURCE")]
+    pub pfsense_source: Option<String>,
+    /// pfSense: log what each pass rule passes (Status > System Logs > Firewall).
+    #[arg(long)]
+    pub pfsense_log: bool,
     /// dnsmasq.conf: fill the nftables sets of nftables.nft (nftset, the default) or the
     /// ipset sets of ipset.rules, which iptables.rules and ip6tables.rules match (ipset).
     #[arg(long, value_enum, value_name = "SETS")]
@@ -267,6 +275,10 @@ impl PolicyArgs {
         }
         n.validate()?;
         config.rules.nft_counter |= self.nft_counter;
+        config.rules.pfsense_log |= self.pfsense_log;
+        if let Some(raw) = &self.pfsense_source {
+            config.rules.pfsense_source = crate::render::PfSource::parse(raw)?;
+        }
         if let Some(sets) = self.dnsmasq_sets {
             config.dnsmasq.sets = sets;
         }

@@ -9,7 +9,7 @@ use serde::Deserialize;
 use crate::error::{Error, Result};
 use crate::model::{Dest, Family, Hostname, ListKind, Protocol};
 use crate::normalize::{Exclude, Options};
-use crate::render::{DnsSets, DnsmasqSettings, Names, RuleOptions};
+use crate::render::{DnsSets, DnsmasqSettings, Names, PfSource, RuleOptions};
 use crate::text::quote;
 use crate::wecom::{self, Response};
 
@@ -55,6 +55,8 @@ struct PfsenseSection {
     interface: Option<String>,
     alias_prefix: Option<String>,
     tracker_base: Option<u64>,
+    source: Option<String>,
+    log: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -157,6 +159,11 @@ impl Config {
         dnsmasq.validate()?;
         let rules = RuleOptions {
             nft_counter: file.nftables.counter.unwrap_or(false),
+            pfsense_log: file.pfsense.log.unwrap_or(false),
+            pfsense_source: match &file.pfsense.source {
+                Some(raw) => PfSource::parse(raw)?,
+                None => PfSource::default(),
+            },
         };
 
         let mut extra = Response::default();
@@ -237,6 +244,8 @@ mod tests {
             interface = "opt1"
             alias_prefix = "WC_"
             tracker_base = 100000
+            source = "10.0.0.0/8"
+            log = true
             [squid]
             acl_prefix = "wc_"
             [filters]
@@ -258,6 +267,14 @@ mod tests {
         assert_eq!(c.names.iptables_chain, "EGRESS_WECOM");
         assert_eq!(c.names.pfsense_tracker_base, 100_000);
         assert!(c.rules.nft_counter);
+        assert!(c.rules.pfsense_log);
+        assert_eq!(
+            (
+                c.rules.pfsense_source.kind,
+                c.rules.pfsense_source.value.as_str()
+            ),
+            ("address", "10.0.0.0/8")
+        );
         assert!(!Config::parse("").unwrap().rules.nft_counter);
         assert!(c.options.necessary_only);
         assert_eq!(c.options.protocols, [Protocol::Tcp]);
@@ -278,6 +295,8 @@ mod tests {
             ("[iptables]\nchain = \"OUTPUT\"", "OUTPUT"),
             ("[nftables]\nfamily = \"bridge\"", "bridge"),
             ("[nftables]\ncounter = \"yes\"", "counter"),
+            ("[pfsense]\nsource = \"10.0.0.1/8\"", "10.0.0.1/8"),
+            ("[pfsense]\nlog = 1", "log"),
             ("[pfsense]\nalias_prefix = \"pkg_\"", "pkg_"),
             ("[[extra.ip_list]]\nip = \"1.2.3.4\"\nprotocol = \"TCP\"\nport = [0]\nis_necessary = 1", "extra.ip_list[0].port"),
             ("[[extra.ip_list]]\nip = \"1.2.3.4\"\nprotocol = \"TCP\"\nport = [1]\nis_necessary = 1\ndescripton = \"x\"", "extra.ip_list[0]: unknown key \"descripton\""),

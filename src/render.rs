@@ -340,6 +340,96 @@ pub struct Settings {
 pub struct RuleOptions {
     /// nftables: a `counter` on every rule. iptables counts every rule anyway.
     pub nft_counter: bool,
+    /// pfSense: `<log>` on every pass rule, so that pfSense logs what each one passes.
+    pub pfsense_log: bool,
+    /// pfSense: where the pass rules take traffic from.
+    pub pfsense_source: PfSource,
+}
+
+/// The source of pfSense's pass rules, in the two forms a rule's `<source>` takes besides
+/// `<any>`: `<network>` (an interface's subnet, `lan`, or its address, `lanip`) and
+/// `<address>` (an address, a network or an alias).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PfSource {
+    /// `any`, `network` or `address`: the element `<source>` holds.
+    pub kind: &'static str,
+    /// `lan`, `10.0.0.0/8`, `192.0.2.7` (a host without its /32, as pfSense stores it) or an
+    /// alias name; empty for `any`.
+    pub value: String,
+    /// An address or network has one family; pfSense refuses it in a rule of the other family
+    /// and in an IPv4+IPv6 rule.
+    pub family: Option<Family>,
+}
+
+impl Default for PfSource {
+    fn default() -> Self {
+        PfSource {
+            kind: "any",
+            value: String::new(),
+            family: None,
+        }
+    }
+}
+
+impl PfSource {
+    /// `any`; an interface (`wan`, `lan`, `optN`: its subnet; with `ip` after it, its
+    /// address); an IPv4 or IPv6 address or network; or the name of an alias on the firewall.
+    pub fn parse(raw: &str) -> Result<PfSource> {
+        if raw == "any" {
+            return Ok(PfSource::default());
+        }
+        let interface = |s: &str| {
+            s == "wan"
+                || s == "lan"
+                || s.strip_prefix("opt").is_some_and(|n| {
+                    (1..=4).contains(&n.len())
+                        && !n.starts_with('0')
+                        && n.bytes().all(|b| b.is_ascii_digit())
+                })
+        };
+        if interface(raw.strip_suffix("ip").unwrap_or(raw)) {
+            return Ok(PfSource {
+                kind: "network",
+                value: raw.to_owned(),
+                family: None,
+            });
+        }
+        let why = match crate::wecom::parse_ip(raw) {
+            Ok(net) => {
+                let value = if net.prefix_len() == net.max_prefix_len() {
+                    net.addr().to_string()
+                } else {
+                    net.to_string()
+                };
+                let family = if net.addr().is_ipv4() {
+                    Family::Ipv4
+                } else {
+                    Family::Ipv6
+                };
+                return Ok(PfSource {
+                    kind: "address",
+                    value,
+                    family: Some(family),
+                });
+            }
+            Err(why) if raw.contains(['.', ':', '/']) => why,
+            Err(_) => match pfsense_alias_name(raw) {
+                Ok(()) => {
+                    return Ok(PfSource {
+                        kind: "address",
+                        value: raw.to_owned(),
+                        family: None,
+                    })
+                }
+                Err(_) => "is not an interface, an address, a network or a valid alias name".into(),
+            },
+        };
+        Err(Error::Option(format!(
+            "pfSense source {} {why}: use any, an interface's subnet (lan, opt1 ...) or address \
+             (lanip, opt1ip ...), an IPv4 or IPv6 address or network, or an alias name",
+            quote(raw)
+        )))
+    }
 }
 
 #[derive(Serialize)]
@@ -358,6 +448,9 @@ struct Context<'a> {
     inexpressible: Vec<String>,
     /// The most addresses one statement (rule, ACL line, alias) may hold: `Target::chunk`.
     chunk: usize,
+    /// pfSense only: the family whose address groups got no alias and no rule, because the
+    /// source is an address or network of the other family.
+    left_out: Option<Family>,
     dnsmasq: &'a DnsmasqSettings,
     rules: &'a RuleOptions,
     /// dnsmasq only: one line per listed name, with the sets of every group that covers it.
@@ -388,6 +481,8 @@ struct DnsSet {
 #[derive(Serialize)]
 struct GroupContext {
     family: Family,
+    /// `tcp`, `udp`, or for pfSense `tcp/udp` (a TCP and a UDP group with the same ports and
+    /// destinations, in one rule).
     protocol: &'static str,
     ports: Vec<PortRange>,
     /// `v4_tcp_80_443`: unique per group, stable across runs, short enough for every target.
@@ -444,31 +539,33 @@ fn short_hash(ports: &PortSet) -> String {
     hex
 }
 
-fn slugs(g: &Group) -> (String, String) {
-    let proto = g.protocol.as_str();
-    let words = port_words(&g.ports);
+/// `proto` is `tcp`, `udp` or `tcpudp`.
+fn slugs_of(family: Family, proto: &str, ports: &PortSet) -> (String, String) {
+    let words = port_words(ports);
     let mut port_slug = format!("{proto}_{words}");
     if port_slug.len() > SLUG_MAX - 4 {
-        port_slug = format!("{proto}_h{}", short_hash(&g.ports));
+        port_slug = format!("{proto}_h{}", short_hash(ports));
     }
-    (format!("{}_{port_slug}", g.family.short()), port_slug)
+    (format!("{}_{port_slug}", family.short()), port_slug)
 }
 
-/// Slugs for every group, unique whatever the input: a short hash can collide (ports
+/// Slugs for every group (family, protocol as `slugs_of` takes it, ports), unique whatever the input: a short hash can collide (ports
 /// `1001,3000,27160` and `1001,3000,62483` share one), and two groups under one name would merge
 /// in every target. A port set whose slug is taken by another gets `_2`, `_3` ..., in the
 /// groups' sorted order, so the result is deterministic.
-fn unique_slugs(groups: &[Group]) -> Vec<(String, String)> {
-    let mut owner: BTreeMap<String, (Protocol, &PortSet)> = BTreeMap::new();
-    let mut chosen: BTreeMap<(Protocol, &PortSet), String> = BTreeMap::new();
+fn unique_slugs_of<'a>(
+    groups: impl IntoIterator<Item = (Family, &'a str, &'a PortSet)>,
+) -> Vec<(String, String)> {
+    let mut owner: BTreeMap<String, (&str, &PortSet)> = BTreeMap::new();
+    let mut chosen: BTreeMap<(&str, &PortSet), String> = BTreeMap::new();
     groups
-        .iter()
-        .map(|g| {
-            let key = (g.protocol, &g.ports);
+        .into_iter()
+        .map(|(family, proto, ports)| {
+            let key = (proto, ports);
             let port_slug = match chosen.get(&key) {
                 Some(slug) => slug.clone(),
                 None => {
-                    let (_, base) = slugs(g);
+                    let (_, base) = slugs_of(family, proto, ports);
                     let mut slug = base.clone();
                     let mut n = 1;
                     while owner.get(&slug).is_some_and(|k| *k != key) {
@@ -480,9 +577,18 @@ fn unique_slugs(groups: &[Group]) -> Vec<(String, String)> {
                     slug
                 }
             };
-            (format!("{}_{port_slug}", g.family.short()), port_slug)
+            (format!("{}_{port_slug}", family.short()), port_slug)
         })
         .collect()
+}
+
+/// `unique_slugs_of` the policy's groups, each with its own protocol.
+fn unique_slugs(groups: &[Group]) -> Vec<(String, String)> {
+    unique_slugs_of(
+        groups
+            .iter()
+            .map(|g| (g.family, g.protocol.as_str(), &g.ports)),
+    )
 }
 
 /// Each group's slug (`v4_tcp_443`), as the templates get it: the plain lists name their
@@ -545,11 +651,98 @@ fn member_context(m: &Member) -> MemberContext {
     }
 }
 
+/// A group as a target shows it.
+struct Shown<'a> {
+    family: Family,
+    /// `tcp`, `udp` or `tcp/udp`.
+    protocol: &'static str,
+    ports: &'a PortSet,
+    members: Vec<Member>,
+}
+
+/// The groups as the target shows them. pfSense: a TCP and a UDP group of one family with the
+/// same ports and the same destinations become one `tcp/udp` group (one alias, one rule); and
+/// when the source is an address or network, the address groups of the other family are left
+/// out, since no rule can take that source to them (the family left out is returned).
+fn shown_groups<'a>(
+    target: Target,
+    policy: &'a Policy,
+    settings: &Settings,
+) -> (Vec<Shown<'a>>, Option<Family>) {
+    let pf = target == Target::Pfsense;
+    let source_family = if pf {
+        settings.rules.pfsense_source.family
+    } else {
+        None
+    };
+    let same_dests = |a: &Group, b: &Group| {
+        a.members.len() == b.members.len()
+            && a.members
+                .iter()
+                .zip(&b.members)
+                .all(|(x, y)| x.dest == y.dest)
+    };
+    let mut merged = BTreeSet::new();
+    let mut left_out = None;
+    let mut shown = Vec::with_capacity(policy.groups.len());
+    for (i, g) in policy.groups.iter().enumerate() {
+        if merged.contains(&i) {
+            continue;
+        }
+        if source_family.is_some_and(|f| g.family != Family::Dns && g.family != f) {
+            left_out = Some(g.family);
+            continue;
+        }
+        let twin = policy.groups.iter().enumerate().find(|(_, h)| {
+            pf && g.protocol == Protocol::Tcp
+                && h.protocol == Protocol::Udp
+                && h.family == g.family
+                && h.ports == g.ports
+                && same_dests(g, h)
+        });
+        shown.push(match twin {
+            Some((j, h)) => {
+                merged.insert(j);
+                Shown {
+                    family: g.family,
+                    protocol: "tcp/udp",
+                    ports: &g.ports,
+                    members: g
+                        .members
+                        .iter()
+                        .zip(&h.members)
+                        .map(|(a, b)| Member {
+                            dest: a.dest.clone(),
+                            notes: a.notes.union(&b.notes).cloned().collect(),
+                        })
+                        .collect(),
+                }
+            }
+            None => Shown {
+                family: g.family,
+                protocol: g.protocol.as_str(),
+                ports: &g.ports,
+                members: g.members.clone(),
+            },
+        });
+    }
+    (shown, left_out)
+}
+
 fn context<'a>(target: Target, policy: &Policy, settings: &'a Settings) -> Result<Context<'a>> {
     let names = &settings.names;
     let mut used = BTreeSet::new();
-    let mut groups = Vec::with_capacity(policy.groups.len());
-    for (g, (slug, port_slug)) in policy.groups.iter().zip(unique_slugs(&policy.groups)) {
+    let (shown, left_out) = shown_groups(target, policy, settings);
+    let mut groups = Vec::with_capacity(shown.len());
+    let keys = shown.iter().map(|g| {
+        let proto = if g.protocol == "tcp/udp" {
+            "tcpudp"
+        } else {
+            g.protocol
+        };
+        (g.family, proto, g.ports)
+    });
+    for (g, (slug, port_slug)) in shown.iter().zip(unique_slugs_of(keys)) {
         let (mut aliases, mut port_alias, mut trackers) = (Vec::new(), String::new(), Vec::new());
         if target == Target::Pfsense {
             let p = &names.pfsense_alias_prefix;
@@ -569,24 +762,19 @@ fn context<'a>(target: Target, policy: &Policy, settings: &'a Settings) -> Resul
                     ))
                 })?;
                 aliases.push(name);
-                let identity = format!(
-                    "{}/{}/{}/{i}",
-                    g.family.short(),
-                    g.protocol.as_str(),
-                    g.ports
-                );
+                let identity = format!("{}/{}/{}/{i}", g.family.short(), g.protocol, g.ports);
                 trackers.push(tracker(names.pfsense_tracker_base, &identity, &mut used));
             }
             port_alias = format!("{p}P_{}", port_slug.to_ascii_uppercase());
         }
         let (nft_sets, ipsets) = if g.family == Family::Dns {
-            dns_sets(names, g, &port_slug, settings.dnsmasq.timeout)?
+            dns_sets(names, &g.members, &port_slug, settings.dnsmasq.timeout)?
         } else {
             (Vec::new(), Vec::new())
         };
         groups.push(GroupContext {
             family: g.family,
-            protocol: g.protocol.as_str(),
+            protocol: g.protocol,
             ports: g.ports.ranges().to_vec(),
             slug,
             port_slug,
@@ -615,6 +803,7 @@ fn context<'a>(target: Target, policy: &Policy, settings: &'a Settings) -> Resul
         groups,
         inexpressible: policy.inexpressible.iter().map(|h| h.to_string()).collect(),
         chunk: target.chunk(),
+        left_out,
         dnsmasq: &settings.dnsmasq,
         rules: &settings.rules,
         dns_lines,
@@ -633,7 +822,7 @@ const IPSET_NAME_MAX: usize = 31;
 /// set with another timeout, so a changed timeout makes new sets.
 fn dns_sets(
     names: &Names,
-    group: &Group,
+    members: &[Member],
     port_slug: &str,
     timeout: u64,
 ) -> Result<(Vec<DnsSet>, Vec<DnsSet>)> {
@@ -649,7 +838,7 @@ fn dns_sets(
         ipset_family: if f == Family::Ipv6 { "inet6" } else { "inet" },
         name,
     };
-    let digest = members_digest(group);
+    let digest = members_digest(members);
     let nft = families
         .iter()
         .map(|&f| {
@@ -681,8 +870,8 @@ fn dns_sets(
 }
 
 /// Hex SHA-256 of a name group's members (`.wildcard` or `name`), sorted, one per line.
-fn members_digest(group: &Group) -> String {
-    let mut members: Vec<String> = group.members.iter().map(|m| m.dest.to_string()).collect();
+fn members_digest(members: &[Member]) -> String {
+    let mut members: Vec<String> = members.iter().map(|m| m.dest.to_string()).collect();
     members.sort_unstable();
     let mut text = members.join("\n");
     text.push('\n');
@@ -1148,6 +1337,10 @@ mod tests {
         assert!(table("ip", "wecom").validate().is_ok());
     }
 
+    fn slugs(g: &Group) -> (String, String) {
+        slugs_of(g.family, g.protocol.as_str(), &g.ports)
+    }
+
     fn ports(v: &[u16]) -> PortSet {
         PortSet::new(v.iter().map(|&p| PortRange::new(p, p).unwrap()).collect()).unwrap()
     }
@@ -1203,6 +1396,48 @@ mod tests {
         let first = tracker(base, "x", &mut BTreeSet::new());
         used.insert(first);
         assert_ne!(tracker(base, "x", &mut used), first);
+    }
+
+    #[test]
+    fn pfsense_sources_are_read_as_pfsense_stores_them() {
+        let parsed = |raw: &str| {
+            let s = PfSource::parse(raw).unwrap();
+            (s.kind, s.value, s.family)
+        };
+        assert_eq!(parsed("any"), ("any", String::new(), None));
+        for net in ["lan", "wan", "opt1", "opt12", "lanip", "opt3ip"] {
+            assert_eq!(parsed(net), ("network", net.to_owned(), None));
+        }
+        assert_eq!(
+            parsed("10.0.0.0/8"),
+            ("address", "10.0.0.0/8".into(), Some(Family::Ipv4))
+        );
+        // A host is stored without its prefix length, as pfSense's GUI stores it.
+        assert_eq!(
+            parsed("192.0.2.7/32"),
+            ("address", "192.0.2.7".into(), Some(Family::Ipv4))
+        );
+        assert_eq!(
+            parsed("2001:db8::/32"),
+            ("address", "2001:db8::/32".into(), Some(Family::Ipv6))
+        );
+        assert_eq!(parsed("MY_CLIENTS"), ("address", "MY_CLIENTS".into(), None));
+        for bad in [
+            "",
+            "10.0.0.1/8",
+            "10.0.0.0/08",
+            "::ffff:10.0.0.0/104",
+            "a b",
+            "x<y",
+            "pkg_x",
+            "port",
+            "1234",
+            "lan/24",
+        ] {
+            let e = PfSource::parse(bad).unwrap_err();
+            assert_eq!(e.exit_code(), 2, "{bad:?}");
+            assert!(e.to_string().contains(&quote(bad)), "{bad:?}: {e}");
+        }
     }
 
     #[test]
@@ -1272,9 +1507,9 @@ mod tests {
         let a = name_group(Family::Dns, &[443], 3);
         let mut b = a.clone();
         b.members.pop();
-        let (nft_a, ip_a) = dns_sets(&names, &a, "tcp_443", 3600).unwrap();
-        let (nft_b, ip_b) = dns_sets(&names, &b, "tcp_443", 3600).unwrap();
-        let (nft_a2, _) = dns_sets(&names, &a.clone(), "tcp_443", 3600).unwrap();
+        let (nft_a, ip_a) = dns_sets(&names, &a.members, "tcp_443", 3600).unwrap();
+        let (nft_b, ip_b) = dns_sets(&names, &b.members, "tcp_443", 3600).unwrap();
+        let (nft_a2, _) = dns_sets(&names, &a.clone().members, "tcp_443", 3600).unwrap();
         assert_eq!(nft_a[0].name, nft_a2[0].name, "deterministic");
         assert_ne!(
             nft_a[0].name, nft_b[0].name,
@@ -1283,8 +1518,8 @@ mod tests {
         assert_ne!(ip_a[0].name, ip_b[0].name);
         assert!(nft_a[0].name.starts_with("wecom_allow_4_tcp_443_"));
         // A long, de-duplicated port slug and a week's timeout: the short form.
-        let (_, long) = dns_sets(&names, &a, "udp_hc3f26461_2", MAX_DNS_TIMEOUT).unwrap();
-        let (_, other) = dns_sets(&names, &a, "udp_hc3f26461", MAX_DNS_TIMEOUT).unwrap();
+        let (_, long) = dns_sets(&names, &a.members, "udp_hc3f26461_2", MAX_DNS_TIMEOUT).unwrap();
+        let (_, other) = dns_sets(&names, &a.members, "udp_hc3f26461", MAX_DNS_TIMEOUT).unwrap();
         for s in long.iter().chain(&other) {
             assert!(s.name.len() <= IPSET_NAME_MAX, "{}", s.name);
         }

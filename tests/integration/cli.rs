@@ -416,6 +416,30 @@ fn names_that_would_touch_built_in_chains_are_refused() {
 }
 
 #[test]
+fn a_bad_pfsense_source_is_refused_with_the_value_escaped() {
+    let seed = fixture("seed.json");
+    let seed = seed.to_str().unwrap();
+    for (value, shown) in [
+        ("10.0.0.1/8", r#""10.0.0.1/8" has host bits set"#),
+        ("lan</source>", r#""lan</source>""#),
+        ("a\nb", r#""a\nb""#),
+        ("300.1.1.0/24", r#""300.1.1.0/24""#),
+    ] {
+        let out = run(
+            &["render", "pfsense", "-i", seed, "--pfsense-source", value],
+            None,
+        );
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{value:?}: {err}");
+        assert!(out.stdout.is_empty(), "{value:?}");
+        assert!(
+            err.contains(&format!("pfSense source {shown}")),
+            "{value:?}: {err}"
+        );
+    }
+}
+
+#[test]
 fn usage_errors_exit_2() {
     // (`render squid` without --input fetches live: see fetch.rs.)
     for args in [&["render", "cisco", "-i", "x"][..], &["frobnicate"]] {

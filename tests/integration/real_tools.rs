@@ -1735,7 +1735,31 @@ struct PfSense {
     addrs: AddrBuilder,
     names: BTreeMap<Proto, NameRelation>,
     trackers: BTreeSet<u64>,
+    /// Per rule of one protocol: (ipprotocol, protocol, its destinations, its ports), to find a
+    /// TCP and a UDP rule that should have been one `tcp/udp` rule.
+    single: Vec<(String, Proto, BTreeSet<String>, BTreeSet<Ports>)>,
     problems: Vec<String>,
+}
+
+/// What every rule's `<source>` and `<log>` must be, written out from the options a test
+/// renders with.
+struct PfExpect {
+    /// The one element `<source>` holds and its text: `("any", "")`, `("network", "lan")`,
+    /// `("address", "10.0.0.0/8")`.
+    source: (&'static str, String),
+    /// The family of an address or network source: only that family can be allowed.
+    family: Option<Family>,
+    log: bool,
+}
+
+impl Default for PfExpect {
+    fn default() -> Self {
+        PfExpect {
+            source: ("any", String::new()),
+            family: None,
+            log: false,
+        }
+    }
 }
 
 /// One pass rule: it may only reference what exists, and adds what it allows to `pf`.
@@ -1743,6 +1767,7 @@ fn pfsense_rule(
     rule: roxmltree::Node,
     aliases: &BTreeMap<String, Alias>,
     pf: &mut PfSense,
+    expect: &PfExpect,
 ) -> Result<(), String> {
     if !rule.has_tag_name("rule") {
         return Err(format!("<filter> holds <{}>", rule.tag_name().name()));
@@ -1757,9 +1782,21 @@ fn pfsense_rule(
             "protocol",
             "source",
             "destination",
+            "log",
             "descr",
         ],
     )?;
+    let logs = rule.children().filter(|c| c.has_tag_name("log")).count();
+    match (logs, expect.log) {
+        (0, false) => {}
+        (1, true) if element(rule, "log")?.children().next().is_none() => {}
+        _ => {
+            return Err(format!(
+                "{logs} <log> elements, expected logging: {}",
+                expect.log
+            ))
+        }
+    }
     let tracker = text_of(rule, "tracker")?;
     match tracker.parse::<u64>() {
         Ok(t) if pf.trackers.insert(t) => {}
@@ -1772,14 +1809,14 @@ fn pfsense_rule(
             "type {kind} on {interface}, not pass on {PF_INTERFACE}"
         ));
     }
-    let source = element(rule, "source")?;
-    if source
+    let source: Vec<(&str, &str)> = element(rule, "source")?
         .children()
         .filter(|c| c.is_element())
-        .map(|c| c.tag_name().name())
-        .ne(["any"])
-    {
-        return Err("the source is not <any>".into());
+        .map(|c| (c.tag_name().name(), c.text().unwrap_or("")))
+        .collect();
+    let wanted = (expect.source.0, expect.source.1.as_str());
+    if source != [wanted] {
+        return Err(format!("the source is {source:?}, not {wanted:?}"));
     }
     let protos: Vec<Proto> = match text_of(rule, "protocol")?.as_str() {
         "tcp/udp" => Proto::BOTH.to_vec(),
@@ -1792,6 +1829,16 @@ fn pfsense_rule(
         "inet46" => &Family::BOTH,
         other => return Err(format!("ipprotocol {other}")),
     };
+    // pfSense refuses an address of one family in a rule of the other, or of both.
+    if let Some(f) = expect.family {
+        if families != [f] {
+            return Err(format!(
+                "ipprotocol {ipprotocol} with {} source {}",
+                f.name(),
+                expect.source.1
+            ));
+        }
+    }
     let destination = element(rule, "destination")?;
     only_children(destination, &["address", "port"])?;
     let address = text_of(destination, "address")?;
@@ -1799,6 +1846,14 @@ fn pfsense_rule(
     let alias = aliases
         .get(&address)
         .ok_or_else(|| format!("the destination {address} is not an alias"))?;
+    if let [proto] = protos[..] {
+        pf.single.push((
+            ipprotocol.clone(),
+            proto,
+            alias.entries.iter().cloned().collect(),
+            ports.iter().copied().collect(),
+        ));
+    }
     match alias.kind.as_str() {
         "network" => {
             // Entries that don't parse were reported with the alias.
@@ -1817,7 +1872,13 @@ fn pfsense_rule(
             }
         }
         "host" => {
-            if ipprotocol != "inet46" {
+            // Names resolve to both families: a rule for them covers every family the source
+            // can send from.
+            let whole = match expect.family {
+                Some(f) => families == [f],
+                None => ipprotocol == "inet46",
+            };
+            if !whole {
                 return Err(format!(
                     "the names of {address} under {ipprotocol} miss a family"
                 ));
@@ -1859,9 +1920,17 @@ fn xmllint(text: &str) -> Result<(), String> {
 /// Aliases valid for pfSense's GUI, rules that only reference what exists, and what the rules
 /// allow (addresses; exact host names per protocol) compared with the list.
 fn pfsense_check(fixture: &Path) -> Result<(), String> {
-    let text = render("pfsense", fixture, &[]);
-    xmllint(&text)?;
-    let doc = roxmltree::Document::parse(&text).map_err(|e| format!("not XML: {e}"))?;
+    pfsense_check_text(
+        &render("pfsense", fixture, &[]),
+        &Expected::from_fixture(fixture),
+        &PfExpect::default(),
+    )
+}
+
+/// `pfsense_check` of a rendered text, against what the list allows and the options expect.
+fn pfsense_check_text(text: &str, expected: &Expected, expect: &PfExpect) -> Result<(), String> {
+    xmllint(text)?;
+    let doc = roxmltree::Document::parse(text).map_err(|e| format!("not XML: {e}"))?;
     let root = doc.root_element();
     if !root.has_tag_name("pfsense") {
         return Err(format!("the root is <{}>", root.tag_name().name()));
@@ -1874,12 +1943,24 @@ fn pfsense_check(fixture: &Path) -> Result<(), String> {
         .filter(|c| c.is_element())
         .enumerate()
     {
-        if let Err(e) = pfsense_rule(rule, &aliases, &mut pf) {
+        if let Err(e) = pfsense_rule(rule, &aliases, &mut pf, expect) {
             pf.problems
                 .push(format!("rule #{} of <filter>: {e}", i + 1));
         }
     }
-    let expected = Expected::from_fixture(fixture);
+    for (af, proto, dests, ports) in &pf.single {
+        let twin = pf.single.iter().any(|(af2, proto2, dests2, ports2)| {
+            *proto == Proto::Tcp
+                && *proto2 == Proto::Udp
+                && (af2, dests2, ports2) == (af, dests, ports)
+        });
+        if twin {
+            pf.problems.push(format!(
+                "a TCP and a UDP rule ({af}) with the same destinations {dests:?} and ports: \
+                 pfSense takes them as one tcp/udp rule"
+            ));
+        }
+    }
     let problems = if pf.problems.is_empty() {
         Ok(())
     } else {
@@ -1890,12 +1971,12 @@ fn pfsense_check(fixture: &Path) -> Result<(), String> {
         check_same_names(&actual, &expected.names(proto).exact_only())
             .map_err(|e| format!("{}: {e}", proto.name()))
     });
-    all([
-        problems,
-        check_same_addrs(&pf.addrs.build(), &expected.addrs),
-    ]
-    .into_iter()
-    .chain(names))
+    let addrs = expected
+        .addrs
+        .only(|f, _| expect.family.is_none_or(|source| source == f));
+    all([problems, check_same_addrs(&pf.addrs.build(), &addrs)]
+        .into_iter()
+        .chain(names))
 }
 
 #[test]
@@ -1911,6 +1992,166 @@ fn pfsense_aliases_and_rules_allow_exactly_the_list() {
         );
     }
     failures.assert_none();
+}
+
+/// A list whose TCP and UDP entries match pairwise (addresses of both families and names, on
+/// the same ports), beside a UDP entry that only shares ports with a TCP one.
+const TWINS: &str = r#"{"errcode": 0, "errmsg": "ok",
+  "ip_list": [
+    {"ip": "101.60.0.0/28", "protocol": "TCP", "port": [53, 443], "is_necessary": 1, "description": "tcp side"},
+    {"ip": "101.60.0.0/28", "protocol": "UDP", "port": [443, 53], "is_necessary": 0, "description": "udp side"},
+    {"ip": "240e:ff:e020::/48", "protocol": "TCP", "port": [8000], "is_necessary": 1},
+    {"ip": "240e:ff:e020::/48", "protocol": "UDP", "port": [8000], "is_necessary": 1},
+    {"ip": "101.70.0.1", "protocol": "TCP", "port": [3478], "is_necessary": 1},
+    {"ip": "101.70.0.2", "protocol": "UDP", "port": [3478], "is_necessary": 1}
+  ],
+  "domain_list": [
+    {"domain": "a.wecom.example.com", "protocol": "TCP", "port": [443], "is_necessary": 1},
+    {"domain": "a.wecom.example.com", "protocol": "UDP", "port": [443], "is_necessary": 1}
+  ]}"#;
+
+/// Each source option with the `<source>` it must give and the family it limits rules to,
+/// written out by hand.
+fn pf_sources() -> Vec<(&'static str, PfExpect)> {
+    let with = |kind: &'static str, text: &str, family: Option<Family>| PfExpect {
+        source: (kind, text.to_owned()),
+        family,
+        log: false,
+    };
+    vec![
+        ("any", PfExpect::default()),
+        ("lan", with("network", "lan", None)),
+        ("opt1ip", with("network", "opt1ip", None)),
+        ("MY_CLIENTS", with("address", "MY_CLIENTS", None)),
+        (
+            "10.0.0.0/8",
+            with("address", "10.0.0.0/8", Some(Family::V4)),
+        ),
+        ("192.0.2.7", with("address", "192.0.2.7", Some(Family::V4))),
+        (
+            "2001:db8::/32",
+            with("address", "2001:db8::/32", Some(Family::V6)),
+        ),
+    ]
+}
+
+#[test]
+fn pfsense_sources_log_and_tcp_udp_rules_allow_exactly_the_list() {
+    if !require_tool("xmllint") {
+        return;
+    }
+    let scratch = Scratch::new();
+    let twins = scratch.write("twins.json", TWINS);
+    let mut lists = fixture_files();
+    lists.push(twins.clone());
+    let mut failures = Failures::default();
+    for list in &lists {
+        let expected = Expected::from_fixture(list);
+        for (source, mut expect) in pf_sources() {
+            for log in [false, true] {
+                expect.log = log;
+                let mut args = vec!["--pfsense-source", source];
+                if log {
+                    args.push("--pfsense-log");
+                }
+                let text = render("pfsense", list, &args);
+                failures.check(
+                    &format!("pfsense {} {}", file_name(list), args.join(" ")),
+                    pfsense_check_text(&text, &expected, &expect),
+                );
+            }
+        }
+    }
+    // The twins merge: IPv4, IPv6 and names; the UDP entry with other addresses stays apart.
+    let text = render("pfsense", &twins, &[]);
+    assert_eq!(
+        text.matches("<protocol>tcp/udp</protocol>").count(),
+        3,
+        "{text}"
+    );
+    assert_eq!(
+        text.matches("<protocol>udp</protocol>").count(),
+        1,
+        "{text}"
+    );
+    failures.assert_none();
+}
+
+/// The reader above must see each way an output can go wrong: a merged rule that lost a
+/// protocol, twins left as two rules, another source, a missing `<log>`, a rule of the wrong
+/// family for the source.
+#[test]
+fn the_pfsense_reader_refuses_broken_outputs() {
+    if !require_tool("xmllint") {
+        return;
+    }
+    let scratch = Scratch::new();
+    let twins = scratch.write("twins.json", TWINS);
+    let expected = Expected::from_fixture(&twins);
+    let good = render(
+        "pfsense",
+        &twins,
+        &["--pfsense-source", "lan", "--pfsense-log"],
+    );
+    let expect = PfExpect {
+        source: ("network", "lan".into()),
+        family: None,
+        log: true,
+    };
+    pfsense_check_text(&good, &expected, &expect).unwrap_or_else(|e| panic!("{e}\n{good}"));
+    let merged = "<protocol>tcp/udp</protocol>";
+    // The merged rule written out as a TCP rule and a UDP rule (another tracker): what it
+    // allows is the same, but it is not one rule.
+    let split = {
+        let at = good.find(merged).expect("a tcp/udp rule");
+        let start = good[..at].rfind("<rule>").expect("its <rule>");
+        let end = at + good[at..].find("</rule>").expect("its </rule>") + "</rule>".len();
+        let block = &good[start..end];
+        let tracker = block
+            .split("<tracker>")
+            .nth(1)
+            .and_then(|t| t.split("</tracker>").next())
+            .expect("its tracker");
+        let udp = block
+            .replace(merged, "<protocol>udp</protocol>")
+            .replace(tracker, "7");
+        let tcp = block.replace(merged, "<protocol>tcp</protocol>");
+        format!("{}{tcp}\n\t\t{udp}{}", &good[..start], &good[end..])
+    };
+    let broken = [
+        (
+            "a merged rule without UDP",
+            good.replacen(merged, "<protocol>tcp</protocol>", 1),
+        ),
+        (
+            "a merged rule without TCP",
+            good.replacen(merged, "<protocol>udp</protocol>", 1),
+        ),
+        ("twins as two rules", split),
+        (
+            "another source",
+            good.replacen("<network>lan</network>", "<any></any>", 1),
+        ),
+        ("a rule without <log>", good.replacen("<log></log>", "", 1)),
+    ];
+    for (what, text) in &broken {
+        assert_ne!(text, &good, "{what}: the mutation changed nothing");
+        assert!(
+            pfsense_check_text(text, &expected, &expect).is_err(),
+            "{what} passed the reader:\n{text}"
+        );
+    }
+    // An IPv4 source: the IPv6 twins get no rule; a rule of them put back is refused.
+    let v4 = PfExpect {
+        source: ("address", "10.0.0.0/8".into()),
+        family: Some(Family::V4),
+        log: false,
+    };
+    let only_v4 = render("pfsense", &twins, &["--pfsense-source", "10.0.0.0/8"]);
+    pfsense_check_text(&only_v4, &expected, &v4).unwrap_or_else(|e| panic!("{e}\n{only_v4}"));
+    let with_v6 = render("pfsense", &twins, &["--pfsense-source", "lan"])
+        .replace("<network>lan</network>", "<address>10.0.0.0/8</address>");
+    assert!(pfsense_check_text(&with_v6, &expected, &v4).is_err());
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -2153,6 +2394,7 @@ cidrs = ["101.20.0.0/25", "101.0.2.5", "240e:ff:e020::2/128"]
             "custom-names",
             "[iptables]\nchain = \"EGRESS_WECOM\"\n[nftables]\ntable = \"fw\"\nchain = \"wecom\"\ncounter = true\n\
              [pfsense]\ninterface = \"opt1\"\nalias_prefix = \"WC_\"\ntracker_base = 100000\n\
+             source = \"opt1\"\nlog = true\n\
              [squid]\nacl_prefix = \"wc_\"\n",
         ),
     ];

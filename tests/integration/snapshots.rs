@@ -20,3 +20,14 @@ fn necessary_only_and_exact_domains_on_the_seed() {
         insta::assert_snapshot!(format!("{target}_necessary_exact"), text);
     }
 }
+
+#[test]
+fn pfsense_source_and_log_on_the_rich_list() {
+    let rich = crate::support::fixture("rich.json");
+    let text = render(
+        "pfsense",
+        &rich,
+        &["--pfsense-source", "10.0.0.0/8", "--pfsense-log"],
+    );
+    insta::assert_snapshot!("pfsense_source_v4_log", text);
+}
