@@ -35,7 +35,8 @@ pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
     /// Log on standard error: -v what the fetch does, -vv every request. Only fetching logs:
-    /// for diff, targets, completions, man, and render or build with --input, it adds nothing.
+    /// for diff, targets, completions, man, and render, build or explain with --input, it adds
+    /// nothing.
     /// RUST_LOG (e.g. `hyper_util=debug`) sets the levels of other crates. Secrets are never
     /// logged.
     #[arg(short, long, action = ArgAction::Count, global = true)]
@@ -131,6 +132,32 @@ pub enum Command {
     },
     /// Print the manual page (roff) on standard output, e.g. `wecom-allowlist man | man -l -`.
     Man,
+    /// Say whether each target allows a destination, by which group, and which entries of the
+    /// list put it there.
+    ///
+    /// Exit 0 when every target that applies allows all of DEST, 1 when one allows it only
+    /// partly (a part of a CIDR, some of the names below a wildcard) or not at all, or
+    /// when no target applies.
+    Explain {
+        /// An address, a CIDR or a name (`*.example.com`: the name and every name below it),
+        /// with a port and a protocol if wanted: 1.2.3.4:443/tcp, [2001:db8::1]:443,
+        /// a.example.com:80. Without PORT any port will do, without PROTO either protocol.
+        #[arg(value_name = "DEST[:PORT[/PROTO]]", value_parser = crate::explain::parse_query)]
+        query: crate::explain::Query,
+        #[command(flatten)]
+        source: SourceArgs,
+        /// Only these targets (repeat the option, or separate them with commas). Default:
+        /// all; dnsmasq and ipset only fill sets, so they never apply.
+        #[arg(
+            long = "target",
+            value_enum,
+            value_name = "TARGET",
+            value_delimiter = ','
+        )]
+        targets: Vec<Target>,
+        #[command(flatten)]
+        policy: PolicyArgs,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -147,7 +174,7 @@ pub struct SourceArgs {
     pub fetch: FetchArgs,
 }
 
-const FETCH_HEADING: &str = "Fetching live (fetch; render and build without --input)";
+const FETCH_HEADING: &str = "Fetching live (fetch; render, build and explain without --input)";
 
 /// Where and how to fetch the list live. The app's Secret is read from WECOM_CORP_SECRET or
 /// --corp-secret-file, never from a flag value, which `ps` would show.
@@ -386,7 +413,8 @@ fn print(text: &str) -> Result<()> {
     }
 }
 
-/// How a successful run ended: `Changed` is exit code 1 for `--check` and `diff`.
+/// How a successful run ended: `Changed` is exit code 1 for `--check` and `diff`, and for
+/// `explain` when a target that applies doesn't allow all that was asked.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Outcome {
     Done,
@@ -778,6 +806,39 @@ pub fn run(cli: Cli) -> Result<Outcome> {
                 let _ = std::fs::remove_dir(&out_dir);
             }
             return result;
+        }
+        Command::Explain {
+            query,
+            source,
+            mut targets,
+            policy,
+        } => {
+            let config = policy.config()?;
+            // Checked as render checks them, though explain renders nothing.
+            policy.templates()?;
+            let prepared = prepare(&source, &config)?;
+            if targets.is_empty() {
+                targets = Target::ALL.to_vec();
+            }
+            targets.sort_unstable();
+            targets.dedup();
+            let answers = prepared.explain(&query, &targets)?;
+            let text: String = answers.iter().map(crate::explain::Answer::text).collect();
+            print(&text)?;
+            let applies = answers
+                .iter()
+                .filter(|a| !matches!(a.verdict, crate::explain::Verdict::DoesNotApply(_)));
+            let mut any = false;
+            for a in applies {
+                any = true;
+                if a.verdict != crate::explain::Verdict::Allowed {
+                    return Ok(Outcome::Changed);
+                }
+            }
+            // No target that applies can't allow it.
+            if !any {
+                return Ok(Outcome::Changed);
+            }
         }
         Command::Completions { shell } => {
             let mut script = Vec::new();

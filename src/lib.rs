@@ -10,6 +10,7 @@ pub mod cli;
 pub mod config;
 pub mod diff;
 pub mod error;
+pub mod explain;
 pub mod fetch;
 pub mod list;
 pub mod lists;
@@ -113,6 +114,27 @@ impl Prepared {
         let policy = normalize::normalize(&self.entries, &self.options, true)?;
         let slugs = render::group_slugs(&policy.groups);
         Ok(lists::render(&policy, &slugs, &self.settings.digest))
+    }
+
+    /// Whether each of `targets` allows what `query` asks, from the policy each renders.
+    pub fn explain(
+        &self,
+        query: &explain::Query,
+        targets: &[Target],
+    ) -> Result<Vec<explain::Answer>> {
+        let cx = explain::Context {
+            entries: &self.entries,
+            exact_domains: self.options.exact_domains,
+            dns_sets: self.settings.dnsmasq.sets,
+        };
+        targets
+            .iter()
+            .map(|&t| {
+                let policy = self.policy(t)?;
+                let slugs = render::group_slugs(&policy.groups);
+                Ok(explain::explain(t, &policy, &slugs, query, &cx))
+            })
+            .collect()
     }
 
     /// What `target`'s template receives, as JSON, for writing custom templates.

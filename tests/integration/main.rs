@@ -2,6 +2,7 @@
 //! binary, as users and CI do.
 
 mod cli;
+mod explain;
 mod fetch;
 mod gitops;
 mod lists;
