@@ -270,6 +270,10 @@ pub struct PolicyArgs {
     /// pfSense: log what each pass rule passes (Status > System Logs > Firewall).
     #[arg(long)]
     pub pfsense_log: bool,
+    /// Squid: serve only these sources (addresses or CIDRs, repeated or comma-separated): each
+    /// http_access allow line gets a src ACL. Replaces the config's [squid] clients.
+    #[arg(long, value_name = "CIDR", value_delimiter = ',', value_parser = client_net)]
+    pub squid_clients: Vec<ipnet::IpNet>,
     /// dnsmasq.conf: fill the nftables sets of nftables.nft (nftset, the default) or the
     /// ipset sets of ipset.rules, which iptables.rules and ip6tables.rules match (ipset).
     #[arg(long, value_enum, value_name = "SETS")]
@@ -300,6 +304,9 @@ impl PolicyArgs {
                 slot.clone_from(v);
             }
         }
+        if !self.squid_clients.is_empty() {
+            n.squid_clients = crate::render::squid_clients(&self.squid_clients);
+        }
         n.validate()?;
         config.rules.nft_counter |= self.nft_counter;
         config.rules.pfsense_log |= self.pfsense_log;
@@ -315,6 +322,12 @@ impl PolicyArgs {
     fn templates(&self) -> Result<Templates> {
         Templates::new(self.templates.as_deref())
     }
+}
+
+/// A `--squid-clients` value, checked as the list's addresses are (no host bits, no
+/// IPv4-mapped IPv6).
+fn client_net(raw: &str) -> std::result::Result<ipnet::IpNet, String> {
+    wecom::parse_ip(raw)
 }
 
 /// The list's JSON document from the API. The async runtime is built here, only when a fetch

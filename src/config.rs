@@ -63,6 +63,8 @@ struct PfsenseSection {
 #[serde(deny_unknown_fields)]
 struct SquidSection {
     acl_prefix: Option<String>,
+    /// Source networks each `http_access allow` line is restricted to.
+    clients: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -145,6 +147,17 @@ impl Config {
         set(&mut names.pfsense_interface, file.pfsense.interface);
         set(&mut names.pfsense_alias_prefix, file.pfsense.alias_prefix);
         set(&mut names.squid_acl_prefix, file.squid.acl_prefix);
+        if let Some(clients) = &file.squid.clients {
+            if clients.is_empty() {
+                return Err(Error::Config(
+                    "squid.clients is empty: list the source networks the allow lines serve, \
+                     or leave the key out to serve every source"
+                        .into(),
+                ));
+            }
+            names.squid_clients =
+                crate::render::squid_clients(&each("squid.clients", clients, wecom::parse_ip)?);
+        }
         if let Some(base) = file.pfsense.tracker_base {
             names.pfsense_tracker_base = base;
         }

@@ -90,6 +90,9 @@ pub struct Names {
     pub pfsense_alias_prefix: String,
     pub pfsense_tracker_base: u64,
     pub squid_acl_prefix: String,
+    /// The sources each Squid `http_access allow` line serves (a `src` ACL), aggregated;
+    /// empty: every source that reaches the snippet's lines.
+    pub squid_clients: Vec<String>,
 }
 
 impl Default for Names {
@@ -105,6 +108,7 @@ impl Default for Names {
             // below 2^32, pf's limit for a rule identifier.
             pfsense_tracker_base: 4_200_000_000,
             squid_acl_prefix: "wecom_".into(),
+            squid_clients: Vec::new(),
         }
     }
 }
@@ -235,6 +239,19 @@ impl Names {
         }
         Ok(())
     }
+}
+
+/// Squid's `src` values for `clients`: merged where they touch and with no network inside
+/// another (Squid warns about, or drops, a value another covers), the same addresses matched.
+pub fn squid_clients(nets: &[ipnet::IpNet]) -> Vec<String> {
+    ipnet::IpNet::aggregate(&nets.to_vec())
+        .iter()
+        .map(|n| match n {
+            ipnet::IpNet::V4(v4) if v4.prefix_len() == 32 => v4.addr().to_string(),
+            ipnet::IpNet::V6(v6) if v6.prefix_len() == 128 => v6.addr().to_string(),
+            n => n.to_string(),
+        })
+        .collect()
 }
 
 /// Hook names: a chain named so is, in most rulesets, the user's base chain at that hook.

@@ -1351,3 +1351,86 @@ fn wildcards_over_public_suffixes_or_unrelated_zones_are_a_guard() {
         stderr(&out)
     );
 }
+
+/// `[squid] clients` and `--squid-clients`: bad networks are refused naming the entry and the
+/// escaped value (exit 2, nothing on stdout); an empty list is refused rather than read as
+/// "nobody" or "everybody"; the flag replaces the config's list.
+#[test]
+fn squid_clients_are_validated_and_the_flag_wins() {
+    let dir = tempfile::tempdir().unwrap();
+    let seed = fixture("seed.json");
+    let seed = seed.to_str().unwrap();
+    for (toml, message) in [
+        (
+            "[squid]\nclients = [\"10.0.0.0/8\", \"10.0.0.1/8\"]\n",
+            "squid.clients[1]: \"10.0.0.1/8\" has host bits set",
+        ),
+        (
+            "[squid]\nclients = [\"lan\\n\"]\n",
+            "squid.clients[0]: \"lan\\n\" is not an IPv4/IPv6 address or CIDR",
+        ),
+        ("[squid]\nclients = []\n", "squid.clients is empty"),
+    ] {
+        let config = config_file(dir.path(), toml);
+        let out = run(
+            &["render", "squid", "--input", seed, "--config", &config],
+            None,
+        );
+        assert_eq!(out.status.code(), Some(2), "{toml}: {}", stderr(&out));
+        assert!(out.stdout.is_empty());
+        assert!(stderr(&out).contains(message), "{toml}: {}", stderr(&out));
+    }
+    let out = run(
+        &[
+            "render",
+            "squid",
+            "--input",
+            seed,
+            "--squid-clients",
+            "10.0.0.0/33",
+        ],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(out.stdout.is_empty());
+    assert!(
+        stderr(&out).starts_with("wecom-allowlist: error: ")
+            && stderr(&out).contains("'10.0.0.0/33'")
+            && stderr(&out).contains("is not an IPv4/IPv6 address or CIDR"),
+        "{}",
+        stderr(&out)
+    );
+
+    let config = config_file(
+        dir.path(),
+        "[squid]\nclients = [\"192.168.0.0/16\", \"fd00::/8\"]\n",
+    );
+    let from_config = stdout(&run(
+        &["render", "squid", "--input", seed, "--config", &config],
+        None,
+    ));
+    assert!(
+        from_config.contains("\nacl wecom_clients src 192.168.0.0/16 fd00::/8\n"),
+        "{from_config}"
+    );
+    let flag = stdout(&run(
+        &[
+            "render",
+            "squid",
+            "--input",
+            seed,
+            "--config",
+            &config,
+            "--squid-clients",
+            "10.1.2.3",
+        ],
+        None,
+    ));
+    assert!(
+        flag.contains("\nacl wecom_clients src 10.1.2.3\n") && !flag.contains("192.168."),
+        "{flag}"
+    );
+    // Without clients, no src ACL and the allow lines are as before.
+    let open = stdout(&run(&["render", "squid", "--input", seed], None));
+    assert!(!open.contains("src ") && open.contains("\nhttp_access allow wecom_"));
+}

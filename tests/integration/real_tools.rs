@@ -1565,6 +1565,94 @@ fn squid_refuses_a_bare_address_whose_reverse_name_is_listed() {
     failures.assert_none();
 }
 
+/// `--squid-clients` (and `[squid] clients`): a real Squid in a namespace refuses (403) a
+/// CONNECT to a listed destination from a source outside the clients, and serves the same
+/// request from a client; networks that touch are merged, so `squid -k parse` stays clean.
+#[test]
+fn squid_serves_only_the_listed_clients() {
+    if !(require_tool("unshare") && require_tool("squid") && require_tool("curl")) {
+        return;
+    }
+    if !require_root("it runs Squid in a network namespace") {
+        return;
+    }
+    let scratch = Scratch::new();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(scratch.0.path(), std::fs::Permissions::from_mode(0o777))
+            .expect("the scratch folder's mode is set");
+    }
+    let seed = crate::support::fixture("seed.json");
+    let snippet = render(
+        "squid",
+        &seed,
+        &[
+            "--squid-clients",
+            "127.0.0.2,10.0.0.0/9",
+            "--squid-clients",
+            "10.128.0.0/9",
+        ],
+    );
+    assert!(
+        snippet.contains("\nacl wecom_clients src 10.0.0.0/8 127.0.0.2\n"),
+        "{snippet}"
+    );
+    let allows: Vec<&str> = snippet
+        .lines()
+        .filter(|l| l.starts_with("http_access"))
+        .collect();
+    assert!(
+        !allows.is_empty()
+            && allows
+                .iter()
+                .all(|l| l.starts_with("http_access allow wecom_clients ")),
+        "{allows:?}"
+    );
+    let wecom = scratch.write("wecom.conf", &snippet);
+    squid_parses(&wecom).unwrap_or_else(|e| panic!("{e}"));
+    let dir = scratch.0.path().display().to_string();
+    scratch.write(
+        "squid.conf",
+        &format!(
+            "http_port 127.0.0.1:3128\npid_filename {dir}/squid.pid\ncache_log {dir}/cache.log\n\
+             access_log none\ncache deny all\ncache_mem 1 MB\npinger_enable off\n\
+             shutdown_lifetime 0 seconds\ncoredump_dir {dir}\n\
+             dns_nameservers 127.0.0.1\ninclude {dir}/wecom.conf\nhttp_access deny all\n"
+        ),
+    );
+    // 127.0.0.2 is on loopback too: curl --interface picks the source address.
+    let script = r#"
+        mount -t tmpfs tmpfs /dev/shm && ip link set lo up || exit 1
+        squid -N -f "$1" & pid=$!
+        i=0
+        until curl -s -o /dev/null http://127.0.0.1:3128/; do
+            i=$((i + 1)); [ $i -le 600 ] || { kill $pid; echo "squid never listened"; exit 1; }
+            sleep 0.1
+        done
+        for src in 127.0.0.1 127.0.0.2; do
+            code=$(curl -s -o /dev/null -w '%{http_connect}' --max-time 120 -p \
+                --interface $src -x http://127.0.0.1:3128 "https://115.238.203.110/")
+            echo "$src $code"
+        done
+        kill $pid; wait $pid
+        exit 0
+    "#;
+    let out = in_root_namespace(scratch.0.path(), script, &[&scratch.path("squid.conf")])
+        .unwrap_or_else(|e| panic!("{e}"));
+    let codes: BTreeMap<&str, &str> = out.lines().filter_map(|l| l.split_once(' ')).collect();
+    let log = std::fs::read_to_string(scratch.path("cache.log")).unwrap_or_default();
+    assert_eq!(
+        codes.get("127.0.0.1").copied(),
+        Some("403"),
+        "a source outside the clients was not refused: {out}\n--- cache.log:\n{log}"
+    );
+    let client = codes.get("127.0.0.2").copied().unwrap_or("none");
+    assert!(
+        !["403", "000", "none"].contains(&client),
+        "the client got {client}: {out}\n--- cache.log:\n{log}"
+    );
+}
+
 #[test]
 fn squid_parses_cleanly_and_allows_exactly_the_tcp_list() {
     if !require_tool("squid") {
