@@ -876,12 +876,13 @@ fn nftables_reload_of_another_list_replaces_the_first() {
 /// refuses it at once: no packet leaves the namespace.
 const PROBE: (&str, u16) = ("115.238.203.110", 443);
 
-/// Shell that puts PROBE on `lo` and tries one TCP connection to it.
+/// Shell that puts PROBE on `lo` and tries one TCP connection to it (for at most 3 s: a chain
+/// that drops the kernel's reset leaves the connection trying).
 fn probe_script() -> String {
     let (ip, port) = PROBE;
     format!(
         "ip link set lo up && ip addr add {ip}/32 dev lo && \
-         {{ bash -c 'exec 3<>/dev/tcp/{ip}/{port}' 2>/dev/null; true; }}"
+         {{ timeout 3 bash -c 'exec 3<>/dev/tcp/{ip}/{port}' 2>/dev/null; true; }}"
     )
 }
 
@@ -1054,6 +1055,154 @@ fn iptables_counts_what_each_rule_passes_and_a_reload_resets_it() {
     failures.check(
         "after a reload",
         xtables_counted_rules(&scratch.read("reloaded")).and_then(|r| check_counts(&r, true)),
+    );
+    failures.assert_none();
+}
+
+// ---------------------------------------------------------------------------------------------
+// The hooks the README gives
+
+/// The README's iptables lines, run twice in a namespace whose OUTPUT chains already end in a
+/// DROP rule: one jump per family, above the DROP, and a connection to a listed address is
+/// counted by the allowlist's rule that allows it.
+#[test]
+fn the_readme_iptables_hook_goes_above_the_drop_once_and_is_reached() {
+    if !xtables_tools(Family::V4)
+        || !xtables_tools(Family::V6)
+        || !require_tool("ip")
+        || !require_tool("bash")
+    {
+        return;
+    }
+    let fixture = crate::support::fixture("seed.json");
+    let scratch = Scratch::new();
+    for target in ["iptables", "ip6tables", "ipset"] {
+        scratch.write(&format!("{target}.rules"), &render(target, &fixture, &[]));
+    }
+    scratch.write("hook.sh", &readme_sh_after("<!-- hook:iptables -->"));
+    scratch
+        .in_namespace(
+            &format!(
+                r#"cd "$(dirname "$1")" && iptables -A OUTPUT -j DROP && \
+                 ip6tables -A OUTPUT -j DROP && sh hook.sh && sh hook.sh && {probe} && \
+                 iptables-save -c > "$2" && ip6tables-save > "$3""#,
+                probe = probe_script()
+            ),
+            &["hook.sh", "v4", "v6"],
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut failures = Failures::default();
+    for (file, text) in [("v4", scratch.read("v4")), ("v6", scratch.read("v6"))] {
+        let output: Vec<&str> = text
+            .lines()
+            .map(|l| match l.strip_prefix('[') {
+                Some(rest) => rest.split_once("] ").map_or(l, |(_, rule)| rule),
+                None => l,
+            })
+            .filter(|l| l.starts_with("-A OUTPUT "))
+            .collect();
+        failures.check(
+            &format!("{file}: OUTPUT holds the jump once, above the DROP"),
+            if output
+                == [
+                    format!("-A OUTPUT -j {IPT_CHAIN}").as_str(),
+                    "-A OUTPUT -j DROP",
+                ]
+            {
+                Ok(())
+            } else {
+                Err(format!("{output:#?}"))
+            },
+        );
+    }
+    failures.check(
+        "the connection reached the allowlist",
+        xtables_counted_rules(&scratch.read("v4")).and_then(|r| check_counts(&r, false)),
+    );
+    for cmd in ["iptables", "ip6tables"] {
+        failures.check(
+            &format!("{cmd}.rules gives the README's hook"),
+            header_gives_hook(
+                &scratch.read(&format!("{cmd}.rules")),
+                &scratch.read("hook.sh"),
+                &format!("{cmd} -C "),
+            ),
+        );
+    }
+    failures.assert_none();
+}
+
+/// The README block's line that starts with `start` is also a line of the file's header.
+fn header_gives_hook(file: &str, block: &str, start: &str) -> Result<(), String> {
+    let line = block
+        .lines()
+        .find(|l| l.starts_with(start))
+        .ok_or_else(|| format!("no line starting {start:?} in the README block:\n{block}"))?;
+    if file.lines().any(|l| l == format!("#   {line}")) {
+        Ok(())
+    } else {
+        Err(format!("the header lacks `#   {line}`"))
+    }
+}
+
+/// The README's nft lines, run twice in a namespace whose output base chain already ends in a
+/// drop rule: one jump, first, and a connection to a listed address is counted by the
+/// allowlist's rule that allows it.
+#[test]
+fn the_readme_nft_hook_goes_above_the_drop_once_and_is_reached() {
+    if !nft_tools() || !require_tool("ip") || !require_tool("bash") {
+        return;
+    }
+    let fixture = crate::support::fixture("seed.json");
+    let scratch = Scratch::new();
+    scratch.write(
+        "nftables.nft",
+        &render("nftables", &fixture, &["--nft-counter"]),
+    );
+    scratch.write("hook.sh", &readme_sh_after("<!-- hook:nft -->"));
+    scratch
+        .in_namespace(
+            &format!(
+                r#"cd "$(dirname "$1")" && nft add table inet {NFT_TABLE} && \
+                 nft add chain inet {NFT_TABLE} output '{{ type filter hook output priority 0; }}' && \
+                 nft add rule inet {NFT_TABLE} output drop && sh hook.sh && sh hook.sh && \
+                 {probe} && nft -j list chain inet {NFT_TABLE} output > "$2" && \
+                 nft -j list chain inet {NFT_TABLE} {NFT_CHAIN} > "$3""#,
+                probe = probe_script()
+            ),
+            &["hook.sh", "output", "allow"],
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+    let doc: Value = serde_json::from_str(&scratch.read("output")).expect("nft -j is JSON");
+    let rules: Vec<&Value> = doc["nftables"]
+        .as_array()
+        .expect("an nftables list")
+        .iter()
+        .filter_map(|i| i.get("rule"))
+        .map(|r| &r["expr"])
+        .collect();
+    let jump = serde_json::json!([{"jump": {"target": NFT_CHAIN}}]);
+    let drop = serde_json::json!([{"drop": null}]);
+    let mut failures = Failures::default();
+    failures.check(
+        "output holds the jump once, above the drop",
+        if rules == [&jump, &drop] {
+            Ok(())
+        } else {
+            Err(format!("{rules:#?}"))
+        },
+    );
+    failures.check(
+        "the connection reached the allowlist",
+        nft_counted_rules(&scratch.read("allow")).and_then(|r| check_counts(&r, false)),
+    );
+    failures.check(
+        "nftables.nft gives the README's hook",
+        header_gives_hook(
+            &scratch.read("nftables.nft"),
+            &scratch.read("hook.sh"),
+            "nft list chain ",
+        ),
     );
     failures.assert_none();
 }
@@ -3123,11 +3272,15 @@ fn dns_sets_keep_dnsmasq_addresses_across_reloads_and_timeout_changes() {
 
 /// The shell block that follows `<!-- cleanup:KIND -->` in README.md, as the user copies it.
 fn readme_block(kind: &str) -> String {
+    readme_sh_after(&format!("<!-- cleanup:{kind} -->"))
+}
+
+/// The shell block that follows `marker` in README.md.
+fn readme_sh_after(marker: &str) -> String {
     let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
         .expect("README.md");
-    let marker = format!("<!-- cleanup:{kind} -->");
     let after = readme
-        .split_once(&marker)
+        .split_once(marker)
         .unwrap_or_else(|| panic!("README.md has no {marker}"))
         .1;
     let body = after

@@ -649,8 +649,8 @@ impl Lab {
 // Modes
 
 /// The hook a file's header tells the user to run for egress from this host: the header line
-/// `#   TOOL ... OUTPUT|output ...`, without its trailing comment, as argv. The one place that
-/// knows how the hooks are found.
+/// `#   TOOL ... OUTPUT|output ...`, without its trailing comment, as `sh -c` argv (it is a
+/// shell line: a check, `||`, the insert). The one place that knows how the hooks are found.
 fn hook_command(file_text: &str, tool: &str) -> Vec<String> {
     file_text
         .lines()
@@ -663,10 +663,8 @@ fn hook_command(file_text: &str, tool: &str) -> Vec<String> {
                     .split_whitespace()
                     .any(|w| w.eq_ignore_ascii_case("output"))
         })
+        .map(|cmd| vec!["sh".to_owned(), "-c".to_owned(), cmd.to_owned()])
         .unwrap_or_else(|| panic!("no {tool} ... OUTPUT hook in the header:\n{file_text}"))
-        .split_whitespace()
-        .map(str::to_owned)
-        .collect()
 }
 
 fn argv(words: &[String]) -> Vec<&str> {
