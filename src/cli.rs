@@ -10,6 +10,7 @@ use clap::{ArgAction, Args, CommandFactory, Parser, Subcommand};
 
 use crate::config::Config;
 use crate::diff::{summarize, Format};
+use crate::endpoint::ListName;
 use crate::error::{Error, Result};
 use crate::fetch;
 use crate::list::{self, List};
@@ -67,11 +68,13 @@ pub enum Command {
         #[command(flatten)]
         source: SourceArgs,
         /// The folder to write iptables.rules, ip6tables.rules, nftables.nft, pfsense.xml,
-        /// squid.conf, dnsmasq.conf, ipset.rules and source.json into (created if missing).
+        /// squid.conf, dnsmasq.conf, ipset.rules and source.json into (created if missing); the
+        /// api and callback lists write only the targets that apply to them (the callback list
+        /// nginx.conf too), each list into a folder of its own.
         #[arg(long, value_name = "DIR")]
         out_dir: PathBuf,
         /// Only these targets (repeat the option, or separate them with commas: squid,nftables).
-        /// Default: all. Refused (exit 4) when another target's file in DIR would then cite
+        /// Default: all that apply to the list. Refused (exit 4) when another target's file in DIR would then cite
         /// another source.json.
         #[arg(
             long = "target",
@@ -200,12 +203,20 @@ pub struct FetchArgs {
     /// left: WeCom asks callers not to get tokens often.
     #[arg(help_heading = FETCH_HEADING, long, value_name = "FILE")]
     pub token_cache: Option<PathBuf>,
+    /// Which of WeCom's lists: server (get_server_domain_ip, egress; the default), api
+    /// (get_api_domain_ip: WeCom's API that your servers call, egress TCP 443) or callback
+    /// (getcallbackip: where WeCom's callbacks to your servers come from, ingress). For render,
+    /// build and explain it overrides the config's [list] name. A saved answer of another list is
+    /// refused.
+    #[arg(long, value_enum, value_name = "LIST")]
+    pub list: Option<ListName>,
 }
 
 impl FetchArgs {
     /// Checks everything, credentials included, before any request is sent.
-    fn config(&self) -> Result<fetch::Config> {
+    fn config(&self, list: ListName) -> Result<fetch::Config> {
         Ok(fetch::Config {
+            list,
             api_base: fetch::api_base(&self.api_base)?,
             timeout: Duration::from_secs(self.timeout),
             credentials: fetch::Credentials::from_env(
@@ -278,22 +289,45 @@ pub struct PolicyArgs {
     /// ipset sets of ipset.rules, which iptables.rules and ip6tables.rules match (ipset).
     #[arg(long, value_enum, value_name = "SETS")]
     pub dnsmasq_sets: Option<DnsSets>,
+    /// The callback list: the port(s) your callback URL listens on, which the rules open to
+    /// WeCom's sources (repeat the option, or separate with commas; default 443, or the
+    /// config's [callback] ports).
+    #[arg(
+        long = "callback-port",
+        value_name = "PORT",
+        value_delimiter = ',',
+        value_parser = clap::value_parser!(u16).range(1..)
+    )]
+    pub callback_ports: Vec<u16>,
 }
 
 impl PolicyArgs {
-    /// The config file, if any, with the flags laid over it.
-    fn config(&self) -> Result<Config> {
+    /// The config file, if any, with the flags laid over it, and the list the run is about
+    /// (`--list`, else the config's `[list] name`, else server). The name flags set the names
+    /// of that list's files.
+    fn config(&self, list: Option<ListName>) -> Result<(Config, ListName)> {
         let mut config = match &self.config {
             Some(path) => Config::load(path)?,
             None => Config::default(),
         };
+        let list = list.or(config.list).unwrap_or_default();
+        if !self.callback_ports.is_empty() {
+            let ranges = self
+                .callback_ports
+                .iter()
+                .filter_map(|&p| crate::model::PortRange::new(p, p))
+                .collect();
+            if let Some(ports) = crate::model::PortSet::new(ranges) {
+                config.callback_ports = ports;
+            }
+        }
         let o = &mut config.options;
         o.necessary_only |= self.necessary_only;
         o.exact_domains |= self.exact_domains;
         o.allow_empty |= self.allow_empty;
         o.allow_broad |= self.allow_broad;
         o.allow_nonpublic |= self.allow_nonpublic;
-        let n = &mut config.names;
+        let n = config.names_for_mut(list);
         for (slot, flag) in [
             (&mut n.iptables_chain, &self.chain),
             (&mut n.nft_table, &self.nft_table),
@@ -311,12 +345,17 @@ impl PolicyArgs {
         config.rules.nft_counter |= self.nft_counter;
         config.rules.pfsense_log |= self.pfsense_log;
         if let Some(raw) = &self.pfsense_source {
+            if list == ListName::Callback {
+                return Err(Error::Option(
+                    "--pfsense-source doesn't apply to the callback list: its rules take WeCom's callback servers (their alias) as the source".into(),
+                ));
+            }
             config.rules.pfsense_source = crate::render::PfSource::parse(raw)?;
         }
         if let Some(sets) = self.dnsmasq_sets {
             config.dnsmasq.sets = sets;
         }
-        Ok(config)
+        Ok((config, list))
     }
 
     fn templates(&self) -> Result<Templates> {
@@ -332,8 +371,8 @@ fn client_net(raw: &str) -> std::result::Result<ipnet::IpNet, String> {
 
 /// The list's JSON document from the API. The async runtime is built here, only when a fetch
 /// is needed: runs from a file never start one.
-fn fetch_live(args: &FetchArgs) -> Result<serde_json::Value> {
-    let config = args.config()?;
+fn fetch_live(args: &FetchArgs, list: ListName) -> Result<serde_json::Value> {
+    let config = args.config(list)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -341,10 +380,36 @@ fn fetch_live(args: &FetchArgs) -> Result<serde_json::Value> {
     runtime.block_on(fetch::fetch(&config))
 }
 
-fn load(source: &SourceArgs) -> Result<wecom::Response> {
+/// The list, validated as `list`; a plain list's entries get its ports (the api list's 443,
+/// the callback list's own). A saved answer of another list is refused; a raw api or
+/// callback answer, which doesn't say which it is, is taken as `list` with a warning.
+fn load(source: &SourceArgs, list: ListName, config: &Config) -> Result<wecom::Response> {
+    let ports = match list {
+        ListName::Callback => config.callback_ports.clone(),
+        _ => wecom::api_ports(),
+    };
     let response = match &source.input {
-        Some(path) => wecom::parse(&read_input(path)?, source.skip_invalid)?,
-        None => wecom::validate(&fetch_live(&source.fetch)?, source.skip_invalid)?,
+        Some(path) => {
+            let doc = wecom::parse_bytes(&read_input(path)?)?;
+            let response = wecom::validate_as(&doc, list, &ports, source.skip_invalid)?;
+            if let serde_json::Value::Object(top) = &doc {
+                if wecom::found(top)? == wecom::Found::Plain {
+                    eprintln!(
+                        "wecom-allowlist: warning: {} doesn't say which list it holds (a raw answer of get_api_domain_ip and one of getcallbackip look alike): taking it as {}, as --list says; `fetch --list {}` saves answers marked",
+                        path.display(),
+                        list.describe(),
+                        list.name()
+                    );
+                }
+            }
+            response
+        }
+        None => wecom::validate_as(
+            &fetch_live(&source.fetch, list)?,
+            list,
+            &ports,
+            source.skip_invalid,
+        )?,
     };
     for skipped in &response.skipped {
         eprintln!("wecom-allowlist: warning: skipped {skipped}");
@@ -353,8 +418,8 @@ fn load(source: &SourceArgs) -> Result<wecom::Response> {
 }
 
 /// Validates and filters the list; warns about each exclusion that takes nothing out.
-fn prepare(source: &SourceArgs, config: &Config) -> Result<crate::Prepared> {
-    let prepared = crate::prepare(load(source)?, config)?;
+fn prepare(source: &SourceArgs, config: &Config, list: ListName) -> Result<crate::Prepared> {
+    let prepared = crate::prepare_list(load(source, list, config)?, config, list)?;
     for x in &prepared.unused_exclusions {
         let (key, shown) = match x {
             crate::model::Dest::Net(n) => ("exclude.cidrs", n.to_string()),
@@ -369,13 +434,32 @@ fn prepare(source: &SourceArgs, config: &Config) -> Result<crate::Prepared> {
     Ok(prepared)
 }
 
-/// Reads a list for `diff` or the shrink guard: a response or a source.json.
-fn load_list(path: &Path) -> Result<List> {
-    let response = wecom::parse(&read_input(path)?, false).map_err(|e| match e {
+/// Reads a list for `diff`: a response or a source.json, of any of WeCom's lists.
+fn load_list(path: &Path) -> Result<(wecom::Found, List)> {
+    let (found, response) = wecom::parse_any(&read_input(path)?).map_err(|e| match e {
         Error::Input(msg) => Error::Input(format!("{}: {msg}", path.display())),
         other => other,
     })?;
-    Ok(List::from_entries(&response.entries))
+    Ok((found, List::from_entries(&response.entries)))
+}
+
+/// True when two documents may hold the same list: a raw api or callback answer may be either.
+fn same_list(a: wecom::Found, b: wecom::Found) -> bool {
+    use wecom::Found::{Any, Is, Plain};
+    match (a, b) {
+        (Any, _) | (_, Any) | (Plain, Plain) => true,
+        (Plain, Is(l)) | (Is(l), Plain) => l.is_plain(),
+        (Is(x), Is(y)) => x == y,
+    }
+}
+
+/// What a document holds, for messages.
+fn found_text(found: wecom::Found) -> String {
+    match found {
+        wecom::Found::Is(list) => list.describe(),
+        wecom::Found::Plain => "the api or the callback list".into(),
+        wecom::Found::Any => "an empty list".into(),
+    }
 }
 
 /// True when the process was started with standard output closed (`>&-`). Rust's runtime then
@@ -472,7 +556,7 @@ fn shrink_guard(
 /// The list in a build folder's `source.json`, or an empty one if there is none. A file that
 /// is there but isn't a list (damaged, hand-edited, an API error saved over it) stops the build
 /// with what to do about it: the shrink guard can't work without it.
-fn previous_list(source_path: &Path) -> Result<List> {
+fn previous_list(source_path: &Path, list: ListName) -> Result<List> {
     let bytes = match std::fs::read(source_path) {
         Ok(bytes) => bytes,
         // No folder yet (or a file in its place, which writing will report): no previous list.
@@ -491,8 +575,16 @@ fn previous_list(source_path: &Path) -> Result<List> {
             })
         }
     };
-    let why = match wecom::parse(&bytes, false) {
-        Ok(response) => return Ok(List::from_entries(&response.entries)),
+    let why = match wecom::parse_any(&bytes) {
+        Ok((found, _)) if !same_list(found, wecom::Found::Is(list)) => {
+            return Err(Error::Input(format!(
+                "{} holds {}, not {}: build each list into a folder of its own (the files beside it are another list's, and this build would replace them)",
+                source_path.display(),
+                found_text(found),
+                list.describe()
+            )))
+        }
+        Ok((_, response)) => return Ok(List::from_entries(&response.entries)),
         Err(Error::Api { errcode, .. }) => {
             format!("it holds a WeCom error answer (errcode {errcode}), not a list")
         }
@@ -560,7 +652,7 @@ fn build_into(
 ) -> Result<(Outcome, String)> {
     // Every guard that can refuse runs before the (costly) rendering.
     let source_path = out_dir.join(SOURCE_FILE);
-    let previous = previous_list(&source_path)?;
+    let previous = previous_list(&source_path, prepared.list_name())?;
     shrink_guard(
         &previous,
         &prepared.list,
@@ -718,8 +810,19 @@ pub fn run(cli: Cli) -> Result<Outcome> {
             print(&text)?;
         }
         Command::Fetch { fetch, output } => {
-            let doc = fetch_live(&fetch)?;
-            wecom::validate(&doc, false)?;
+            let list = fetch.list.unwrap_or_default();
+            let mut doc = fetch_live(&fetch, list)?;
+            wecom::validate_as(&doc, list, &wecom::api_ports(), false)?;
+            // The api and callback answers look alike: the mark says which one this is, so
+            // that rendering it as the other list is refused later.
+            if list.is_plain() {
+                if let Some(top) = doc.as_object_mut() {
+                    top.insert(
+                        crate::endpoint::MARK.into(),
+                        serde_json::Value::from(list.name()),
+                    );
+                }
+            }
             // serde_json keeps the key order (preserve_order): the file reads as WeCom sent it.
             let mut text = serde_json::to_string_pretty(&doc)
                 .map_err(|e| Error::Input(format!("cannot write the answer as JSON: {e}")))?;
@@ -736,9 +839,16 @@ pub fn run(cli: Cli) -> Result<Outcome> {
             dump_context,
             policy,
         } => {
-            let config = policy.config()?;
+            let (config, list) = policy.config(source.fetch.list)?;
             let templates = policy.templates()?;
-            let prepared = prepare(&source, &config)?;
+            if let Some(why) = target.refuses(list) {
+                return Err(Error::Option(format!(
+                    "{} doesn't apply to {}: {why}",
+                    target.name(),
+                    list.describe()
+                )));
+            }
+            let prepared = prepare(&source, &config, list)?;
             let text = if dump_context {
                 prepared.context_json(target)?
             } else {
@@ -758,11 +868,19 @@ pub fn run(cli: Cli) -> Result<Outcome> {
             quiet,
             policy,
         } => {
-            let config = policy.config()?;
+            let (config, list) = policy.config(source.fetch.list)?;
             let templates = policy.templates()?;
-            let prepared = prepare(&source, &config)?;
+            if let Some(t) = targets.iter().find(|t| t.refuses(list).is_some()) {
+                return Err(Error::Option(format!(
+                    "--target {} doesn't apply to {}: {}",
+                    t.name(),
+                    list.describe(),
+                    t.refuses(list).unwrap_or_default()
+                )));
+            }
+            let prepared = prepare(&source, &config, list)?;
             if targets.is_empty() {
-                targets = Target::ALL.to_vec();
+                targets = Target::for_list(list);
             }
             targets.sort_unstable();
             targets.dedup();
@@ -826,12 +944,20 @@ pub fn run(cli: Cli) -> Result<Outcome> {
             mut targets,
             policy,
         } => {
-            let config = policy.config()?;
+            let (config, list) = policy.config(source.fetch.list)?;
             // Checked as render checks them, though explain renders nothing.
             policy.templates()?;
-            let prepared = prepare(&source, &config)?;
+            if let Some(t) = targets.iter().find(|t| t.refuses(list).is_some()) {
+                return Err(Error::Option(format!(
+                    "--target {} doesn't apply to {}: {}",
+                    t.name(),
+                    list.describe(),
+                    t.refuses(list).unwrap_or_default()
+                )));
+            }
+            let prepared = prepare(&source, &config, list)?;
             if targets.is_empty() {
-                targets = Target::ALL.to_vec();
+                targets = Target::for_list(list);
             }
             targets.sort_unstable();
             targets.dedup();
@@ -866,7 +992,14 @@ pub fn run(cli: Cli) -> Result<Outcome> {
             print(&page)?;
         }
         Command::Diff { old, new, format } => {
-            let (old, new) = (load_list(&old)?, load_list(&new)?);
+            let ((old_found, old), (new_found, new)) = (load_list(&old)?, load_list(&new)?);
+            if !same_list(old_found, new_found) {
+                return Err(Error::Input(format!(
+                    "the old file holds {} and the new one {}: a diff across lists would show every address as changed",
+                    found_text(old_found),
+                    found_text(new_found)
+                )));
+            }
             let summary = summarize(&old, &new);
             print(&summary.render(format))?;
             if !summary.is_empty() {

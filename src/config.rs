@@ -2,12 +2,14 @@
 //! destinations. Every key is checked: an unknown key is an error that names it, since a typo
 //! must not silently change a firewall.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use serde::Deserialize;
 
+use crate::endpoint::ListName;
 use crate::error::{Error, Result};
-use crate::model::{Dest, Family, Hostname, ListKind, Protocol};
+use crate::model::{Dest, Family, Hostname, ListKind, PortSet, Protocol};
 use crate::normalize::{Exclude, Options};
 use crate::render::{DnsSets, DnsmasqSettings, Names, PfSource, RuleOptions};
 use crate::text::quote;
@@ -32,6 +34,40 @@ struct File {
     extra: ExtraSection,
     #[serde(default)]
     exclude: ExcludeSection,
+    #[serde(default)]
+    list: ListSection,
+    #[serde(default)]
+    api: ApiSection,
+    #[serde(default)]
+    callback: CallbackSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListSection {
+    name: Option<ListName>,
+}
+
+/// The api list's own names: its rules sit beside the server list's, never over them.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ApiSection {
+    chain: Option<String>,
+    nft_chain: Option<String>,
+    interface: Option<String>,
+    alias_prefix: Option<String>,
+    acl_prefix: Option<String>,
+}
+
+/// The callback list's own names and the callback URL's port(s).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CallbackSection {
+    ports: Option<Vec<serde_json::Value>>,
+    chain: Option<String>,
+    nft_chain: Option<String>,
+    interface: Option<String>,
+    alias_prefix: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -108,7 +144,7 @@ struct ExcludeSection {
 }
 
 /// Everything a config file sets, merged over the defaults.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Config {
     pub names: Names,
     /// Which sets dnsmasq.conf fills, and their timeout.
@@ -118,6 +154,35 @@ pub struct Config {
     pub options: Options,
     /// Validated `extra` entries, to add to the response's.
     pub extra: Response,
+    /// `[list] name`: which list, unless `--list` says.
+    pub list: Option<ListName>,
+    /// The names each list's files use: the server list's come from the target sections,
+    /// the others' from `[api]` and `[callback]`, so that no list's chain replaces another's.
+    pub list_names: BTreeMap<ListName, Names>,
+    /// `[callback] ports`: where the callback URL listens (default 443).
+    pub callback_ports: PortSet,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config::parse("").unwrap_or_else(|e| unreachable!("the empty config is valid: {e}"))
+    }
+}
+
+impl Config {
+    /// The names `list`'s files use.
+    pub fn names_for(&self, list: ListName) -> &Names {
+        self.list_names.get(&list).unwrap_or(&self.names)
+    }
+
+    pub fn names_for_mut(&mut self, list: ListName) -> &mut Names {
+        if !self.list_names.contains_key(&list) {
+            self.list_names.insert(list, self.names.clone());
+        }
+        self.list_names
+            .get_mut(&list)
+            .unwrap_or_else(|| unreachable!("inserted above"))
+    }
 }
 
 impl Config {
@@ -199,7 +264,38 @@ impl Config {
             names: each("exclude.domains", &file.exclude.domains, exclude_name)?,
             nets: each("exclude.cidrs", &file.exclude.cidrs, wecom::parse_ip)?,
         };
+        let mut list_names = BTreeMap::new();
+        let mut api = names.clone();
+        api.iptables_chain = file.api.chain.unwrap_or_else(|| "WECOM_API".into());
+        api.nft_chain = file.api.nft_chain.unwrap_or_else(|| "wecom_api".into());
+        set(&mut api.pfsense_interface, file.api.interface);
+        api.pfsense_alias_prefix = file.api.alias_prefix.unwrap_or_else(|| "WCAPI_".into());
+        api.squid_acl_prefix = file.api.acl_prefix.unwrap_or_else(|| "wecom_api_".into());
+        api.validate().map_err(in_section("api"))?;
+        list_names.insert(ListName::Api, api);
+        let mut callback = names.clone();
+        callback.iptables_chain = file
+            .callback
+            .chain
+            .unwrap_or_else(|| "WECOM_CALLBACK".into());
+        callback.nft_chain = file
+            .callback
+            .nft_chain
+            .unwrap_or_else(|| "wecom_callback".into());
+        callback.pfsense_interface = file.callback.interface.unwrap_or_else(|| "wan".into());
+        callback.pfsense_alias_prefix =
+            file.callback.alias_prefix.unwrap_or_else(|| "WCCB_".into());
+        callback.validate().map_err(in_section("callback"))?;
+        list_names.insert(ListName::Callback, callback);
+        let callback_ports = match &file.callback.ports {
+            None => wecom::api_ports(),
+            Some(ports) => wecom::parse_ports(&serde_json::Value::Array(ports.clone()))
+                .map_err(|why| Error::Config(format!("callback.ports: {why}")))?,
+        };
         Ok(Config {
+            list: file.list.name,
+            list_names,
+            callback_ports,
             names,
             dnsmasq,
             rules,
@@ -214,6 +310,11 @@ impl Config {
             extra,
         })
     }
+}
+
+/// Names a section in a name's error: `[api]: invalid option: iptables chain ...`.
+fn in_section(section: &'static str) -> impl Fn(Error) -> Error {
+    move |e| Error::Config(format!("[{section}]: {e}"))
 }
 
 /// Parses every value of a list, naming the first bad one: `exclude.cidrs[2]: "x" is not ...`.

@@ -21,6 +21,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 use tracing::{debug, info, warn};
 
+use crate::endpoint::ListName;
 use crate::error::{Error, Result};
 use crate::text::{quote, quote_max};
 
@@ -67,7 +68,6 @@ pub const MIN_SECRET_CHARS: usize = 16;
 const MAX_TOKEN_SECS: u64 = 7200;
 
 const GETTOKEN: &str = "gettoken";
-const GET_LIST: &str = "get_server_domain_ip";
 
 /// The corp secret or an access token. It prints as `[redacted]` however it is formatted, so
 /// no `{:?}` of a config or an error can leak it.
@@ -214,6 +214,8 @@ pub struct Config {
     pub timeout: Duration,
     pub credentials: Credentials,
     pub token_cache: Option<PathBuf>,
+    /// Which list to get: each has its own call, with the same token.
+    pub list: ListName,
 }
 
 /// Checks `--api-base` and gives it the trailing slash that makes `join` append, so that a
@@ -363,8 +365,9 @@ impl<'a> Session<'a> {
                 {
                     fresh_refused |= origin == Origin::Fresh;
                     warn!(
-                        "{GET_LIST}: the access token {} was refused (errcode {errcode}); \
+                        "{}: the access token {} was refused (errcode {errcode}); \
                          getting another one",
+                        config.list.call(),
                         origin.describe()
                     );
                     (token, origin) = self.token(Some(&token)).await?;
@@ -436,11 +439,9 @@ impl<'a> Session<'a> {
     }
 
     async fn get_list(&self, token: &Secret) -> Result<Value> {
-        let url = self.url(
-            "cgi-bin/security/get_server_domain_ip",
-            &[("access_token", token.expose())],
-        )?;
-        Ok(self.scrub_json(self.call(GET_LIST, &url).await?))
+        let list = self.config.list;
+        let url = self.url(list.path(), &[("access_token", token.expose())])?;
+        Ok(self.scrub_json(self.call(list.call(), &url).await?))
     }
 
     fn url(&self, path: &str, query: &[(&str, &str)]) -> Result<Url> {
@@ -1083,6 +1084,7 @@ mod tests {
     #[test]
     fn scrubbing_covers_raw_and_encoded_forms() {
         let config = Config {
+            list: crate::endpoint::ListName::Server,
             api_base: api_base("http://127.0.0.1:1").unwrap(),
             timeout: Duration::from_secs(1),
             credentials: Credentials::new(

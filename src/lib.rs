@@ -9,6 +9,7 @@
 pub mod cli;
 pub mod config;
 pub mod diff;
+pub mod endpoint;
 pub mod error;
 pub mod explain;
 pub mod fetch;
@@ -27,6 +28,7 @@ pub use error::{Error, Result};
 pub use target::Target;
 
 use config::Config;
+use endpoint::ListName;
 use list::List;
 use model::{Entry, Family};
 use normalize::Policy;
@@ -48,23 +50,56 @@ pub struct Prepared {
 /// Merges the config's extra entries into the response's, applies filters, exclusions and the
 /// whole-list guards.
 pub fn prepare(response: wecom::Response, config: &Config) -> Result<Prepared> {
+    prepare_list(response, config, ListName::Server)
+}
+
+/// `prepare` for any of WeCom's lists. The config's extra entries (in the server list's
+/// shape, each with its own ports) and name exclusions belong to the server list; a plain
+/// list's `source.json` is its answer's shape, and its `List` (what `diff` and the shrink
+/// guard compare) counts every address on TCP 443, as reading that file back does.
+pub fn prepare_list(
+    response: wecom::Response,
+    config: &Config,
+    name: ListName,
+) -> Result<Prepared> {
     let mut entries = response.entries;
-    entries.extend(config.extra.entries.iter().cloned());
-    let unused_exclusions = normalize::unused_exclusions(&entries, &config.options.exclude);
-    let entries = normalize::select(entries, &config.options)?;
-    let list = List::from_entries(&entries);
-    let source_json = list.to_json();
+    let mut options = config.options.clone();
+    if name == ListName::Server {
+        entries.extend(config.extra.entries.iter().cloned());
+    } else {
+        options.exclude.names.clear();
+    }
+    let unused_exclusions = normalize::unused_exclusions(&entries, &options.exclude);
+    let entries = normalize::select(entries, &options)?;
+    let (list, source_json) = if name == ListName::Server {
+        let list = List::from_entries(&entries);
+        let json = list.to_json();
+        (list, json)
+    } else {
+        let canonical: Vec<Entry> = entries
+            .iter()
+            .map(|e| Entry {
+                ports: wecom::api_ports(),
+                ..e.clone()
+            })
+            .collect();
+        let list = List::from_entries(&canonical);
+        let json = list::plain_json(&list, name);
+        (list, json)
+    };
     let settings = Settings {
-        names: config.names.clone(),
-        necessary_only: config.options.necessary_only,
-        exact_domains: config.options.exact_domains,
+        names: config.names_for(name).clone(),
+        necessary_only: options.necessary_only,
+        exact_domains: options.exact_domains,
         digest: list::digest(&source_json),
         dnsmasq: config.dnsmasq.clone(),
         rules: config.rules.clone(),
+        list: name,
+        callback_ports: config.callback_ports.ranges().to_vec(),
     };
     Ok(Prepared {
         entries,
-        options: config.options.clone(),
+        options,
         list,
         source_json,
         settings,
@@ -73,8 +108,20 @@ pub fn prepare(response: wecom::Response, config: &Config) -> Result<Prepared> {
 }
 
 impl Prepared {
+    /// Which of WeCom's lists this is.
+    pub fn list_name(&self) -> ListName {
+        self.settings.list
+    }
+
     /// The policy for one target; refuses an nftables table family that can't hold the list.
     pub fn policy(&self, target: Target) -> Result<Policy> {
+        if let Some(why) = target.refuses(self.settings.list) {
+            return Err(Error::Option(format!(
+                "{} doesn't apply to {}: {why}",
+                target.name(),
+                self.settings.list.describe()
+            )));
+        }
         let policy = normalize::normalize(&self.entries, &self.options, target.wildcards())?;
         if target == Target::Nftables {
             let family = self.settings.names.nft_family.as_str();

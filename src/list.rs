@@ -11,6 +11,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
 
+use crate::endpoint::{ListName, MARK};
 use crate::model::{Dest, Entry, Hostname, ListKind, Note, PortSet, Protocol};
 
 /// What identifies a destination across two lists.
@@ -161,6 +162,35 @@ impl List {
         text.push('\n');
         text
     }
+}
+
+/// `source.json` of a plain list (api, callback): its answer's own shape, an `ip_list` of
+/// addresses and CIDRs, with the mark that says which list it is. The ports are options of the
+/// build (`[callback] ports`), like the chain names, so they are not part of the list.
+pub fn plain_json(list: &List, name: ListName) -> String {
+    let ips: Vec<Value> = list
+        .records
+        .keys()
+        .filter_map(|key| match &key.dest {
+            Dest::Net(n) if n.prefix_len() == n.max_prefix_len() => {
+                Some(json!(n.addr().to_string()))
+            }
+            Dest::Net(n) => Some(json!(n.to_string())),
+            Dest::Exact(_) | Dest::Wildcard(_) => None,
+        })
+        .collect();
+    let mut doc = Map::new();
+    doc.insert("errcode".into(), json!(0));
+    doc.insert("errmsg".into(), json!("ok"));
+    doc.insert(
+        "generator".into(),
+        json!("wecom-allowlist: the normalized list the files beside this one were built from"),
+    );
+    doc.insert(MARK.into(), json!(name.name()));
+    doc.insert("ip_list".into(), Value::Array(ips));
+    let mut text = serde_json::to_string_pretty(&Value::Object(doc)).unwrap_or_default();
+    text.push('\n');
+    text
 }
 
 /// One entry of `source.json`, as the API spells it.

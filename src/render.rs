@@ -13,6 +13,7 @@ use std::path::Path;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+use crate::endpoint::{Direction, ListName};
 use crate::error::{Error, Result};
 use crate::model::{Dest, Family, PortRange, PortSet, Protocol};
 use crate::normalize::{Group, Member, Policy};
@@ -31,6 +32,19 @@ pub const TEMPLATES: &[(&str, &str)] = &[
     ("squid.conf", include_str!("../templates/squid.conf")),
     ("dnsmasq.conf", include_str!("../templates/dnsmasq.conf")),
     ("ipset.rules", include_str!("../templates/ipset.rules")),
+    (
+        "iptables.callback.rules",
+        include_str!("../templates/iptables.callback.rules"),
+    ),
+    (
+        "nftables.callback.nft",
+        include_str!("../templates/nftables.callback.nft"),
+    ),
+    (
+        "pfsense.callback.xml",
+        include_str!("../templates/pfsense.callback.xml"),
+    ),
+    ("nginx.conf", include_str!("../templates/nginx.conf")),
 ];
 
 /// Which sets dnsmasq fills with the addresses it resolves for the listed names.
@@ -349,6 +363,12 @@ pub struct Settings {
     /// `sha256:...` of source.json, the normalized list the files are built from.
     pub digest: String,
     pub dnsmasq: DnsmasqSettings,
+    /// Which of WeCom's lists: its call names the source in headers, its direction picks the
+    /// templates.
+    pub list: ListName,
+    /// The callback list's destination ports, for the headers of the files that can't match
+    /// a port (nginx).
+    pub callback_ports: Vec<PortRange>,
     pub rules: RuleOptions,
 }
 
@@ -454,6 +474,14 @@ struct Context<'a> {
     tool: &'static str,
     version: &'static str,
     target: &'static str,
+    /// `server`, `api` or `callback`.
+    list: ListName,
+    /// The API call the list came from: `get_server_domain_ip` ...
+    call: &'static str,
+    /// `egress` (the members are destinations) or `ingress` (they are sources).
+    direction: Direction,
+    /// The callback list's destination ports (also each group's `ports`).
+    callback_ports: &'a [PortRange],
     /// `ipv4` or `ipv6` for the targets that hold one family.
     family: Option<Family>,
     names: &'a Names,
@@ -779,7 +807,11 @@ fn context<'a>(target: Target, policy: &Policy, settings: &'a Settings) -> Resul
                     ))
                 })?;
                 aliases.push(name);
-                let identity = format!("{}/{}/{}/{i}", g.family.short(), g.protocol, g.ports);
+                let mut identity = format!("{}/{}/{}/{i}", g.family.short(), g.protocol, g.ports);
+                // The lists' rules sit side by side on one firewall: their trackers differ.
+                if settings.list != ListName::Server {
+                    identity = format!("{}/{identity}", settings.list.name());
+                }
                 trackers.push(tracker(names.pfsense_tracker_base, &identity, &mut used));
             }
             port_alias = format!("{p}P_{}", port_slug.to_ascii_uppercase());
@@ -812,6 +844,10 @@ fn context<'a>(target: Target, policy: &Policy, settings: &'a Settings) -> Resul
         tool: env!("CARGO_PKG_NAME"),
         version: env!("CARGO_PKG_VERSION"),
         target: target.name(),
+        list: settings.list,
+        call: settings.list.call(),
+        direction: settings.list.direction(),
+        callback_ports: &settings.callback_ports,
         family: target.family(),
         names: &settings.names,
         digest: &settings.digest,
@@ -1137,7 +1173,7 @@ impl Templates {
     /// Renders one target's file. A line longer than the target's loader reads is an error
     /// here, so such a file is never written.
     pub fn render(&self, target: Target, policy: &Policy, settings: &Settings) -> Result<String> {
-        let template = target.template();
+        let template = target.template_for(settings.list);
         let custom = self.custom.iter().any(|c| c == template);
         let context = context(target, policy, settings)?;
         let text = self

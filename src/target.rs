@@ -1,6 +1,7 @@
 //! The one table of targets. Adding a target is a variant here, a template in `templates/`
 //! and a set of fixtures; the compiler points at every `match` that needs a row.
 
+use crate::endpoint::{Direction, ListName};
 use crate::model::Family;
 use crate::text::{sanitize_line, truncate_bytes};
 
@@ -13,6 +14,7 @@ pub enum Target {
     Squid,
     Dnsmasq,
     Ipset,
+    Nginx,
 }
 
 /// How free text is quoted in a target's files.
@@ -28,7 +30,19 @@ pub enum Syntax {
 }
 
 impl Target {
-    pub const ALL: [Target; 7] = [
+    pub const ALL: [Target; 8] = [
+        Target::Iptables,
+        Target::Ip6tables,
+        Target::Nftables,
+        Target::Pfsense,
+        Target::Squid,
+        Target::Dnsmasq,
+        Target::Ipset,
+        Target::Nginx,
+    ];
+
+    /// The targets of the server list, the default one.
+    pub const SERVER: [Target; 7] = [
         Target::Iptables,
         Target::Ip6tables,
         Target::Nftables,
@@ -37,6 +51,35 @@ impl Target {
         Target::Dnsmasq,
         Target::Ipset,
     ];
+
+    /// Why the target can't hold `list`, or `None` when it can. A target that can't is said so
+    /// rather than emitted: a Squid snippet for inbound traffic would look like protection and
+    /// be none.
+    pub fn refuses(self, list: ListName) -> Option<&'static str> {
+        match (self, list.direction()) {
+            (Target::Squid, Direction::Ingress) => Some(
+                "Squid is a forward proxy for outbound requests: it can't filter who connects to your callback URL (use iptables, nftables, pfSense or nginx)",
+            ),
+            (Target::Dnsmasq | Target::Ipset, Direction::Ingress) => Some(
+                "the DNS-fed sets serve names your clients resolve; WeCom's callback sources are addresses, which the packet filters and nginx match directly",
+            ),
+            (Target::Dnsmasq | Target::Ipset, Direction::Egress) if list == ListName::Api => {
+                Some("the DNS-fed sets serve names; the api list holds only addresses, which the packet filters and Squid match directly")
+            }
+            (Target::Nginx, Direction::Egress) => Some(
+                "nginx.conf allows the sources of inbound requests: it holds the callback list only (use --list callback)",
+            ),
+            _ => None,
+        }
+    }
+
+    /// The targets that can hold `list`, in the table's order.
+    pub fn for_list(list: ListName) -> Vec<Target> {
+        Target::ALL
+            .into_iter()
+            .filter(|t| t.refuses(list).is_none())
+            .collect()
+    }
 
     pub const fn name(self) -> &'static str {
         match self {
@@ -47,6 +90,7 @@ impl Target {
             Target::Squid => "squid",
             Target::Dnsmasq => "dnsmasq",
             Target::Ipset => "ipset",
+            Target::Nginx => "nginx",
         }
     }
 
@@ -60,6 +104,7 @@ impl Target {
             Target::Squid => "squid.conf",
             Target::Dnsmasq => "dnsmasq.conf",
             Target::Ipset => "ipset.rules",
+            Target::Nginx => "nginx.conf",
         }
     }
 
@@ -84,10 +129,13 @@ impl Target {
             Target::Ipset => {
                 "ipset sets (both families) that dnsmasq fills, for ipset restore -exist"
             }
+            Target::Nginx => {
+                "callback list only: allow lines and deny all, to include in the callback URL's location"
+            }
         }
     }
 
-    /// The template that renders it (iptables and ip6tables share one).
+    /// The template that renders it for egress (iptables and ip6tables share one).
     pub fn template(self) -> &'static str {
         match self {
             Target::Iptables | Target::Ip6tables => "iptables.rules",
@@ -96,6 +144,18 @@ impl Target {
             Target::Squid => "squid.conf",
             Target::Dnsmasq => "dnsmasq.conf",
             Target::Ipset => "ipset.rules",
+            Target::Nginx => "nginx.conf",
+        }
+    }
+
+    /// The template for a list's direction: ingress rules match sources, on chains and rules
+    /// of their own.
+    pub fn template_for(self, list: ListName) -> &'static str {
+        match (list.direction(), self) {
+            (Direction::Ingress, Target::Iptables | Target::Ip6tables) => "iptables.callback.rules",
+            (Direction::Ingress, Target::Nftables) => "nftables.callback.nft",
+            (Direction::Ingress, Target::Pfsense) => "pfsense.callback.xml",
+            _ => self.template(),
         }
     }
 
@@ -108,7 +168,8 @@ impl Target {
             | Target::Pfsense
             | Target::Squid
             | Target::Dnsmasq
-            | Target::Ipset => None,
+            | Target::Ipset
+            | Target::Nginx => None,
         }
     }
 
@@ -122,6 +183,8 @@ impl Target {
             // dnsmasq's `/name/` matches the name and every name below it.
             Target::Dnsmasq | Target::Ipset => true,
             Target::Pfsense => false,
+            // Addresses only.
+            Target::Nginx => false,
         }
     }
 
@@ -129,13 +192,14 @@ impl Target {
     /// with a margin: iptables-restore fails the whole file on a line over about 10,240 bytes,
     /// Squid cuts a line over about 8,190 bytes and fails to parse it, dnsmasq misreads a line
     /// over 1,024 bytes. `None`: no limit that a
-    /// generated line could reach (nft reads any length; XML has no lines).
+    /// generated line could reach (nft reads any length; XML has no lines; nginx reads one
+    /// address a line).
     pub fn max_line_bytes(self) -> Option<usize> {
         match self {
             Target::Iptables | Target::Ip6tables => Some(10_000),
             Target::Squid => Some(8_000),
             Target::Dnsmasq => Some(1_000),
-            Target::Nftables | Target::Pfsense | Target::Ipset => None,
+            Target::Nftables | Target::Pfsense | Target::Ipset | Target::Nginx => None,
         }
     }
 
@@ -145,7 +209,11 @@ impl Target {
     /// read. iptables holds one address a rule.
     pub fn chunk(self) -> usize {
         match self {
-            Target::Iptables | Target::Ip6tables | Target::Dnsmasq | Target::Ipset => 1,
+            Target::Iptables
+            | Target::Ip6tables
+            | Target::Dnsmasq
+            | Target::Ipset
+            | Target::Nginx => 1,
             Target::Nftables => 1_000,
             Target::Pfsense => 5_000,
             Target::Squid => 16,
@@ -158,8 +226,8 @@ impl Target {
             Target::Iptables | Target::Ip6tables | Target::Ipset => Syntax::Iptables,
             Target::Nftables => Syntax::Nftables,
             Target::Pfsense => Syntax::Xml,
-            // Free text reaches only `#` comment lines in both.
-            Target::Squid | Target::Dnsmasq => Syntax::Squid,
+            // Free text reaches only `#` comment lines in these.
+            Target::Squid | Target::Dnsmasq | Target::Nginx => Syntax::Squid,
         }
     }
 }
@@ -249,6 +317,25 @@ mod tests {
         files.sort();
         files.dedup();
         assert_eq!(files.len(), Target::ALL.len());
+    }
+
+    #[test]
+    fn each_list_gets_the_targets_of_its_direction() {
+        use Target::*;
+        assert_eq!(Target::for_list(ListName::Server), Target::SERVER);
+        assert_eq!(
+            Target::for_list(ListName::Api),
+            [Iptables, Ip6tables, Nftables, Pfsense, Squid]
+        );
+        assert_eq!(
+            Target::for_list(ListName::Callback),
+            [Iptables, Ip6tables, Nftables, Pfsense, Nginx]
+        );
+        assert_eq!(Iptables.template_for(ListName::Api), "iptables.rules");
+        assert_eq!(
+            Ip6tables.template_for(ListName::Callback),
+            "iptables.callback.rules"
+        );
     }
 
     #[test]

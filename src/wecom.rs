@@ -1,5 +1,7 @@
-//! The `get_server_domain_ip` response: strict validation of every field into `model::Entry`,
-//! and the WeCom error codes turned into advice.
+//! WeCom's answers: strict validation of every field into `model::Entry`, and the WeCom error
+//! codes turned into advice. `get_server_domain_ip` answers with objects; `get_api_domain_ip`
+//! and `getcallbackip` with an `ip_list` of plain strings, and a document of one list is
+//! never taken for another (see `endpoint`).
 //!
 //! Entries are read field by field from `serde_json::Value` rather than derived with serde, so that
 //! an error names the list, the entry, the field and the value, and `--skip-invalid` can drop
@@ -11,6 +13,7 @@ use std::str::FromStr;
 use ipnet::IpNet;
 use serde_json::{Map, Value};
 
+use crate::endpoint::{ListName, MARK};
 use crate::error::{Error, Result};
 use crate::model::{Dest, Entry, Hostname, ListKind, PortRange, PortSet, Protocol};
 use crate::text::quote;
@@ -23,14 +26,10 @@ pub struct Response {
     pub skipped: Vec<String>,
 }
 
-/// Parses a saved response. With `skip_invalid`, a bad entry is reported in `skipped` instead
+/// Parses a saved server list. With `skip_invalid`, a bad entry is reported in `skipped` instead
 /// of failing the whole input; a bad document always fails.
 pub fn parse(bytes: &[u8], skip_invalid: bool) -> Result<Response> {
-    if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Err(Error::Input("the input is empty".into()));
-    }
-    let doc = parse_json(bytes).map_err(|e| Error::Input(format!("not valid JSON: {e}")))?;
-    validate(&doc, skip_invalid)
+    validate(&parse_bytes(bytes)?, skip_invalid)
 }
 
 /// A JSON document, refusing a key that appears twice in one object anywhere in it: serde_json
@@ -96,16 +95,86 @@ impl<'de> serde::de::Visitor<'de> for UniqueKeys {
     }
 }
 
-/// Validates a response already read as JSON: a live fetch has the document in hand and must
-/// pass the very checks a saved file does.
+/// Validates a server list already read as JSON: a live fetch has the document in hand and
+/// must pass the very checks a saved file does.
 pub fn validate(doc: &Value, skip_invalid: bool) -> Result<Response> {
-    let Value::Object(top) = doc else {
-        return Err(Error::Input(format!(
+    validate_as(doc, ListName::Server, &api_ports(), skip_invalid)
+}
+
+/// Parses a saved answer (or `source.json`) of the list `want`; the entries of a plain list
+/// get `ports` (TCP). A document of another list is refused.
+pub fn parse_as(
+    bytes: &[u8],
+    want: ListName,
+    ports: &PortSet,
+    skip_invalid: bool,
+) -> Result<Response> {
+    validate_as(&parse_bytes(bytes)?, want, ports, skip_invalid)
+}
+
+/// A document's JSON, refusing an empty input and duplicate keys.
+pub fn parse_bytes(bytes: &[u8]) -> Result<Value> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(Error::Input("the input is empty".into()));
+    }
+    parse_json(bytes).map_err(|e| Error::Input(format!("not valid JSON: {e}")))
+}
+
+/// What a document says it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Found {
+    /// The shape or the mark says which list.
+    Is(ListName),
+    /// An `ip_list` of plain strings without a mark: the api or the callback list, whose raw
+    /// answers look alike.
+    Plain,
+    /// Nothing tells: no domain_list, an empty ip_list, no mark.
+    Any,
+}
+
+/// Reads any list: a server list, or a plain one (its entries on TCP 443 without description,
+/// the same for both sides of a comparison). For `diff` and the shrink guard.
+pub fn parse_any(bytes: &[u8]) -> Result<(Found, Response)> {
+    let doc = parse_bytes(bytes)?;
+    let top = top_object(&doc)?;
+    check_errcode(top)?;
+    let found = found(top)?;
+    let want = match found {
+        Found::Is(list) => list,
+        Found::Plain => ListName::Api,
+        Found::Any => ListName::Server,
+    };
+    let mut response = validate_as(&doc, want, &api_ports(), false)?;
+    // A raw plain answer is read as the api list: the description, which names the list, must
+    // not make it differ from the same addresses read as the callback list.
+    if want.is_plain() {
+        for entry in &mut response.entries {
+            entry.description.clear();
+        }
+    }
+    Ok((found, response))
+}
+
+/// TCP 443 alone: the api list's port, and the one plain lists are compared on.
+pub fn api_ports() -> PortSet {
+    PortSet::new(vec![PortRange {
+        start: crate::endpoint::API_PORT,
+        end: crate::endpoint::API_PORT,
+    }])
+    .unwrap_or_else(|| unreachable!("one port is a set"))
+}
+
+fn top_object(doc: &Value) -> Result<&Map<String, Value>> {
+    match doc {
+        Value::Object(top) => Ok(top),
+        _ => Err(Error::Input(format!(
             "the top level must be a JSON object, found {}",
             kind(doc)
-        )));
-    };
+        ))),
+    }
+}
 
+fn check_errcode(top: &Map<String, Value>) -> Result<()> {
     let errcode = match top.get("errcode") {
         None | Some(Value::Null) => 0,
         Some(v) => v
@@ -120,15 +189,130 @@ pub fn validate(doc: &Value, skip_invalid: bool) -> Result<Response> {
             errmsg: errmsg.to_owned(),
         });
     }
+    Ok(())
+}
 
+/// Which list a document holds, from its mark and its shape; they must agree.
+pub fn found(top: &Map<String, Value>) -> Result<Found> {
     if !top.contains_key("domain_list") && !top.contains_key("ip_list") {
         return Err(Error::Input(
-            "neither domain_list nor ip_list is present: is this a get_server_domain_ip response?"
+            "neither domain_list nor ip_list is present: is this a WeCom list (get_server_domain_ip, get_api_domain_ip or getcallbackip)?"
                 .into(),
         ));
     }
+    let mark = match top.get(MARK) {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(ListName::from_name(s).ok_or_else(|| {
+            Error::Input(format!(
+                "{MARK}: {} is not server, api or callback",
+                quote(s)
+            ))
+        })?),
+        Some(other) => {
+            return Err(Error::Input(format!(
+                "{MARK}: must be a string, found {}",
+                kind(other)
+            )))
+        }
+    };
+    let first_ip = top
+        .get("ip_list")
+        .and_then(Value::as_array)
+        .and_then(|items| items.first());
+    let shape = if top.get("domain_list").is_some_and(|v| !v.is_null())
+        || first_ip.is_some_and(Value::is_object)
+    {
+        Found::Is(ListName::Server)
+    } else if first_ip.is_some_and(Value::is_string) {
+        Found::Plain
+    } else {
+        Found::Any
+    };
+    Ok(match (mark, shape) {
+        (None, shape) => shape,
+        (Some(m), Found::Any) => Found::Is(m),
+        (Some(m), Found::Is(ListName::Server)) if m == ListName::Server => Found::Is(m),
+        (Some(m), Found::Plain) if m.is_plain() => Found::Is(m),
+        (Some(m), _) => {
+            return Err(Error::Input(format!(
+                "{MARK}: says {}, but the entries have the shape of {}: the file was edited or mixed up",
+                m.describe(),
+                if m.is_plain() {
+                    "the server list (objects)"
+                } else {
+                    "the api or callback list (plain addresses)"
+                }
+            )))
+        }
+    })
+}
 
+/// Why `found` can't be used as `want`.
+fn mixup(found: Found, want: ListName) -> Error {
+    let is = match found {
+        Found::Is(list) => list.describe(),
+        _ => "the api or the callback list (an ip_list of plain addresses; a raw answer doesn't say which)".into(),
+    };
+    let advice = match found {
+        Found::Is(list) => format!("pass --list {}", list.name()),
+        _ => "pass --list api or --list callback, whichever call it came from".into(),
+    };
+    let harm = match found {
+        Found::Is(list) if list.direction() != want.direction() => format!(
+            ": an {} list rendered as an {} allowlist is a wrong firewall",
+            list.direction().name(),
+            want.direction().name()
+        ),
+        _ => String::new(),
+    };
+    Error::Input(format!(
+        "the input is {is}, not {}{harm}; {advice}",
+        want.describe()
+    ))
+}
+
+/// Validates a document of the list `want`: a live fetch has the document in hand and must
+/// pass the very checks a saved file does. The entries of a plain list get `ports` (TCP).
+pub fn validate_as(
+    doc: &Value,
+    want: ListName,
+    ports: &PortSet,
+    skip_invalid: bool,
+) -> Result<Response> {
+    let top = top_object(doc)?;
+    check_errcode(top)?;
+    match found(top)? {
+        Found::Is(list) if list == want => {}
+        Found::Plain if want.is_plain() => {}
+        Found::Any => {}
+        other => return Err(mixup(other, want)),
+    }
     let mut out = Response::default();
+    if want.is_plain() {
+        let items = match top.get("ip_list") {
+            None | Some(Value::Null) => return Ok(out),
+            Some(Value::Array(items)) => items,
+            Some(other) => {
+                return Err(Error::Input(format!(
+                    "ip_list: must be a list, found {}",
+                    kind(other)
+                )))
+            }
+        };
+        // Every entry of a list is alike: the description says which list, for comments.
+        let description = match want {
+            ListName::Api => "WeCom API (qyapi.weixin.qq.com)",
+            _ => "WeCom callback",
+        };
+        for (index, item) in items.iter().enumerate() {
+            match plain_entry(index, item, ports, description) {
+                Ok(entry) => out.entries.push(entry),
+                Err(msg) if skip_invalid => out.skipped.push(msg),
+                Err(msg) => return Err(Error::Input(msg)),
+            }
+        }
+        return Ok(out);
+    }
     for list in [ListKind::Domain, ListKind::Ip] {
         let items = match top.get(list.as_str()) {
             None | Some(Value::Null) => continue,
@@ -144,6 +328,35 @@ pub fn validate(doc: &Value, skip_invalid: bool) -> Result<Response> {
         parse_list(list, false, items, skip_invalid, &mut out)?;
     }
     Ok(out)
+}
+
+/// One address of a plain list: `ip_list[3]: "x" is not ...`. WeCom marks nothing as optional
+/// there, so every entry counts as necessary.
+fn plain_entry(
+    index: usize,
+    item: &Value,
+    ports: &PortSet,
+    description: &str,
+) -> Result<Entry, String> {
+    let location = crate::model::location(ListKind::Ip, false, index);
+    let Value::String(raw) = item else {
+        return Err(format!(
+            "{location}: must be a string (an address or a CIDR), found {}",
+            kind(item)
+        ));
+    };
+    let net = parse_ip(raw).map_err(|w| format!("{location}: {} {w}", quote(raw)))?;
+    Ok(Entry {
+        list: ListKind::Ip,
+        extra: false,
+        index,
+        dest: Dest::Net(net),
+        universal: None,
+        protocols: vec![Protocol::Tcp],
+        ports: ports.clone(),
+        necessary: true,
+        description: description.to_owned(),
+    })
 }
 
 /// Validates the entries of one list into `out`. `extra` marks entries that come from the
@@ -381,7 +594,7 @@ fn parse_protocols(v: &Value) -> Result<Vec<Protocol>, String> {
 
 /// A list of ports: integers, numeric strings or `"a-b"` ranges, each within 1-65535.
 /// An empty list is refused: to several targets no port means every port.
-fn parse_ports(v: &Value) -> Result<PortSet, String> {
+pub fn parse_ports(v: &Value) -> Result<PortSet, String> {
     let items: Vec<&Value> = match v {
         Value::Array(items) => items.iter().collect(),
         Value::Null => return Err("is missing".into()),

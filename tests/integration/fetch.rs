@@ -1173,3 +1173,211 @@ async fn an_answer_with_a_key_given_twice_is_refused() {
     );
     server.verify().await;
 }
+
+/// The api and callback calls, each answering for one token only.
+fn plain_list(endpoint: &str, token: &str, answer: ResponseTemplate) -> Mock {
+    Mock::given(method("GET"))
+        .and(path(endpoint))
+        .and(query_param("access_token", token))
+        .respond_with(answer)
+}
+
+const API_LIST: &str = "/cgi-bin/get_api_domain_ip";
+const CALLBACK_LIST: &str = "/cgi-bin/getcallbackip";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_api_and_callback_lists_are_fetched_marked_and_built() {
+    for (list, endpoint, fixture_name) in [
+        ("api", API_LIST, "api.json"),
+        ("callback", CALLBACK_LIST, "callback.json"),
+    ] {
+        let answer: Value = serde_json::from_slice(
+            &fs::read(crate::endpoints::list_fixture(fixture_name)).unwrap(),
+        )
+        .unwrap();
+        let server = MockServer::start().await;
+        gettoken(token_answer(TOKEN)).mount(&server).await;
+        plain_list(
+            endpoint,
+            TOKEN,
+            ResponseTemplate::new(200).set_body_json(answer.clone()),
+        )
+        .mount(&server)
+        .await;
+        // The server list's call is never made.
+        Mock::given(path(LIST))
+            .respond_with(seed_answer())
+            .expect(0)
+            .mount(&server)
+            .await;
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("list.json");
+        let out = wecom(
+            &server,
+            &["fetch", "--list", list, "-o", file.to_str().unwrap()],
+            &[],
+        );
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert!(stderr(&out).contains(endpoint), "{}", stderr(&out));
+        // As received, plus the mark that says which list it is.
+        let mut want = answer.clone();
+        want.as_object_mut()
+            .unwrap()
+            .insert("list".into(), json!(list));
+        assert_eq!(fs::read_to_string(&file).unwrap(), pretty(&want));
+        // The saved answer builds as its list, and only as its list.
+        let saved = file.to_str().unwrap();
+        let out = run_env(
+            &["render", "nftables", "--list", list, "-i", saved],
+            None,
+            &[],
+        );
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert_eq!(stderr(&out), "");
+        let other = if list == "api" { "callback" } else { "api" };
+        let out = run_env(
+            &["render", "nftables", "--list", other, "-i", saved],
+            None,
+            &[],
+        );
+        assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+        // Live, without --input: the same bytes as from the saved answer.
+        let live = wecom(&server, &["render", "nftables", "--list", list], &[]);
+        assert!(live.status.success(), "{}", stderr(&live));
+        assert_eq!(
+            stdout(&live),
+            stdout(&out_of(&[
+                "render", "nftables", "--list", list, "-i", saved
+            ]))
+        );
+        server.verify().await;
+    }
+}
+
+fn out_of(args: &[&str]) -> Output {
+    let out = run_env(args, None, &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    out
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn plain_list_errors_name_the_call_and_say_what_to_do() {
+    for (list, endpoint, call) in [
+        ("api", API_LIST, "get_api_domain_ip"),
+        ("callback", CALLBACK_LIST, "getcallbackip"),
+    ] {
+        // WeCom's documented error answer carries an empty ip_list.
+        let server = MockServer::start().await;
+        gettoken(token_answer(TOKEN)).mount(&server).await;
+        plain_list(
+            endpoint,
+            TOKEN,
+            ResponseTemplate::new(200).set_body_json(json!({
+                "ip_list": [],
+                "errcode": 60020,
+                "errmsg": "not allow to access from your ip, hint: [1576065934_28], from ip: 203.0.113.7, more info at https://open.work.weixin.qq.com/devtool/query?e=60020"
+            })),
+        )
+        .mount(&server)
+        .await;
+        fetch_fails(
+            &server,
+            &["--list", list],
+            &[],
+            3,
+            &[
+                call,
+                "errcode 60020",
+                "add 203.0.113.7 to the app's trusted IPs",
+            ],
+        );
+        // An expired token is replaced, as for the server list.
+        let server = MockServer::start().await;
+        in_turn(
+            &server,
+            gettoken,
+            vec![token_answer(TOKEN), token_answer(TOKEN2)],
+        )
+        .await;
+        plain_list(
+            endpoint,
+            TOKEN,
+            ResponseTemplate::new(200).set_body_json(
+                json!({"ip_list": [], "errcode": 42001, "errmsg": "access_token expired"}),
+            ),
+        )
+        .mount(&server)
+        .await;
+        plain_list(
+            endpoint,
+            TOKEN2,
+            ResponseTemplate::new(200).set_body_json(
+                json!({"errcode": 0, "errmsg": "ok", "ip_list": ["182.254.11.176"]}),
+            ),
+        )
+        .mount(&server)
+        .await;
+        let out = wecom(&server, &["fetch", "--list", list], &[]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert!(stdout(&out).contains("182.254.11.176"));
+        assert!(
+            stderr(&out).contains(&format!(
+                "{call}: the access token just fetched was refused (errcode 42001)"
+            )),
+            "{}",
+            stderr(&out)
+        );
+        // Malformed answers are never saved: a bad address, a server-shaped list, not JSON.
+        for (body, code, message) in [
+            (
+                json!({"errcode": 0, "errmsg": "ok", "ip_list": ["182.254.11.176", "1.2.3.4/33"]}),
+                2,
+                r#"ip_list[1]: "1.2.3.4/33" is not an IPv4/IPv6 address or CIDR"#,
+            ),
+            (seed(), 2, "the server list (get_server_domain_ip)"),
+            (
+                json!({"errcode": 0, "errmsg": "ok", "ip_list": ["10.1.2.0/24"]}),
+                4,
+                "10.1.2.0/24",
+            ),
+        ] {
+            let server = MockServer::start().await;
+            gettoken(token_answer(TOKEN)).mount(&server).await;
+            plain_list(
+                endpoint,
+                TOKEN,
+                ResponseTemplate::new(200).set_body_json(body),
+            )
+            .mount(&server)
+            .await;
+            // The non-public guard runs where the list is used (render/build), as for the server
+            // list; fetch saves what validates.
+            if code == 4 {
+                let out = wecom(&server, &["render", "nftables", "--list", list], &[]);
+                assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+                assert!(error_line(&out).contains(message), "{}", stderr(&out));
+                assert!(out.stdout.is_empty());
+                continue;
+            }
+            fetch_fails(&server, &["--list", list], &[], code, &[message]);
+        }
+        let server = MockServer::start().await;
+        gettoken(token_answer(TOKEN)).mount(&server).await;
+        plain_list(
+            endpoint,
+            TOKEN,
+            ResponseTemplate::new(200)
+                .insert_header("content-type", "text/html")
+                .set_body_string("<html>bad gateway</html>"),
+        )
+        .mount(&server)
+        .await;
+        fetch_fails(
+            &server,
+            &["--list", list],
+            &[],
+            3,
+            &[call, "<html>bad gateway</html>"],
+        );
+    }
+}

@@ -2,6 +2,7 @@
 //! binary, as users and CI do.
 
 mod cli;
+mod endpoints;
 mod explain;
 mod fetch;
 mod gitops;

@@ -1494,3 +1494,375 @@ fn tampered_outputs_are_caught() {
     }
     assert!(missed.is_empty(), "{}", missed.join("\n\n"));
 }
+
+// ---------------------------------------------------------------------------------------------
+// Ingress: the callback list
+
+/// The callback URL's ports in the ingress mode: one single port and one beside a probed
+/// neighbour, so a rule one port too wide shows.
+const CALLBACK_PORTS: [u16; 2] = [443, 8443];
+
+/// One built callback list: its folder, and what it admits, read from the fixture by the
+/// oracle: every listed source on TCP to each callback port.
+struct Ingress {
+    dir: PathBuf,
+    allowed: crate::oracle::AddrRelation,
+}
+
+impl Ingress {
+    fn read(&self, name: &str) -> String {
+        std::fs::read_to_string(self.dir.join(name))
+            .unwrap_or_else(|e| panic!("cannot read {name}: {e}"))
+    }
+}
+
+/// Builds a callback fixture as the README says, and notes its sources in `points`.
+fn build_ingress(fixture: &Path, dir: &Path, points: &mut Mentioned) -> Ingress {
+    let ports: Vec<String> = CALLBACK_PORTS.iter().map(u16::to_string).collect();
+    let joined = ports.join(",");
+    let out = support::run(
+        &[
+            "build",
+            "--list",
+            "callback",
+            "--callback-port",
+            &joined,
+            "--input",
+            fixture.to_str().expect("UTF-8 path"),
+            "--out-dir",
+            dir.to_str().expect("UTF-8 path"),
+        ],
+        None,
+    );
+    assert!(
+        out.status.success(),
+        "build failed: {}",
+        support::stderr(&out)
+    );
+    let doc: Value = serde_json::from_str(&std::fs::read_to_string(fixture).expect("the fixture"))
+        .expect("JSON");
+    let mut allowed = crate::oracle::AddrBuilder::default();
+    for v in doc["ip_list"].as_array().expect("an ip_list") {
+        let (family, span) = parse_net(v.as_str().expect("a string")).expect("a CIDR");
+        points.cidrs.insert((family, span.start, span.end));
+        for p in CALLBACK_PORTS {
+            points.ports.insert((Proto::Tcp, (p, p)));
+            allowed.add(family, Proto::Tcp, span, (p, p));
+        }
+    }
+    Ingress {
+        dir: dir.to_owned(),
+        allowed: allowed.build(),
+    }
+}
+
+/// The hook a file's header gives for a callback server on this host (`INPUT`, `input`), as
+/// `sh -c` argv (a shell line: a check, `||`, the insert).
+fn input_hook(file_text: &str, tool: &str) -> Vec<String> {
+    file_text
+        .lines()
+        .take_while(|l| l.starts_with('#'))
+        .filter_map(|l| l.trim_start_matches('#').split(" #").next())
+        .map(str::trim)
+        .find(|cmd| {
+            cmd.split_whitespace().next() == Some(tool)
+                && cmd
+                    .split_whitespace()
+                    .any(|w| w.eq_ignore_ascii_case("input"))
+        })
+        .map(|cmd| vec!["sh".to_owned(), "-c".to_owned(), cmd.to_owned()])
+        .unwrap_or_else(|| panic!("no {tool} ... INPUT hook in the header:\n{file_text}"))
+}
+
+/// How the callback server's input chain is set up and the list loaded into it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum IngressTool {
+    /// No firewall: every probe must reach its listener.
+    Control,
+    Iptables,
+    Nftables,
+}
+
+/// The user's own input policy: drop, with loopback, neighbour discovery and replies accepted;
+/// the allowlist's files and the hook from their headers; then, last, a TCP reset for the rest,
+/// so that a refused connection is an answer, never a timeout.
+fn ingress_setup(server: &Netns, scratch: &Path, tool: IngressTool, first: &Ingress) {
+    match tool {
+        IngressTool::Control => {}
+        IngressTool::Iptables => {
+            for (cmd, icmp) in [("iptables", None), ("ip6tables", Some("ipv6-icmp"))] {
+                server.must(&[cmd, "-P", "INPUT", "DROP"]);
+                server.must(&[cmd, "-A", "INPUT", "-i", "lo", "-j", "ACCEPT"]);
+                if let Some(icmp) = icmp {
+                    for kind in ["neighbour-solicitation", "neighbour-advertisement"] {
+                        server.must(&[
+                            cmd,
+                            "-A",
+                            "INPUT",
+                            "-p",
+                            icmp,
+                            "--icmpv6-type",
+                            kind,
+                            "-j",
+                            "ACCEPT",
+                        ]);
+                    }
+                }
+                server.must(&[
+                    cmd,
+                    "-A",
+                    "INPUT",
+                    "-m",
+                    "conntrack",
+                    "--ctstate",
+                    "ESTABLISHED,RELATED",
+                    "-j",
+                    "ACCEPT",
+                ]);
+            }
+            ingress_load(server, tool, first).unwrap_or_else(|e| panic!("{e}"));
+            for (cmd, file) in [
+                ("iptables", "iptables.rules"),
+                ("ip6tables", "ip6tables.rules"),
+            ] {
+                server.must(&argv(&input_hook(&first.read(file), cmd)));
+                server.must(&[
+                    cmd,
+                    "-A",
+                    "INPUT",
+                    "-p",
+                    "tcp",
+                    "-j",
+                    "REJECT",
+                    "--reject-with",
+                    "tcp-reset",
+                ]);
+            }
+        }
+        IngressTool::Nftables => {
+            let base = scratch.join("ingress-base.nft");
+            std::fs::write(
+                &base,
+                "table inet filter {
+    chain input {
+        type filter hook input priority filter; policy drop;
+        iif \"lo\" accept
+        icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert } accept
+        ct state established,related accept
+    }
+}
+",
+            )
+            .expect("the base ruleset is written");
+            server.must(&["nft", "-f", base.to_str().expect("UTF-8")]);
+            ingress_load(server, tool, first).unwrap_or_else(|e| panic!("{e}"));
+            server.must(&argv(&input_hook(&first.read("nftables.nft"), "nft")));
+            server.must(&[
+                "nft", "add", "rule", "inet", "filter", "input", "meta", "l4proto", "tcp",
+                "reject", "with", "tcp", "reset",
+            ]);
+        }
+    }
+}
+
+/// Loads one callback list's files as their headers say (on top of what is there).
+fn ingress_load(server: &Netns, tool: IngressTool, list: &Ingress) -> Result<(), String> {
+    match tool {
+        IngressTool::Control => Ok(()),
+        IngressTool::Iptables => {
+            for (cmd, file) in [
+                ("iptables", "iptables.rules"),
+                ("ip6tables", "ip6tables.rules"),
+            ] {
+                server.exec(
+                    &[&format!("{cmd}-restore"), "--noflush"],
+                    Some(list.read(file).as_bytes()),
+                )?;
+            }
+            Ok(())
+        }
+        IngressTool::Nftables => server
+            .exec(
+                &["nft", "-f", "-"],
+                Some(list.read("nftables.nft").as_bytes()),
+            )
+            .map(|_| ()),
+    }
+}
+
+/// Runs one ingress mode: a fresh server namespace with listeners on every probed port, the
+/// firewall set up with the first list, probes from every source in net to every port; then
+/// each further list loaded on top and probed again.
+fn ingress_mode(lab: &mut Lab, tool: IngressTool, lists: &[&Ingress]) -> Report {
+    let k = lab.clients + 1;
+    let mut server = lab.client();
+    let (c4, c6) = (format!("10.254.{k}.1"), format!("fd00:77:{k}::1"));
+    let ports: Vec<String> = lab
+        .points
+        .ports(&[Proto::Tcp])
+        .iter()
+        .map(u16::to_string)
+        .collect();
+    let py = wire_py();
+    let mut listen = vec!["python3", py.to_str().expect("UTF-8 path"), "listen"];
+    listen.extend(ports.iter().map(String::as_str));
+    let listener = server.spawn(&listen, Stdio::piped());
+    let mut ready = String::new();
+    let stdout = listener.stdout.take().expect("piped stdout");
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut ready)
+        .expect("the listener's output");
+    assert_eq!(ready.trim(), "ready", "the listeners did not start");
+    ingress_setup(&server, lab.scratch.path(), tool, lists[0]);
+    let mut report = Report::default();
+    for (i, list) in lists.iter().enumerate() {
+        if i > 0 {
+            ingress_load(&server, tool, list).unwrap_or_else(|e| panic!("{e}"));
+        }
+        let mut probes = Vec::new();
+        for src in lab.points.addresses() {
+            let (family, n) = family_of(src);
+            let dst = if family == Family::V4 { &c4 } else { &c6 };
+            for port in lab.points.ports(&[Proto::Tcp]) {
+                let allowed = tool == IngressTool::Control
+                    || list.allowed.allows(family, Proto::Tcp, n, port);
+                probes.push(Probe {
+                    line: format!("from {src} tcp {dst} {port}"),
+                    expect: Verdict::of(allowed),
+                });
+            }
+        }
+        let what = format!("callback list {}", i + 1);
+        let wrong = run_probes(&lab.net, &what, &probes, &[]);
+        report.add(&probes, wrong);
+    }
+    drop(server);
+    report
+}
+
+/// A lab whose "net" namespace holds the callback fixtures' sources (each CIDR's ends and the
+/// addresses just outside, and two unlisted addresses) on its loopback; no listener there: the
+/// listeners run in each mode's server namespace.
+fn ingress_lab(fixtures: &[&str]) -> (Lab, Vec<Ingress>) {
+    let id = unique_id();
+    let scratch = tempfile::tempdir().expect("a temporary folder");
+    let mut points = Mentioned::default();
+    let lists: Vec<Ingress> = fixtures
+        .iter()
+        .map(|name| build_ingress(&wire_fixture(name), &scratch.path().join(name), &mut points))
+        .collect();
+    let net = Netns::new(format!("wire-net-{id}"));
+    let batch: String = points
+        .addresses()
+        .iter()
+        .map(|addr| match addr {
+            IpAddr::V4(a) => format!("address add {a}/32 dev lo\n"),
+            IpAddr::V6(a) => format!("address add {a}/128 dev lo nodad\n"),
+        })
+        .collect();
+    let batch_file = scratch.path().join("net.batch");
+    std::fs::write(&batch_file, batch).expect("the batch file is written");
+    ip(&[
+        "-n",
+        &net.name,
+        "-batch",
+        batch_file.to_str().expect("UTF-8"),
+    ]);
+    let lab = Lab {
+        id,
+        net,
+        points,
+        clients: 0,
+        scratch,
+    };
+    (lab, lists)
+}
+
+/// Ingress: connections from each listed source (and the addresses just outside each listed
+/// network, and unlisted ones) to a callback server, on the callback ports, the ports beside
+/// them and unlisted ones. Only listed sources on the callback ports pass, with iptables and
+/// with nftables, for list A and for the changed list B loaded on top; a control pass without
+/// firewall proves every listener answers. A tampered file (a port widened, a source added) is
+/// caught.
+#[test]
+fn callback_sources_reach_only_the_callback_port() {
+    if !require(&[
+        "ip",
+        "python3",
+        "iptables",
+        "ip6tables",
+        "iptables-restore",
+        "ip6tables-restore",
+        "nft",
+    ]) {
+        return;
+    }
+    let (mut lab, lists) = ingress_lab(&["callback_a.json", "callback_b.json"]);
+    let (a, b) = (&lists[0], &lists[1]);
+    let mut failures = Vec::new();
+    for (name, tool) in [
+        ("control", IngressTool::Control),
+        ("callback-iptables", IngressTool::Iptables),
+        ("callback-nftables", IngressTool::Nftables),
+    ] {
+        let report = ingress_mode(&mut lab, tool, &[a, b]);
+        note(&format!(
+            "wire: {name} {} probes, {} wrong",
+            report.probes,
+            report.wrong.len()
+        ));
+        assert!(
+            tool != IngressTool::Control || report.wrong.is_empty(),
+            "without a firewall, {} probe(s) did not reach their listener:\n{}",
+            report.wrong.len(),
+            report.wrong.join("\n")
+        );
+        failures.extend(report.wrong);
+    }
+    assert!(
+        failures.is_empty(),
+        "{} wrong verdict(s):\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+    // Tampering: the same probes must catch a widened port and an added source.
+    let tampered = lab.scratch.path().join("tampered");
+    std::fs::create_dir_all(&tampered).expect("a folder");
+    for (file, from, to) in [
+        (
+            "iptables.rules",
+            "--dports 443,8443",
+            "--dports 443,8442:8443",
+        ),
+        (
+            "nftables.nft",
+            "58.251.80.106",
+            "58.251.80.106,\n\t58.251.80.107",
+        ),
+    ] {
+        for name in ["iptables.rules", "ip6tables.rules", "nftables.nft"] {
+            let text = a.read(name);
+            let text = if name == file {
+                assert!(text.contains(from), "{from} is not in {name}:\n{text}");
+                text.replace(from, to)
+            } else {
+                text
+            };
+            std::fs::write(tampered.join(name), text).expect("the tampered file");
+        }
+        let bad = Ingress {
+            dir: tampered.clone(),
+            allowed: a.allowed.clone(),
+        };
+        let tool = if file == "nftables.nft" {
+            IngressTool::Nftables
+        } else {
+            IngressTool::Iptables
+        };
+        let report = ingress_mode(&mut lab, tool, &[&bad]);
+        assert!(
+            !report.wrong.is_empty(),
+            "{file}: {from} -> {to} was not caught by {} probes",
+            report.probes
+        );
+    }
+}

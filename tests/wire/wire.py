@@ -15,6 +15,11 @@ Probes:
                            timeout; only the raw send reports the drop at once.)
   udp ADDR PORT            a datagram from a connected socket: EPERM from send() is "drop";
                            otherwise the echo of the listener on ADDR PORT must come back.
+  from SRC tcp ADDR PORT   ingress: a connection from the local address SRC to ADDR PORT, whose
+                           firewall ends its input chain with a TCP reset reject. Every probed
+                           port has a listener (a control pass without firewall proves it), so
+                           a refused connection is that reject: "drop"; the listener's echo is
+                           "pass"; a timeout or anything else is an error.
   get|connect HOST PORT ADDR
                            curl through the proxy in $WIRE_PROXY, GET (absolute URI) or CONNECT
                            (then a GET inside the tunnel) to http://HOST:PORT/: the listener on
@@ -33,6 +38,7 @@ Probes:
 Every wait is bounded by TIMEOUT seconds; no verdict is ever taken from how long something took.
 """
 
+import errno
 import ipaddress
 import os
 import random
@@ -284,9 +290,32 @@ def probe_proxy(method, probes):
     return verdicts
 
 
+def probe_from(src, addr, port):
+    nonce = f"probe-{random.getrandbits(48):x}"
+    try:
+        with socket.socket(family_of(addr), socket.SOCK_STREAM) as s:
+            s.settimeout(TIMEOUT)
+            s.bind((src, 0))
+            s.connect((addr, port))
+            s.sendall(f"{nonce}\n".encode())
+            data = b""
+            while not data.endswith(b"\n"):
+                chunk = s.recv(4096)
+                if not chunk:
+                    break
+                data += chunk
+    except OSError as e:
+        if e.errno == errno.ECONNREFUSED:
+            return "drop"
+        return f"error connecting from {src}: {e}"
+    return expect_echo(data, addr, port, nonce)
+
+
 def one(line):
     words = line.split()
     try:
+        if words[0] == "from" and words[2] == "tcp":
+            return probe_from(words[1], words[3], int(words[4]))
         if words[0] == "tcp":
             return probe_tcp(words[1], int(words[2]))
         if words[0] == "udp":
