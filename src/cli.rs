@@ -270,6 +270,10 @@ pub struct PolicyArgs {
     /// passed (iptables and ip6tables count every rule anyway).
     #[arg(long)]
     pub nft_counter: bool,
+    /// iptables and ip6tables: one rule per address group, matching a `hash:net` set that
+    /// ipset.rules fills (and swaps in on a reload), instead of one rule per address.
+    #[arg(long)]
+    pub ipset: bool,
     /// pfSense: the interface the pass rules go on (internal name: lan, opt1 ...; default lan).
     #[arg(long, value_name = "NAME")]
     pub interface: Option<String>,
@@ -351,6 +355,15 @@ impl PolicyArgs {
                 ));
             }
             config.rules.pfsense_source = crate::render::PfSource::parse(raw)?;
+        }
+        config.rules.ipset |= self.ipset;
+        if config.rules.ipset && list != ListName::Server {
+            // Only the server list has ipset.rules, which would hold the sets.
+            return Err(Error::Option(format!(
+                "--ipset (or [iptables] ipset) applies to the server list only: the {} list has no \
+                 ipset.rules to hold the sets; build it without --ipset",
+                list.name()
+            )));
         }
         if let Some(sets) = self.dnsmasq_sets {
             config.dnsmasq.sets = sets;

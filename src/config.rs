@@ -74,6 +74,7 @@ struct CallbackSection {
 #[serde(deny_unknown_fields)]
 struct IptablesSection {
     chain: Option<String>,
+    ipset: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -242,6 +243,7 @@ impl Config {
                 Some(raw) => PfSource::parse(raw)?,
                 None => PfSource::default(),
             },
+            ipset: file.iptables.ipset.unwrap_or(false),
         };
 
         let mut extra = Response::default();
@@ -390,6 +392,13 @@ mod tests {
             ("address", "10.0.0.0/8")
         );
         assert!(!Config::parse("").unwrap().rules.nft_counter);
+        assert!(
+            Config::parse("[iptables]\nipset = true")
+                .unwrap()
+                .rules
+                .ipset
+        );
+        assert!(!Config::parse("").unwrap().rules.ipset);
         assert!(c.options.necessary_only);
         assert_eq!(c.options.protocols, [Protocol::Tcp]);
         assert_eq!(c.options.families, [Family::Ipv4, Family::Dns]);

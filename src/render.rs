@@ -381,6 +381,9 @@ pub struct RuleOptions {
     pub pfsense_log: bool,
     /// pfSense: where the pass rules take traffic from.
     pub pfsense_source: PfSource,
+    /// iptables and ip6tables: one rule per address group matching its `hash:net` set of
+    /// ipset.rules, instead of one rule per address (`--ipset`).
+    pub ipset: bool,
 }
 
 /// The source of pfSense's pass rules, in the two forms a rule's `<source>` takes besides
@@ -546,6 +549,23 @@ struct GroupContext {
     nft_sets: Vec<DnsSet>,
     /// Name groups only: the ipset sets that dnsmasq fills, both families.
     ipsets: Vec<DnsSet>,
+    /// Address groups with `--ipset`: the group's `hash:net` set, the set that ipset.rules
+    /// fills and swaps with it, and their sizes.
+    address_set: Option<AddressSet>,
+}
+
+/// The `hash:net` set of one address group (`--ipset`). A reload fills a temporary set and
+/// swaps it with this one, so that a packet sees either the old or the new members.
+#[derive(Serialize)]
+struct AddressSet {
+    /// `w4_n_tcp_443_16`: the group's port slug and log2 of `maxelem`.
+    name: String,
+    /// `w4_t_tcp_443_16`.
+    temp: String,
+    /// `inet` or `inet6`.
+    family: &'static str,
+    maxelem: usize,
+    hashsize: usize,
 }
 
 #[derive(Serialize)]
@@ -821,6 +841,11 @@ fn context<'a>(target: Target, policy: &Policy, settings: &'a Settings) -> Resul
         } else {
             (Vec::new(), Vec::new())
         };
+        let address_set = if settings.rules.ipset && g.family != Family::Dns {
+            Some(address_set(g.family, &g.members, &port_slug)?)
+        } else {
+            None
+        };
         groups.push(GroupContext {
             family: g.family,
             protocol: g.protocol,
@@ -833,6 +858,7 @@ fn context<'a>(target: Target, policy: &Policy, settings: &'a Settings) -> Resul
             trackers,
             nft_sets,
             ipsets,
+            address_set,
         });
     }
     let dns_lines = if target == Target::Dnsmasq {
@@ -920,6 +946,44 @@ fn dns_sets(
         ipsets.push(set(f, name));
     }
     Ok((nft, ipsets))
+}
+
+/// The `hash:net` set of an address group. `maxelem` must be the same when `ipset restore
+/// -exist` meets an existing set (the kernel compares it; `hashsize` it ignores), so the name
+/// holds log2 of `maxelem`: a group that outgrows it gets a new set, and iptables.rules, built
+/// from the same list, matches that one.
+fn address_set(family: Family, members: &[Member], port_slug: &str) -> Result<AddressSet> {
+    let count = members.len();
+    let maxelem = count.next_power_of_two().max(65_536);
+    let hashsize = count.next_power_of_two().clamp(1_024, 1 << 22);
+    let digit = if family == Family::Ipv6 { 6 } else { 4 };
+    let bits = maxelem.trailing_zeros();
+    let name = format!("w{digit}_n_{port_slug}_{bits}");
+    if name.len() > IPSET_NAME_MAX {
+        return Err(Error::Option(format!(
+            "the ipset name {name} is longer than ipset's {IPSET_NAME_MAX} characters"
+        )));
+    }
+    if let Some(m) = members
+        .iter()
+        .find(|m| matches!(&m.dest, Dest::Net(n) if n.prefix_len() == 0))
+    {
+        return Err(Error::Option(format!(
+            "--ipset: a hash:net set can't hold {}; build without --ipset",
+            m.dest
+        )));
+    }
+    Ok(AddressSet {
+        temp: format!("w{digit}_t_{port_slug}_{bits}"),
+        name,
+        family: if family == Family::Ipv6 {
+            "inet6"
+        } else {
+            "inet"
+        },
+        maxelem,
+        hashsize,
+    })
 }
 
 /// Hex SHA-256 of a name group's members (`.wildcard` or `name`), sorted, one per line.

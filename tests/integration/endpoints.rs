@@ -847,3 +847,31 @@ fn explain_takes_the_list_and_its_targets() {
     );
     assert!(!stdout(&out).contains("nginx"), "{}", stdout(&out));
 }
+
+/// `--ipset` needs ipset.rules, which only the server list has: with the api or callback list
+/// it is refused (exit 2), rather than writing rules that match sets nothing creates.
+#[test]
+fn ipset_address_sets_are_refused_for_the_api_and_callback_lists() {
+    for (list, fixture) in [("api", "api.json"), ("callback", "callback.json")] {
+        let path = list_fixture(fixture);
+        let out = crate::support::run(
+            &[
+                "render",
+                "iptables",
+                "--list",
+                list,
+                "--ipset",
+                "-i",
+                path.to_str().expect("UTF-8 path"),
+            ],
+            None,
+        );
+        let err = crate::support::stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{list}: {err}");
+        assert!(out.stdout.is_empty(), "{list}: something on stdout");
+        assert!(
+            err.contains("--ipset") && err.contains(list),
+            "{list}: {err}"
+        );
+    }
+}

@@ -31,3 +31,12 @@ fn pfsense_source_and_log_on_the_rich_list() {
     );
     insta::assert_snapshot!("pfsense_source_v4_log", text);
 }
+
+#[test]
+fn ipset_address_sets_on_the_seed() {
+    let seed = crate::support::fixture("seed.json");
+    for target in ["ipset", "iptables", "ip6tables"] {
+        let text = render(target, &seed, &["--ipset"]);
+        insta::assert_snapshot!(format!("{target}_address_sets"), text);
+    }
+}
