@@ -709,11 +709,22 @@ fn from_ip(errmsg: &str) -> Option<IpAddr> {
 
 /// The message of `Error::Api`; `call` names the live call that failed, if any.
 pub fn describe_api_error(call: Option<&str>, errcode: i64, errmsg: &str) -> String {
+    // WeCom's pages for the api and callback lists name no permission the app needs, unlike
+    // get_server_domain_ip's: 可调用API的应用 is not the fix for them.
+    let plain = [ListName::Api, ListName::Callback]
+        .iter()
+        .find(|l| call == Some(l.call()));
+    let advice = match plain {
+        Some(list) if errcode == 48002 => format!(
+            "the API is forbidden for this app: WeCom's page for {} names no permission it needs (unlike get_server_domain_ip, which needs the app under 我的企业 - 设置 - 域名IP - 可调用API的应用); check that the Secret is a self-built app's of this corp, and WeCom's error code reference (全局错误码)",
+            list.call()
+        ),
+        _ => advice(errcode, errmsg),
+    };
     format!(
-        "{}WeCom returned errcode {errcode} ({}): {}",
+        "{}WeCom returned errcode {errcode} ({}): {advice}",
         call.map(|c| format!("{c}: ")).unwrap_or_default(),
         quote(errmsg),
-        advice(errcode, errmsg)
     )
 }
 
@@ -979,6 +990,20 @@ mod tests {
         );
         let e = parse(br#"{"errcode":48002,"errmsg":"api forbidden"}"#, false).unwrap_err();
         assert!(e.to_string().contains("可调用API的应用"), "{e}");
+        // The api and callback calls need no such permission: the advice says so.
+        for call in ["get_api_domain_ip", "getcallbackip"] {
+            let text = describe_api_error(Some(call), 48002, "api forbidden");
+            assert!(
+                text.starts_with(&format!("{call}: WeCom returned errcode 48002")),
+                "{text}"
+            );
+            assert!(
+                text.contains(&format!("WeCom's page for {call} names no permission")),
+                "{text}"
+            );
+        }
+        let text = describe_api_error(Some("get_server_domain_ip"), 48002, "");
+        assert!(!text.contains("names no permission"), "{text}");
     }
 
     #[test]
