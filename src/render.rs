@@ -499,6 +499,9 @@ struct Context<'a> {
     /// pfSense only: the family whose address groups got no alias and no rule, because the
     /// source is an address or network of the other family.
     left_out: Option<Family>,
+    /// pfSense: the entries of every address and host alias, each a pf table entry (a host
+    /// alias at least one per name), for the header's minimum of Maximum Table Entries.
+    table_entries: usize,
     dnsmasq: &'a DnsmasqSettings,
     rules: &'a RuleOptions,
     /// dnsmasq only: one line per listed name, with the sets of every group that covers it.
@@ -866,6 +869,7 @@ fn context<'a>(target: Target, policy: &Policy, settings: &'a Settings) -> Resul
     } else {
         Vec::new()
     };
+    let table_entries = groups.iter().map(|g| g.members.len()).sum();
     Ok(Context {
         tool: env!("CARGO_PKG_NAME"),
         version: env!("CARGO_PKG_VERSION"),
@@ -883,6 +887,7 @@ fn context<'a>(target: Target, policy: &Policy, settings: &'a Settings) -> Resul
         inexpressible: policy.inexpressible.iter().map(|h| h.to_string()).collect(),
         chunk: target.chunk(),
         left_out,
+        table_entries,
         dnsmasq: &settings.dnsmasq,
         rules: &settings.rules,
         dns_lines,

@@ -3971,3 +3971,50 @@ fn ipset_address_sets_reload_of_a_changed_list_swaps_the_members() {
     }
     failures.assert_none();
 }
+
+/// pfSense's header names the least "Firewall Maximum Table Entries": twice the entries of the
+/// file's address and host aliases, counted here from the XML itself, for every fixture, the
+/// callback list and a list large enough to need several aliases per group.
+#[test]
+fn pfsense_header_states_the_table_entries_the_aliases_need() {
+    let scratch = Scratch::new();
+    let large = scratch.write("large.json", &large_list(12_000));
+    let mut cases: Vec<(PathBuf, Vec<&str>)> =
+        fixture_files().into_iter().map(|f| (f, vec![])).collect();
+    cases.push((large, vec![]));
+    cases.push((
+        crate::endpoints::list_fixture("callback.json"),
+        vec!["--list", "callback"],
+    ));
+    let mut failures = Failures::default();
+    for (fixture, args) in &cases {
+        let xml = render("pfsense", fixture, args);
+        let counted = roxmltree::Document::parse(&xml)
+            .map_err(|e| format!("not XML: {e}"))
+            .map(|doc| {
+                doc.descendants()
+                    .filter(|n| n.has_tag_name("alias"))
+                    .filter(|a| {
+                        a.children()
+                            .any(|c| c.has_tag_name("type") && c.text() != Some("port"))
+                    })
+                    .flat_map(|a| a.children().filter(|c| c.has_tag_name("address")))
+                    .map(|addr| addr.text().unwrap_or("").split_whitespace().count())
+                    .sum::<usize>()
+            });
+        failures.check(
+            &format!("pfsense {}", file_name(fixture)),
+            counted.and_then(|n| {
+                let header = xml.split("-->").next().unwrap_or("");
+                let want = format!("set it to at least {}", 2 * n);
+                let flat = header.split_whitespace().collect::<Vec<_>>().join(" ");
+                if n > 0 && flat.contains(&want) {
+                    Ok(())
+                } else {
+                    Err(format!("{n} entries; the header doesn't say {want:?}"))
+                }
+            }),
+        );
+    }
+    failures.assert_none();
+}
