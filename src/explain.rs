@@ -153,6 +153,9 @@ pub struct Context<'a> {
     pub entries: &'a [Entry],
     pub exact_domains: bool,
     pub dns_sets: DnsSets,
+    /// The family of pfSense's source when it is an address or network: its rules reach only
+    /// that family's addresses.
+    pub pfsense_source_family: Option<Family>,
 }
 
 /// How much of the asked destination a value allows.
@@ -196,9 +199,15 @@ fn cover(v: &Dest, q: &Dest, l3: bool) -> Option<Cover> {
 }
 
 /// The protocols the target can judge the query on, or why it can't.
-fn protocols(target: Target, q: &Query, dns_sets: DnsSets) -> Result<Vec<Protocol>, &'static str> {
-    let family = q.dest.family();
+fn protocols(target: Target, q: &Query, cx: &Context) -> Result<Vec<Protocol>, &'static str> {
+    let (family, dns_sets) = (q.dest.family(), cx.dns_sets);
     match (target, family) {
+        (Target::Pfsense, Family::Ipv6) if cx.pfsense_source_family == Some(Family::Ipv4) => {
+            return Err("its rules come from an IPv4 source (--pfsense-source), which no rule can take to an IPv6 address")
+        }
+        (Target::Pfsense, Family::Ipv4) if cx.pfsense_source_family == Some(Family::Ipv6) => {
+            return Err("its rules come from an IPv6 source (--pfsense-source), which no rule can take to an IPv4 address")
+        }
         (Target::Dnsmasq | Target::Ipset, _) => {
             return Err(
                 "it only fills or holds the DNS-fed sets; iptables, ip6tables and nftables match them",
@@ -312,7 +321,7 @@ pub fn explain(
         groups: Vec::new(),
         notes: Vec::new(),
     };
-    let protos = match protocols(target, q, cx.dns_sets) {
+    let protos = match protocols(target, q, cx) {
         Ok(p) => p,
         Err(why) => {
             answer.verdict = Verdict::DoesNotApply(why);

@@ -173,12 +173,13 @@ impl Prepared {
             entries: &self.entries,
             exact_domains: self.options.exact_domains,
             dns_sets: self.settings.dnsmasq.sets,
+            pfsense_source_family: self.settings.rules.pfsense_source.family,
         };
         targets
             .iter()
             .map(|&t| {
                 let policy = self.policy(t)?;
-                let slugs = render::group_slugs(&policy.groups);
+                let slugs = render::target_slugs(t, &policy, &self.settings);
                 Ok(explain::explain(t, &policy, &slugs, query, &cx))
             })
             .collect()

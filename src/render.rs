@@ -721,6 +721,8 @@ fn member_context(m: &Member) -> MemberContext {
 
 /// A group as a target shows it.
 struct Shown<'a> {
+    /// The policy's groups it shows (two for a pfSense `tcp/udp` group).
+    origin: Vec<usize>,
     family: Family,
     /// `tcp`, `udp` or `tcp/udp`.
     protocol: &'static str,
@@ -772,6 +774,7 @@ fn shown_groups<'a>(
             Some((j, h)) => {
                 merged.insert(j);
                 Shown {
+                    origin: vec![i, j],
                     family: g.family,
                     protocol: "tcp/udp",
                     ports: &g.ports,
@@ -787,6 +790,7 @@ fn shown_groups<'a>(
                 }
             }
             None => Shown {
+                origin: vec![i],
                 family: g.family,
                 protocol: g.protocol.as_str(),
                 ports: &g.ports,
@@ -797,20 +801,38 @@ fn shown_groups<'a>(
     (shown, left_out)
 }
 
-fn context<'a>(target: Target, policy: &Policy, settings: &'a Settings) -> Result<Context<'a>> {
-    let names = &settings.names;
-    let mut used = BTreeSet::new();
-    let (shown, left_out) = shown_groups(target, policy, settings);
-    let mut groups = Vec::with_capacity(shown.len());
-    let keys = shown.iter().map(|g| {
+/// The slugs of the groups as the target shows them.
+fn shown_slugs(shown: &[Shown]) -> Vec<(String, String)> {
+    unique_slugs_of(shown.iter().map(|g| {
         let proto = if g.protocol == "tcp/udp" {
             "tcpudp"
         } else {
             g.protocol
         };
         (g.family, proto, g.ports)
-    });
-    for (g, (slug, port_slug)) in shown.iter().zip(unique_slugs_of(keys)) {
+    }))
+}
+
+/// Each policy group's slug as `target`'s file shows it: pfSense's `tcp/udp` group
+/// `v4_tcpudp_53` for both the TCP and the UDP group it merges. A group the file leaves out
+/// keeps its own slug.
+pub fn target_slugs(target: Target, policy: &Policy, settings: &Settings) -> Vec<String> {
+    let mut slugs = group_slugs(&policy.groups);
+    let (shown, _) = shown_groups(target, policy, settings);
+    for (g, (slug, _)) in shown.iter().zip(shown_slugs(&shown)) {
+        for &i in &g.origin {
+            slugs[i].clone_from(&slug);
+        }
+    }
+    slugs
+}
+
+fn context<'a>(target: Target, policy: &Policy, settings: &'a Settings) -> Result<Context<'a>> {
+    let names = &settings.names;
+    let mut used = BTreeSet::new();
+    let (shown, left_out) = shown_groups(target, policy, settings);
+    let mut groups = Vec::with_capacity(shown.len());
+    for (g, (slug, port_slug)) in shown.iter().zip(shown_slugs(&shown)) {
         let (mut aliases, mut port_alias, mut trackers) = (Vec::new(), String::new(), Vec::new());
         if target == Target::Pfsense {
             let p = &names.pfsense_alias_prefix;

@@ -333,3 +333,48 @@ fn hostile_descriptions_stay_on_their_line() {
         stdout(&out)
     );
 }
+
+/// pfSense's answer follows its file: a TCP and a UDP group merged into one `tcp/udp` rule
+/// are named as the file names them, and an address source of one family reaches no address of
+/// the other.
+#[test]
+fn pfsense_answers_follow_its_tcp_udp_rules_and_its_source() {
+    let out = explain("101.60.0.1:53/udp", &["--target", "pfsense"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let answer = block(&out, "pfsense");
+    assert!(answer.contains("(group v4_tcpudp_53)"), "{answer}");
+    let rich = fixture("rich.json");
+    let xml = crate::support::render("pfsense", &rich, &[]);
+    assert!(xml.contains("<name>WECOM_V4_TCPUDP_53</name>"), "{xml}");
+
+    let v6 = "2001:da8::1";
+    assert_eq!(
+        verdict(&explain(v6, &["--target", "pfsense"]), "pfsense"),
+        "allowed"
+    );
+    let out = explain(
+        v6,
+        &["--target", "pfsense", "--pfsense-source", "10.0.0.0/8"],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        verdict(&out, "pfsense").starts_with("does not apply: its rules come from an IPv4 source"),
+        "{}",
+        stdout(&out)
+    );
+    // The IPv4 destinations stay allowed from an IPv4 source; an IPv6 source reaches none.
+    let out = explain(
+        "101.60.0.1:53/udp",
+        &["--target", "pfsense", "--pfsense-source", "10.0.0.0/8"],
+    );
+    assert_eq!(verdict(&out, "pfsense"), "allowed");
+    let out = explain(
+        "101.60.0.1:53/udp",
+        &["--target", "pfsense", "--pfsense-source", "2001:db8::/32"],
+    );
+    assert!(
+        verdict(&out, "pfsense").starts_with("does not apply"),
+        "{}",
+        stdout(&out)
+    );
+}
