@@ -10,6 +10,7 @@ mod lists;
 mod lossless;
 mod normalize_props;
 mod oracle;
+mod readme;
 mod real_tools;
 mod snapshots;
 mod support;

@@ -125,7 +125,7 @@ fn a_missing_tool_fails_unless_skipping_is_asked_for() {
 
 /// Whether the tests run as real root, which `unshare -mn` and a large nft batch need; like a
 /// missing tool, anything else fails unless the real-tool tests are skipped explicitly.
-fn require_root(why: &str) -> bool {
+pub(crate) fn require_root(why: &str) -> bool {
     let root = Command::new("id").arg("-u").output().map(|o| o.stdout);
     if root.is_ok_and(|o| o == b"0\n") {
         return true;

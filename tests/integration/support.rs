@@ -96,3 +96,31 @@ pub const TARGETS: [&str; Target::SERVER.len()] = {
     }
     names
 };
+
+/// README.md's block marked `<!-- tested: NAME -->` (the fenced block right after the marker),
+/// so that tests run the instructions exactly as the README gives them.
+pub fn readme_block(name: &str) -> String {
+    readme_block_after(&format!("<!-- tested: {name} -->"))
+}
+
+/// README.md's fenced block right after the line `marker`, which must be there once.
+pub fn readme_block_after(marker: &str) -> String {
+    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
+        .expect("README.md is readable");
+    let marker = format!("{marker}\n");
+    let mut found = readme.match_indices(&marker);
+    let (at, _) = found
+        .next()
+        .unwrap_or_else(|| panic!("README.md has no {marker:?}"));
+    assert!(found.next().is_none(), "README.md has {marker:?} twice");
+    let rest = &readme[at + marker.len()..];
+    let body = rest
+        .strip_prefix("```")
+        .and_then(|r| r.split_once('\n'))
+        .map(|(_, body)| body)
+        .unwrap_or_else(|| panic!("{marker:?} is not right before a fenced block"));
+    let end = body
+        .find("\n```\n")
+        .unwrap_or_else(|| panic!("the block after {marker:?} never ends"));
+    body[..=end].to_owned()
+}

@@ -721,20 +721,10 @@ fn iptables_load(client: &Netns, out: &Outputs) -> Result<(), String> {
 
 /// The user's own policy: OUTPUT policy DROP with loopback and replies accepted.
 fn iptables_base(client: &Netns) {
-    // IPv6 needs neighbour discovery, which a drop policy in OUTPUT blocks too.
-    for kind in ["neighbour-solicitation", "neighbour-advertisement"] {
-        client.must(&[
-            "ip6tables",
-            "-A",
-            "OUTPUT",
-            "-p",
-            "ipv6-icmp",
-            "--icmpv6-type",
-            kind,
-            "-j",
-            "ACCEPT",
-        ]);
-    }
+    // IPv6 needs neighbour discovery, which a drop policy in OUTPUT blocks too: the lines the
+    // README gives for it, so that the IPv6 probes show they are enough.
+    let nd = crate::support::readme_block("ip6tables-nd");
+    client.must(&["sh", "-ec", &nd]);
     for tool in ["iptables", "ip6tables"] {
         client.must(&[tool, "-P", "OUTPUT", "DROP"]);
         client.must(&[tool, "-A", "OUTPUT", "-o", "lo", "-j", "ACCEPT"]);
