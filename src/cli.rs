@@ -675,15 +675,12 @@ fn build_into(
     )?;
     refuse_stale_others(out_dir, targets, &list::digest(&prepared.source_json))?;
     // So do the guards of each target's policy: none is rendered before all are made.
-    let policies = targets
-        .iter()
-        .map(|&t| prepared.policy(t))
-        .collect::<Result<Vec<_>>>()?;
+    prepared.check_policies(targets)?;
     let mut files = Vec::with_capacity(targets.len() + 1);
-    for (&t, policy) in targets.iter().zip(&policies) {
+    for &t in targets {
         files.push((
             out_dir.join(t.file_name()),
-            prepared.render_policy(t, policy, templates)?.into_bytes(),
+            prepared.render(t, templates)?.into_bytes(),
         ));
     }
     files.push((source_path, prepared.source_json.clone().into_bytes()));

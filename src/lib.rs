@@ -45,6 +45,9 @@ pub struct Prepared {
     settings: Settings,
     /// Config exclusions that match no entry of the list (or its extras): likely typos.
     pub unused_exclusions: Vec<model::Dest>,
+    /// The policies, made on first use: a policy depends on the list and on whether the
+    /// target can express wildcards, not on the target, so `build` makes at most two.
+    policies: [std::cell::OnceCell<Policy>; 2],
 }
 
 /// Merges the config's extra entries into the response's, applies filters, exclusions and the
@@ -104,6 +107,7 @@ pub fn prepare_list(
         source_json,
         settings,
         unused_exclusions,
+        policies: Default::default(),
     })
 }
 
@@ -115,6 +119,21 @@ impl Prepared {
 
     /// The policy for one target; refuses an nftables table family that can't hold the list.
     pub fn policy(&self, target: Target) -> Result<Policy> {
+        self.shared_policy(target).cloned()
+    }
+
+    /// The policy for targets that can (or can't) express wildcards, made once.
+    fn capability_policy(&self, wildcards: bool) -> Result<&Policy> {
+        let cell = &self.policies[usize::from(wildcards)];
+        if let Some(policy) = cell.get() {
+            return Ok(policy);
+        }
+        let policy = normalize::normalize(&self.entries, &self.options, wildcards)?;
+        Ok(cell.get_or_init(|| policy))
+    }
+
+    /// `policy`, borrowed from the one its capability shares.
+    fn shared_policy(&self, target: Target) -> Result<&Policy> {
         if let Some(why) = target.refuses(self.settings.list) {
             return Err(Error::Option(format!(
                 "{} doesn't apply to {}: {why}",
@@ -122,7 +141,7 @@ impl Prepared {
                 self.settings.list.describe()
             )));
         }
-        let policy = normalize::normalize(&self.entries, &self.options, target.wildcards())?;
+        let policy = self.capability_policy(target.wildcards())?;
         if target == Target::Nftables {
             let family = self.settings.names.nft_family.as_str();
             let clash = policy.groups.iter().find(|g| {
@@ -140,27 +159,24 @@ impl Prepared {
     }
 
     pub fn render(&self, target: Target, templates: &Templates) -> Result<String> {
-        templates.render(target, &self.policy(target)?, &self.settings)
+        templates.render(target, self.shared_policy(target)?, &self.settings)
     }
 
-    /// Renders a policy that `policy(target)` made: `build` makes every target's policy, with
-    /// the guards they hold, before it renders any.
-    pub fn render_policy(
-        &self,
-        target: Target,
-        policy: &Policy,
-        templates: &Templates,
-    ) -> Result<String> {
-        templates.render(target, policy, &self.settings)
+    /// Makes every target's policy, with the guards they hold, so that `build` can refuse
+    /// before it renders any.
+    pub fn check_policies(&self, targets: &[Target]) -> Result<()> {
+        targets
+            .iter()
+            .try_for_each(|&t| self.shared_policy(t).map(|_| ()))
     }
 
     /// The files of `lists/` (name, bytes), the index last. Names are matched with their
     /// subdomains where a wildcard says so, as Squid does, so a name a wildcard covers is
     /// left out.
     pub fn lists(&self) -> Result<Vec<(String, Vec<u8>)>> {
-        let policy = normalize::normalize(&self.entries, &self.options, true)?;
+        let policy = self.capability_policy(true)?;
         let slugs = render::group_slugs(&policy.groups);
-        Ok(lists::render(&policy, &slugs, &self.settings.digest))
+        Ok(lists::render(policy, &slugs, &self.settings.digest))
     }
 
     /// Whether each of `targets` allows what `query` asks, from the policy each renders.
@@ -178,15 +194,15 @@ impl Prepared {
         targets
             .iter()
             .map(|&t| {
-                let policy = self.policy(t)?;
-                let slugs = render::target_slugs(t, &policy, &self.settings);
-                Ok(explain::explain(t, &policy, &slugs, query, &cx))
+                let policy = self.shared_policy(t)?;
+                let slugs = render::target_slugs(t, policy, &self.settings);
+                Ok(explain::explain(t, policy, &slugs, query, &cx))
             })
             .collect()
     }
 
     /// What `target`'s template receives, as JSON, for writing custom templates.
     pub fn context_json(&self, target: Target) -> Result<String> {
-        render::context_json(target, &self.policy(target)?, &self.settings)
+        render::context_json(target, self.shared_policy(target)?, &self.settings)
     }
 }

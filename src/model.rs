@@ -193,8 +193,8 @@ impl Hostname {
     }
 
     /// Labels from the top down (`com`, `qq`, `weixin` ...): sorting by this keeps a zone together.
-    pub fn sort_key(&self) -> Vec<&str> {
-        self.0.rsplit('.').collect()
+    pub fn labels_from_top(&self) -> std::str::RSplit<'_, char> {
+        self.0.rsplit('.')
     }
 
     /// Every proper parent with at least two labels: `a.b.c.com` gives `b.c.com`, `c.com`.
@@ -234,15 +234,18 @@ impl Dest {
 
 impl Ord for Dest {
     /// Addresses numerically, names zone by zone, a wildcard before the names it would cover.
+    /// Compares labels in place: sorting a large list must not allocate a key per comparison.
     fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        fn key(d: &Dest) -> (u8, Option<&IpNet>, Vec<&str>, bool) {
-            match d {
-                Dest::Net(n) => (0, Some(n), Vec::new(), false),
-                Dest::Wildcard(h) => (1, None, h.sort_key(), false),
-                Dest::Exact(h) => (1, None, h.sort_key(), true),
-            }
+        use std::cmp::Ordering;
+        match (self, other) {
+            (Dest::Net(a), Dest::Net(b)) => a.cmp(b),
+            (Dest::Net(_), _) => Ordering::Less,
+            (_, Dest::Net(_)) => Ordering::Greater,
+            (Dest::Wildcard(a) | Dest::Exact(a), Dest::Wildcard(b) | Dest::Exact(b)) => a
+                .labels_from_top()
+                .cmp(b.labels_from_top())
+                .then_with(|| matches!(self, Dest::Exact(_)).cmp(&matches!(other, Dest::Exact(_)))),
         }
-        key(self).cmp(&key(other))
     }
 }
 

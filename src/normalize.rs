@@ -201,6 +201,17 @@ pub const MAX_PORTS: u32 = 1024;
 /// Refuses a destination allowed on more than `MAX_PORTS` ports of one protocol, counting
 /// every entry that names it.
 fn too_many_ports(entries: &[Entry], opts: &Options) -> Result<()> {
+    // No destination can pass the limit when all the ports of the list together don't.
+    let all = PortSet::new(
+        entries
+            .iter()
+            .flat_map(|e| e.ports.ranges())
+            .copied()
+            .collect(),
+    );
+    if all.is_none_or(|all| all.count() <= MAX_PORTS) {
+        return Ok(());
+    }
     let mut union: BTreeMap<(Protocol, Dest), PortSet> = BTreeMap::new();
     for e in entries {
         let universal = e
@@ -254,6 +265,22 @@ fn broad_union(entries: &[Entry]) -> Result<()> {
             Family::Ipv4 => MIN_PREFIX_V4,
             _ => MIN_PREFIX_V6,
         };
+        // A block covered on one port is covered by all the networks together: when they
+        // cover none, whatever their ports, the sweep has nothing to find.
+        let bits = if family == Family::Ipv4 { 32 } else { 128 };
+        let covers_a_block = merge_ranges(nets.iter().map(|(n, _)| span(n)).collect())
+            .into_iter()
+            .any(|(start, end)| {
+                // The sweep leaves the very last address out; so may this check.
+                let end = if end == u128::MAX - 1 { u128::MAX } else { end };
+                let size = 1u128 << (bits - u32::from(min) + 1);
+                start
+                    .checked_next_multiple_of(size)
+                    .is_some_and(|first| first.checked_add(size - 1).is_some_and(|l| l <= end))
+            });
+        if !covers_a_block {
+            continue;
+        }
         // Each network as [start, end) on a line of u128, with the block it lies in. The very
         // last address has no exclusive end; it is left out of every length alike.
         let span = |n: &IpNet| {
@@ -556,14 +583,10 @@ fn is_broad(net: &IpNet) -> bool {
 /// all its subdomains; where it can't, no exact name may be dropped in favour of a wildcard.
 pub fn normalize(entries: &[Entry], opts: &Options, wildcards: bool) -> Result<Policy> {
     let mut inexpressible = BTreeSet::new();
-    // Step 1: one port set and one bag of notes per (family, protocol, destination).
-    let mut per_dest: BTreeMap<(Family, Protocol, Dest), (PortSet, BTreeSet<Note>)> =
-        BTreeMap::new();
-    for e in entries {
-        let note = Note {
-            necessary: e.necessary,
-            description: e.description.clone(),
-        };
+    // Step 1: one port set and one bag of notes per (family, protocol, destination): every
+    // (destination, protocol) an entry lists, sorted once, then each run of equal keys merged.
+    let mut listed: Vec<(Family, Protocol, Dest, usize)> = Vec::with_capacity(entries.len());
+    for (i, e) in entries.iter().enumerate() {
         let universal = e
             .universal
             .iter()
@@ -575,27 +598,46 @@ pub fn normalize(entries: &[Entry], opts: &Options, wildcards: bool) -> Result<P
                 continue;
             }
             for &protocol in &e.protocols {
-                let key = (dest.family(), protocol, dest.clone());
-                match per_dest.get_mut(&key) {
-                    Some((ports, notes)) => {
-                        *ports = ports.union(&e.ports);
-                        notes.insert(note.clone());
-                    }
-                    None => {
-                        per_dest.insert(key, (e.ports.clone(), BTreeSet::from([note.clone()])));
-                    }
-                }
+                listed.push((dest.family(), protocol, dest.clone(), i));
             }
         }
     }
+    listed.sort_unstable_by(|a, b| (a.0, a.1, &a.2, a.3).cmp(&(b.0, b.1, &b.2, b.3)));
 
-    // Step 2: group by (family, protocol, ports).
+    // Step 2: group by (family, protocol, ports), each group's members in destination order.
     let mut grouped: BTreeMap<(Family, Protocol, PortSet), Vec<Member>> = BTreeMap::new();
-    for ((family, protocol, dest), (ports, notes)) in per_dest {
+    let mut rest = listed.as_slice();
+    while let Some((family, protocol, dest, _)) = rest.first() {
+        let run = rest
+            .iter()
+            .take_while(|(f, p, d, _)| (f, p, d) == (family, protocol, dest))
+            .count();
+        let (same, after) = rest.split_at(run);
+        rest = after;
+        let ports = match same {
+            [(.., i)] => entries[*i].ports.clone(),
+            _ => PortSet::new(
+                same.iter()
+                    .flat_map(|(.., i)| entries[*i].ports.ranges())
+                    .copied()
+                    .collect(),
+            )
+            .unwrap_or_else(|| entries[same[0].3].ports.clone()),
+        };
+        let notes = same
+            .iter()
+            .map(|(.., i)| Note {
+                necessary: entries[*i].necessary,
+                description: entries[*i].description.clone(),
+            })
+            .collect();
         grouped
-            .entry((family, protocol, ports))
+            .entry((*family, *protocol, ports))
             .or_default()
-            .push(Member { dest, notes });
+            .push(Member {
+                dest: dest.clone(),
+                notes,
+            });
     }
 
     // Step 3: inside each group, aggregate addresses and drop names a wildcard covers.
@@ -634,11 +676,80 @@ pub fn normalize(entries: &[Entry], opts: &Options, wildcards: bool) -> Result<P
     })
 }
 
-/// The fewest prefixes that match exactly the same addresses, sorted.
+/// The fewest prefixes that match exactly the same addresses, sorted: the addresses as
+/// integer ranges, sorted once, merged, and split back into prefixes.
 pub fn aggregate(nets: &[IpNet]) -> Vec<IpNet> {
-    let mut out = IpNet::aggregate(&nets.to_vec());
-    out.sort_unstable();
+    let (v4, v6): (Vec<_>, Vec<_>) = nets.iter().partition(|n| matches!(n, IpNet::V4(_)));
+    let mut out = Vec::with_capacity(nets.len());
+    for (family, bits) in [(v4, 32), (v6, 128)] {
+        for (start, end) in merge_ranges(family.into_iter().map(span).collect()) {
+            split_into_prefixes(start, end, bits, &mut out);
+        }
+    }
     out
+}
+
+/// A prefix's first and last address, as integers (IPv4 in the low 32 bits).
+fn span(net: &IpNet) -> (u128, u128) {
+    match net {
+        IpNet::V4(n) => (
+            u128::from(u32::from(n.network())),
+            u128::from(u32::from(n.broadcast())),
+        ),
+        IpNet::V6(n) => (u128::from(n.network()), u128::from(n.broadcast())),
+    }
+}
+
+/// Inclusive ranges sorted and merged: no two overlap or touch.
+fn merge_ranges(mut ranges: Vec<(u128, u128)>) -> Vec<(u128, u128)> {
+    ranges.sort_unstable();
+    let mut merged: Vec<(u128, u128)> = Vec::with_capacity(ranges.len());
+    for (start, end) in ranges {
+        match merged.last_mut() {
+            Some(last) if last.1 == u128::MAX || start <= last.1 + 1 => last.1 = last.1.max(end),
+            _ => merged.push((start, end)),
+        }
+    }
+    merged
+}
+
+/// Appends the fewest prefixes that cover exactly `start..=end` of a `bits`-wide family:
+/// each time the largest block that starts at `start`, is aligned on its size and fits.
+fn split_into_prefixes(mut start: u128, end: u128, bits: u32, out: &mut Vec<IpNet>) {
+    loop {
+        let aligned = if start == 0 {
+            bits
+        } else {
+            start.trailing_zeros().min(bits)
+        };
+        let left = end - start; // addresses after `start`
+        let fits = if left == u128::MAX {
+            128
+        } else {
+            127 - (left + 1).leading_zeros()
+        };
+        let host = aligned.min(fits);
+        // `host <= bits`, so the prefix length fits the family.
+        let len = (bits - host) as u8;
+        out.push(match bits {
+            32 => IpNet::V4(
+                ipnet::Ipv4Net::new(std::net::Ipv4Addr::from(start as u32), len)
+                    .unwrap_or_default(),
+            ),
+            _ => IpNet::V6(
+                ipnet::Ipv6Net::new(std::net::Ipv6Addr::from(start), len).unwrap_or_default(),
+            ),
+        });
+        let last = if host == 128 {
+            u128::MAX
+        } else {
+            start + ((1u128 << host) - 1)
+        };
+        if last >= end {
+            return;
+        }
+        start = last + 1;
+    }
 }
 
 /// Index of the prefix in `sorted` (disjoint, sorted) that contains `net`, if any.
@@ -666,7 +777,11 @@ fn aggregate_members(members: Vec<Member>) -> Vec<Member> {
     for m in members {
         if let Dest::Net(n) = &m.dest {
             if let Some(i) = containing(&merged, n) {
-                out[i].notes.extend(m.notes);
+                if out[i].notes.is_empty() {
+                    out[i].notes = m.notes;
+                } else {
+                    out[i].notes.extend(m.notes);
+                }
             }
         }
     }
@@ -813,6 +928,72 @@ mod tests {
                     || w[0].prefix_len() != w[1].prefix_len());
             }
         }
+    }
+
+    /// The integer ranges reach both ends of each family's space without overflowing, and
+    /// give the prefixes ipnet's own aggregation gives.
+    #[test]
+    fn aggregation_reaches_the_ends_of_both_families() {
+        let nets =
+            |list: &[&str]| -> Vec<IpNet> { list.iter().map(|n| n.parse().unwrap()).collect() };
+        for list in [
+            vec!["0.0.0.0/0"],
+            vec!["::/0"],
+            vec!["0.0.0.0/1", "128.0.0.0/1", "::/1", "8000::/1"],
+            vec!["255.255.255.255/32", "255.255.255.254/32", "0.0.0.0/32"],
+            vec![
+                "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff/128",
+                "ffff::/16",
+                "::/128",
+                "::1/128",
+            ],
+            vec![
+                "10.0.0.1/32",
+                "10.0.0.2/31",
+                "10.0.0.4/30",
+                "10.0.0.8/29",
+                "10.0.0.16/32",
+            ],
+            vec![
+                "2001:db8::/33",
+                "2001:db8:8000::/33",
+                "10.0.0.0/8",
+                "11.0.0.0/8",
+            ],
+        ] {
+            let list = nets(&list);
+            let mut expected = IpNet::aggregate(&list);
+            expected.sort_unstable();
+            assert_eq!(aggregate(&list), expected, "{list:?}");
+        }
+    }
+
+    /// The quick check before the port sweep must not skip a block the sweep would find: the
+    /// sweep ignores the very last IPv6 address, and so a list that covers all of ffff::/15 but
+    /// that address is broad.
+    #[test]
+    fn a_block_covered_up_to_the_last_address_is_still_broad() {
+        let mut nets = vec![IpNet::V6("fffe::/16".parse().unwrap())];
+        let mut start: u128 = 0xffff << 112;
+        for len in 17..=128u8 {
+            let net = ipnet::Ipv6Net::new(std::net::Ipv6Addr::from(start), len).unwrap();
+            nets.push(IpNet::V6(net));
+            start += 1u128 << (128 - u32::from(len));
+        }
+        // The last prefix added is the address just before the last one.
+        assert_eq!(start, u128::MAX);
+        let items: Vec<String> = nets
+            .iter()
+            .map(|n| format!(r#"{{"ip":"{n}","protocol":"TCP","port":[443],"is_necessary":1}}"#))
+            .collect();
+        let doc = format!(r#"{{"ip_list":[{}]}}"#, items.join(","));
+        let entries = crate::wecom::parse(doc.as_bytes(), false).unwrap().entries;
+        let opts = Options {
+            allow_nonpublic: true,
+            ..Options::default()
+        };
+        let e = select(entries, &opts).unwrap_err();
+        assert!(e.to_string().contains("fffe::/15"), "{e}");
     }
 
     #[test]

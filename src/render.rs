@@ -727,7 +727,8 @@ struct Shown<'a> {
     /// `tcp`, `udp` or `tcp/udp`.
     protocol: &'static str,
     ports: &'a PortSet,
-    members: Vec<Member>,
+    /// Borrowed from the policy unless two groups were merged.
+    members: std::borrow::Cow<'a, [Member]>,
 }
 
 /// The groups as the target shows them. pfSense: a TCP and a UDP group of one family with the
@@ -778,15 +779,16 @@ fn shown_groups<'a>(
                     family: g.family,
                     protocol: "tcp/udp",
                     ports: &g.ports,
-                    members: g
-                        .members
-                        .iter()
-                        .zip(&h.members)
-                        .map(|(a, b)| Member {
-                            dest: a.dest.clone(),
-                            notes: a.notes.union(&b.notes).cloned().collect(),
-                        })
-                        .collect(),
+                    members: std::borrow::Cow::Owned(
+                        g.members
+                            .iter()
+                            .zip(&h.members)
+                            .map(|(a, b)| Member {
+                                dest: a.dest.clone(),
+                                notes: a.notes.union(&b.notes).cloned().collect(),
+                            })
+                            .collect(),
+                    ),
                 }
             }
             None => Shown {
@@ -794,7 +796,7 @@ fn shown_groups<'a>(
                 family: g.family,
                 protocol: g.protocol.as_str(),
                 ports: &g.ports,
-                members: g.members.clone(),
+                members: std::borrow::Cow::Borrowed(&g.members),
             },
         });
     }
