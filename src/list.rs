@@ -8,6 +8,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+use serde::Serialize;
 use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
 
@@ -151,13 +152,14 @@ impl List {
                 }
             }
         }
-        let doc = json!({
-            "errcode": 0,
-            "errmsg": "ok",
-            "generator": "wecom-allowlist: the normalized list the files beside this one were built from",
-            "domain_list": domains,
-            "ip_list": ips,
-        });
+        let doc = SourceDoc {
+            errcode: 0,
+            errmsg: "ok",
+            generator:
+                "wecom-allowlist: the normalized list the files beside this one were built from",
+            domain_list: domains,
+            ip_list: ips,
+        };
         let mut text = serde_json::to_string_pretty(&doc).unwrap_or_default();
         text.push('\n');
         text
@@ -193,42 +195,71 @@ pub fn plain_json(list: &List, name: ListName) -> String {
     text
 }
 
+/// `source.json` as written: typed and borrowed, so that a large list isn't copied into a
+/// tree of JSON values first. The fields are in the order the file shows them.
+#[derive(Serialize)]
+struct SourceDoc<'a> {
+    errcode: u8,
+    errmsg: &'static str,
+    generator: &'static str,
+    domain_list: Vec<SourceEntry<'a>>,
+    ip_list: Vec<SourceEntry<'a>>,
+}
+
+#[derive(Serialize)]
+struct SourceEntry<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ip: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    domain: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    universal_domian: Option<&'a str>,
+    protocol: String,
+    port: Vec<PortValue>,
+    is_necessary: u8,
+    description: &'a str,
+}
+
+/// A port as the API spells it: a number, or a range as a string.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum PortValue {
+    One(u16),
+    Range(String),
+}
+
 /// One entry of `source.json`, as the API spells it.
-fn entry_json(key: &Key, note: &Note, ports: &PortSet, protocols: &[&str]) -> Value {
-    let mut entry = Map::new();
-    match &key.dest {
-        Dest::Net(n) if n.prefix_len() == n.max_prefix_len() => {
-            entry.insert("ip".into(), json!(n.addr().to_string()));
-        }
-        Dest::Net(n) => {
-            entry.insert("ip".into(), json!(n.to_string()));
-        }
-        Dest::Exact(h) => {
-            entry.insert("domain".into(), json!(h.as_str()));
-        }
-        Dest::Wildcard(h) => {
-            entry.insert("domain".into(), json!(format!("*.{h}")));
-        }
+fn entry_json<'a>(
+    key: &'a Key,
+    note: &'a Note,
+    ports: &PortSet,
+    protocols: &[&str],
+) -> SourceEntry<'a> {
+    let (ip, domain) = match &key.dest {
+        Dest::Net(n) if n.prefix_len() == n.max_prefix_len() => (Some(n.addr().to_string()), None),
+        Dest::Net(n) => (Some(n.to_string()), None),
+        Dest::Exact(h) => (None, Some(h.as_str().to_owned())),
+        Dest::Wildcard(h) => (None, Some(format!("*.{h}"))),
+    };
+    SourceEntry {
+        ip,
+        domain,
+        universal_domian: key.universal.as_ref().map(|u| u.as_str()),
+        protocol: protocols.join("/"),
+        port: ports
+            .ranges()
+            .iter()
+            .map(|r| {
+                if r.is_single() {
+                    PortValue::One(r.start)
+                } else {
+                    PortValue::Range(format!("{}-{}", r.start, r.end))
+                }
+            })
+            .collect(),
+        is_necessary: u8::from(note.necessary),
+        description: &note.description,
     }
-    if let Some(u) = &key.universal {
-        entry.insert("universal_domian".into(), json!(u.as_str()));
-    }
-    entry.insert("protocol".into(), json!(protocols.join("/")));
-    let port_values: Vec<Value> = ports
-        .ranges()
-        .iter()
-        .map(|r| {
-            if r.is_single() {
-                json!(r.start)
-            } else {
-                json!(format!("{}-{}", r.start, r.end))
-            }
-        })
-        .collect();
-    entry.insert("port".into(), Value::Array(port_values));
-    entry.insert("is_necessary".into(), json!(u8::from(note.necessary)));
-    entry.insert("description".into(), json!(note.description));
-    Value::Object(entry)
 }
 
 /// What a destination allows on one protocol, each listed destination and each
