@@ -566,27 +566,32 @@ fn shrink_guard(
     )))
 }
 
-/// The list in a build folder's `source.json`, or an empty one if there is none. A file that
-/// is there but isn't a list (damaged, hand-edited, an API error saved over it) stops the build
-/// with what to do about it: the shrink guard can't work without it.
-fn previous_list(source_path: &Path, list: ListName) -> Result<List> {
-    let bytes = match std::fs::read(source_path) {
-        Ok(bytes) => bytes,
-        // No folder yet (or a file in its place, which writing will report): no previous list.
+/// `None` for a path that isn't there: no folder yet, or a file in the folder's place, which
+/// writing reports. Any other failure to read is an error.
+fn if_present<T>(read: std::io::Result<T>, path: &Path) -> Result<Option<T>> {
+    match read {
+        Ok(value) => Ok(Some(value)),
         Err(e)
             if matches!(
                 e.kind(),
                 std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
             ) =>
         {
-            return Ok(List::default())
+            Ok(None)
         }
-        Err(source) => {
-            return Err(Error::Read {
-                path: source_path.to_owned(),
-                source,
-            })
-        }
+        Err(source) => Err(Error::Read {
+            path: path.to_owned(),
+            source,
+        }),
+    }
+}
+
+/// The list in a build folder's `source.json`, or an empty one if there is none. A file that
+/// is there but isn't a list (damaged, hand-edited, an API error saved over it) stops the build
+/// with what to do about it: the shrink guard can't work without it.
+fn previous_list(source_path: &Path, list: ListName) -> Result<List> {
+    let Some(bytes) = if_present(std::fs::read(source_path), source_path)? else {
+        return Ok(List::default());
     };
     let why = match wecom::parse_any(&bytes) {
         Ok((found, _)) if !same_list(found, wecom::Found::Is(list)) => {
@@ -726,22 +731,8 @@ fn build_into(
 /// moved to other ports), and a firewall still fetching one must not keep getting a list that
 /// no longer holds. Only names this tool gives its files are touched.
 fn gone_lists(lists_dir: &Path, lists: &[(String, Vec<u8>)]) -> Result<Vec<PathBuf>> {
-    let entries = match std::fs::read_dir(lists_dir) {
-        Ok(entries) => entries,
-        Err(e)
-            if matches!(
-                e.kind(),
-                std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
-            ) =>
-        {
-            return Ok(Vec::new())
-        }
-        Err(source) => {
-            return Err(Error::Read {
-                path: lists_dir.to_owned(),
-                source,
-            })
-        }
+    let Some(entries) = if_present(std::fs::read_dir(lists_dir), lists_dir)? else {
+        return Ok(Vec::new());
     };
     let mut gone = Vec::new();
     for entry in entries {

@@ -250,24 +250,9 @@ impl Summary<'_> {
     }
 
     pub fn json(&self) -> Value {
-        // Ports as the API writes them: a number for one port, "a-b" for a range, so a
-        // program reads them without parsing a joined string.
         let services = |s: &Services| -> serde_json::Map<String, Value> {
             s.iter()
-                .map(|(p, ports)| {
-                    let list: Vec<Value> = ports
-                        .ranges()
-                        .iter()
-                        .map(|r| {
-                            if r.start == r.end {
-                                json!(r.start)
-                            } else {
-                                json!(format!("{}-{}", r.start, r.end))
-                            }
-                        })
-                        .collect();
-                    (p.as_str().to_owned(), Value::Array(list))
-                })
+                .map(|(p, ports)| (p.as_str().to_owned(), json!(ports.api_values())))
                 .collect()
         };
         // `is_necessary`: some entry is; `necessary_services`: what --necessary-only keeps;

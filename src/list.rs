@@ -13,7 +13,7 @@ use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
 
 use crate::endpoint::{ListName, MARK};
-use crate::model::{Dest, Entry, Hostname, ListKind, Note, PortSet, Protocol};
+use crate::model::{Dest, Entry, Hostname, ListKind, Note, PortSet, PortValue, Protocol};
 
 /// What identifies a destination across two lists.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -220,14 +220,6 @@ struct SourceEntry<'a> {
     description: &'a str,
 }
 
-/// A port as the API spells it: a number, or a range as a string.
-#[derive(Serialize)]
-#[serde(untagged)]
-enum PortValue {
-    One(u16),
-    Range(String),
-}
-
 /// One entry of `source.json`, as the API spells it.
 fn entry_json<'a>(
     key: &'a Key,
@@ -246,17 +238,7 @@ fn entry_json<'a>(
         domain,
         universal_domian: key.universal.as_ref().map(|u| u.as_str()),
         protocol: protocols.join("/"),
-        port: ports
-            .ranges()
-            .iter()
-            .map(|r| {
-                if r.is_single() {
-                    PortValue::One(r.start)
-                } else {
-                    PortValue::Range(format!("{}-{}", r.start, r.end))
-                }
-            })
-            .collect(),
+        port: ports.api_values(),
         is_necessary: u8::from(note.necessary),
         description: &note.description,
     }

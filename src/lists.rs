@@ -7,7 +7,7 @@
 //! A file's name is its group's slug (`v4_tcp_443.txt`, `dns_tcp_80_443.txt`), the same in
 //! every build of a list whose group keeps its protocol and ports.
 
-use serde_json::{json, Value};
+use serde_json::json;
 
 use crate::model::{Dest, Family};
 use crate::normalize::Policy;
@@ -50,18 +50,6 @@ pub fn render(policy: &Policy, slugs: &[String], digest: &str) -> Vec<(String, V
                 Dest::Wildcard(h) => text.push_str(&format!("{h}\n*.{h}\n")),
             }
         }
-        let ports: Vec<Value> = g
-            .ports
-            .ranges()
-            .iter()
-            .map(|r| {
-                if r.is_single() {
-                    json!(r.start)
-                } else {
-                    json!(format!("{}-{}", r.start, r.end))
-                }
-            })
-            .collect();
         index.push(json!({
             "file": name,
             "family": match g.family {
@@ -70,7 +58,7 @@ pub fn render(policy: &Policy, slugs: &[String], digest: &str) -> Vec<(String, V
                 Family::Dns => "dns",
             },
             "protocol": g.protocol.as_str(),
-            "ports": ports,
+            "ports": g.ports.api_values(),
             "lines": text.lines().count(),
         }));
         files.push((name, text.into_bytes()));

@@ -64,6 +64,14 @@ impl PortRange {
     }
 }
 
+/// A port as the API spells it: a number, or a range as a string.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum PortValue {
+    One(u16),
+    Range(String),
+}
+
 /// A non-empty set of ports kept as sorted, merged (non-overlapping, non-adjacent) ranges,
 /// so that equal sets compare equal whatever order or overlap the input used.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -92,6 +100,21 @@ impl PortSet {
 
     pub fn ranges(&self) -> &[PortRange] {
         &self.0
+    }
+
+    /// The ports as the API writes them (a number, or `"a-b"` for a range), so a program
+    /// reading `source.json`, `diff --format json` or `lists/index.json` parses no joined string.
+    pub fn api_values(&self) -> Vec<PortValue> {
+        self.0
+            .iter()
+            .map(|r| {
+                if r.is_single() {
+                    PortValue::One(r.start)
+                } else {
+                    PortValue::Range(format!("{}-{}", r.start, r.end))
+                }
+            })
+            .collect()
     }
 
     /// How many ports the set holds (at most 65,535).
