@@ -6,7 +6,7 @@
 use std::process::Output;
 
 use crate::oracle::{parse_addr, Expected, Proto};
-use crate::support::{fixture, run, stderr, stdout};
+use crate::support::{fixture, readme_block_after, run, stderr, stdout};
 
 fn explain(query: &str, extra: &[&str]) -> Output {
     let rich = fixture("rich.json");
@@ -377,4 +377,23 @@ fn pfsense_answers_follow_its_tcp_udp_rules_and_its_source() {
         "{}",
         stdout(&out)
     );
+}
+
+/// The README's `explain` example, run as written from the crate's folder, prints what the
+/// README shows.
+#[test]
+fn the_readme_example_prints_what_the_readme_shows() {
+    let block = readme_block_after("<!-- example: explain -->");
+    let (command, shown) = block
+        .split_once('\n')
+        .expect("a command line, then its output");
+    let args: Vec<&str> = command
+        .strip_prefix("$ wecom-allowlist ")
+        .expect("the block starts with the command")
+        .split_whitespace()
+        .collect();
+    let out = run(&args, None);
+    assert_eq!(stderr(&out), "");
+    assert_eq!(stdout(&out), shown);
+    assert_eq!(out.status.code(), Some(0));
 }
