@@ -598,3 +598,96 @@ fn install_as_the_readme_says() {
         format!("wecom-allowlist {}\n", env!("CARGO_PKG_VERSION"))
     );
 }
+
+/// The blocks under "Completions and the man page", each run as written by its own shell, as
+/// root in a new mount namespace where /usr/local/share is a private overlay and HOME an empty
+/// folder: then each shell, started afresh, completes from what its block installed, and
+/// `man -w` finds the installed page (through Debian's /usr/local/man link). The host's /usr/local/share is checked to be untouched.
+#[test]
+fn the_readme_completion_and_man_lines_work_as_written() {
+    if !(require_root("the completion blocks write under /usr/local/share")
+        && ["bash", "zsh", "fish", "man", "unshare"]
+            .into_iter()
+            .all(require_tool))
+    {
+        return;
+    }
+    let page = Path::new("/usr/local/share/man/man1/wecom-allowlist.1");
+    let zsh_file = Path::new("/usr/local/share/zsh/site-functions/_wecom-allowlist");
+    let host_had = (page.exists(), zsh_file.exists());
+    let dir = tempfile::tempdir().expect("a temporary folder");
+    for shell in ["bash", "zsh", "fish", "man"] {
+        let block = readme_block_after(&format!("<!-- shell: {shell} -->"));
+        std::fs::write(dir.path().join(format!("{shell}.block")), block).expect("write");
+    }
+    for sub in ["up", "work", "home"] {
+        std::fs::create_dir(dir.path().join(sub)).expect("mkdir");
+    }
+    let bin_dir = Path::new(env!("CARGO_BIN_EXE_wecom-allowlist"))
+        .parent()
+        .expect("the binary's folder");
+    let script = r#"
+        mount -t overlay overlay -o "lowerdir=/usr/local/share,upperdir=$T/up,workdir=$T/work" /usr/local/share
+        unset XDG_CONFIG_HOME XDG_DATA_HOME MANPATH
+        export HOME="$T/home" PATH="$BIN_DIR:$PATH" MANPAGER=cat PAGER=cat
+        echo "== bash"
+        bash --norc --noprofile -c "$(cat "$T/bash.block")
+complete -p wecom-allowlist"
+        echo "== zsh"
+        zsh -f -c "$(cat "$T/zsh.block")"
+        zsh -f -c 'autoload -U compinit && compinit -u -D && print -r -- "$_comps[wecom-allowlist]"'
+        echo "== fish"
+        fish -c "$(cat "$T/fish.block")"
+        fish -c "complete -C 'wecom-allowlist bu'"
+        echo "== man"
+        sh -e "$T/man.block" > "$T/man.out"
+        readlink -f "$(man -w wecom-allowlist)"
+    "#;
+    let out = Command::new("unshare")
+        .args(["-m", "sh", "-ec", script])
+        .env("T", dir.path())
+        .env("BIN_DIR", bin_dir)
+        .output()
+        .expect("unshare starts");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{}\n{text}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let section = |name: &str| -> Vec<&str> {
+        text.split(&format!("== {name}\n"))
+            .nth(1)
+            .unwrap_or_default()
+            .split("== ")
+            .next()
+            .unwrap_or_default()
+            .lines()
+            .collect()
+    };
+    assert!(
+        section("bash")
+            .iter()
+            .any(|l| l.starts_with("complete ") && l.ends_with(" wecom-allowlist")),
+        "bash registered no completion: {text}"
+    );
+    assert_eq!(section("zsh"), ["_wecom-allowlist"], "{text}");
+    assert!(
+        section("fish")
+            .iter()
+            .any(|l| l.split('\t').next() == Some("build")),
+        "fish offered no build: {text}"
+    );
+    assert_eq!(section("man"), [page.to_str().expect("UTF-8")], "{text}");
+    let read = std::fs::read_to_string(dir.path().join("man.out")).expect("man's output");
+    assert!(
+        read.contains("wecom-allowlist"),
+        "man -l - printed {read:?}"
+    );
+    assert_eq!(
+        (page.exists(), zsh_file.exists()),
+        host_had,
+        "the host's /usr/local/share changed"
+    );
+}

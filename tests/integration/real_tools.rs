@@ -3638,17 +3638,30 @@ fn parse_nginx(text: &str, ports: &[Ports]) -> Result<AddrRelation, String> {
     Ok(out.build())
 }
 
+/// Where the README's `location` example includes the snippet from.
+const README_NGINX_SNIPPET: &str = "/etc/nginx/snippets/wecom-callback.conf";
+
 /// `nginx -t` on a throw-away main config (its own prefix, pid, logs and temporary folders)
-/// that includes the snippet in a callback location, inside a new user and network namespace
-/// (as its root: nginx chowns its temporary folders to its user, and only root is mapped).
+/// whose server holds the README's `location` example, including the snippet, inside a new
+/// user and network namespace (as its root: nginx chowns its temporary folders to its user,
+/// and only root is mapped).
 fn nginx_check(scratch: &Scratch, snippet: &str) -> Result<(), String> {
-    scratch.write("wecom-callback.conf", snippet);
+    let snippet_path = scratch.write("wecom-callback.conf", snippet);
+    let location = crate::support::readme_block_after("<!-- example: nginx-location -->");
+    assert!(
+        location.contains(README_NGINX_SNIPPET),
+        "README's nginx location no longer includes {README_NGINX_SNIPPET}:\n{location}"
+    );
+    let location = location.replace(
+        README_NGINX_SNIPPET,
+        snippet_path.to_str().expect("a UTF-8 path"),
+    );
     let dir = scratch.path("");
     let dir = dir.to_str().expect("a UTF-8 path");
     scratch.write(
         "nginx.conf",
         &format!(
-            "user root root;\npid {dir}/nginx.pid;\nerror_log {dir}/error.log;\nevents {{}}\nhttp {{\n  access_log off;\n  client_body_temp_path {dir}/body;\n  proxy_temp_path {dir}/proxy;\n  fastcgi_temp_path {dir}/fastcgi;\n  uwsgi_temp_path {dir}/uwsgi;\n  scgi_temp_path {dir}/scgi;\n  server {{\n    listen 127.0.0.1:8443;\n    location /wecom/callback {{\n      include {dir}/wecom-callback.conf;\n      return 204;\n    }}\n  }}\n}}\n"
+            "user root root;\npid {dir}/nginx.pid;\nerror_log {dir}/error.log;\nevents {{}}\nhttp {{\n  access_log off;\n  client_body_temp_path {dir}/body;\n  proxy_temp_path {dir}/proxy;\n  fastcgi_temp_path {dir}/fastcgi;\n  uwsgi_temp_path {dir}/uwsgi;\n  scgi_temp_path {dir}/scgi;\n  server {{\n    listen 127.0.0.1:8443;\n{location}\n  }}\n}}\n"
         ),
     );
     scratch.in_namespace(
