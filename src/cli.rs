@@ -236,7 +236,9 @@ pub struct PolicyArgs {
     #[arg(long, value_name = "FILE", env = CONFIG_ENV)]
     pub config: Option<PathBuf>,
     /// A folder of templates that replace the built-in ones of the same file name
-    /// (iptables.rules, nftables.nft, pfsense.xml, squid.conf, dnsmasq.conf, ipset.rules).
+    /// (iptables.rules, nftables.nft, pfsense.xml, squid.conf, dnsmasq.conf, ipset.rules,
+    /// nginx.conf, and for the callback list iptables.callback.rules, nftables.callback.nft,
+    /// pfsense.callback.xml).
     #[arg(long, value_name = "DIR")]
     pub templates: Option<PathBuf>,
     /// Keep only the entries WeCom marks as necessary (is_necessary = 1).

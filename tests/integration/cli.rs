@@ -1434,3 +1434,20 @@ fn squid_clients_are_validated_and_the_flag_wins() {
     let open = stdout(&run(&["render", "squid", "--input", seed], None));
     assert!(!open.contains("src ") && open.contains("\nhttp_access allow wecom_"));
 }
+
+/// `--templates` names the files a folder may replace: every built-in template, read here
+/// from `templates/`, not from the code.
+#[test]
+fn templates_help_names_every_built_in_template() {
+    let out = run(&["render", "--help"], None);
+    let help = stdout(&out)
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("templates");
+    for entry in std::fs::read_dir(dir).expect("templates/") {
+        let name = entry.expect("an entry").file_name();
+        let name = name.to_str().expect("UTF-8");
+        assert!(help.contains(name), "render --help doesn't name {name}");
+    }
+}
