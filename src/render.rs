@@ -1248,15 +1248,18 @@ impl Templates {
             Some(dir) => read_overrides(dir)?,
             None => Vec::new(),
         };
-        for (name, source) in TEMPLATES {
-            let source = custom
-                .iter()
-                .find(|(n, _)| n == name)
-                .map_or_else(|| (*source).to_owned(), |(_, s)| s.clone());
-            let is_custom = custom.iter().any(|(n, _)| n == name);
-            env.add_template_owned(name.to_string(), source)
-                .map_err(|source| template_error(name, is_custom, source))?;
+        // Overrides are compiled now, so a broken one is refused before anything is written;
+        // built-ins are compiled on first use, so a command pays only for the templates it renders.
+        for (name, source) in &custom {
+            env.add_template_owned(name.clone(), source.clone())
+                .map_err(|source| template_error(name, true, source))?;
         }
+        env.set_loader(|name| {
+            Ok(TEMPLATES
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, source)| (*source).to_owned()))
+        });
         Ok(Templates {
             env,
             custom: custom.into_iter().map(|(n, _)| n).collect(),
@@ -1393,6 +1396,18 @@ mod tests {
             assert!(pfsense_alias_name(bad).is_err(), "{bad} accepted");
         }
         assert!(pfsense_alias_name("WECOM_V4_TCP_80_443").is_ok());
+    }
+
+    /// Start-up compiles no built-in template; rendering one target compiles only its own.
+    #[test]
+    fn built_in_templates_are_compiled_on_first_use() {
+        let templates = Templates::new(None).expect("built-in templates");
+        assert_eq!(templates.env.templates().count(), 0);
+        templates
+            .render(Target::Squid, &Policy::default(), &Settings::default())
+            .expect("squid renders");
+        let loaded: Vec<&str> = templates.env.templates().map(|(n, _)| n).collect();
+        assert_eq!(loaded, ["squid.conf"]);
     }
 
     /// Renders `source` as the Squid template over an empty policy.
