@@ -568,6 +568,24 @@ fn shrink_guard(
     )))
 }
 
+/// The targets a command works on: those named with `--target` (each must hold `list`), or
+/// every target of `list`; sorted, each once.
+fn targets_for(mut targets: Vec<Target>, list: ListName) -> Result<Vec<Target>> {
+    if let Some((t, why)) = targets.iter().find_map(|t| Some((t, t.refuses(list)?))) {
+        return Err(Error::Option(format!(
+            "--target {} doesn't apply to {}: {why}",
+            t.name(),
+            list.describe(),
+        )));
+    }
+    if targets.is_empty() {
+        targets = Target::for_list(list);
+    }
+    targets.sort_unstable();
+    targets.dedup();
+    Ok(targets)
+}
+
 /// `None` for a path that isn't there: no folder yet, or a file in the folder's place, which
 /// writing reports. Any other failure to read is an error.
 fn if_present<T>(read: std::io::Result<T>, path: &Path) -> Result<Option<T>> {
@@ -865,7 +883,7 @@ pub fn run(cli: Cli) -> Result<Outcome> {
         Command::Build {
             source,
             out_dir,
-            mut targets,
+            targets,
             check,
             max_shrink,
             quiet,
@@ -873,20 +891,8 @@ pub fn run(cli: Cli) -> Result<Outcome> {
         } => {
             let (config, list) = policy.config(source.fetch.list)?;
             let templates = policy.templates()?;
-            if let Some(t) = targets.iter().find(|t| t.refuses(list).is_some()) {
-                return Err(Error::Option(format!(
-                    "--target {} doesn't apply to {}: {}",
-                    t.name(),
-                    list.describe(),
-                    t.refuses(list).unwrap_or_default()
-                )));
-            }
+            let targets = targets_for(targets, list)?;
             let prepared = prepare(&source, &config, list)?;
-            if targets.is_empty() {
-                targets = Target::for_list(list);
-            }
-            targets.sort_unstable();
-            targets.dedup();
             let exact_domains = config.options.exact_domains;
             let build = |out_dir: &Path| {
                 build_into(
@@ -944,26 +950,14 @@ pub fn run(cli: Cli) -> Result<Outcome> {
         Command::Explain {
             query,
             source,
-            mut targets,
+            targets,
             policy,
         } => {
             let (config, list) = policy.config(source.fetch.list)?;
             // Checked as render checks them, though explain renders nothing.
             policy.templates()?;
-            if let Some(t) = targets.iter().find(|t| t.refuses(list).is_some()) {
-                return Err(Error::Option(format!(
-                    "--target {} doesn't apply to {}: {}",
-                    t.name(),
-                    list.describe(),
-                    t.refuses(list).unwrap_or_default()
-                )));
-            }
+            let targets = targets_for(targets, list)?;
             let prepared = prepare(&source, &config, list)?;
-            if targets.is_empty() {
-                targets = Target::for_list(list);
-            }
-            targets.sort_unstable();
-            targets.dedup();
             let answers = prepared.explain(&query, &targets)?;
             let text: String = answers.iter().map(crate::explain::Answer::text).collect();
             print(&text)?;
