@@ -145,18 +145,24 @@ impl PortSet {
 impl fmt::Display for PortSet {
     /// `80,443,8000-8100`: stable and readable, used in names and messages.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, r) in self.0.iter().enumerate() {
-            if i > 0 {
-                f.write_str(",")?;
-            }
-            if r.is_single() {
-                write!(f, "{}", r.start)?;
-            } else {
-                write!(f, "{}-{}", r.start, r.end)?;
-            }
-        }
-        Ok(())
+        f.write_str(&join_ranges(&self.0, ",", "-"))
     }
+}
+
+/// Ports as text: `sep` between ranges, `range_sep` inside one (`80,443,8000-8100`); each
+/// target's syntax is one choice of the two.
+pub fn join_ranges(ranges: &[PortRange], sep: &str, range_sep: &str) -> String {
+    let words: Vec<String> = ranges
+        .iter()
+        .map(|r| {
+            if r.is_single() {
+                r.start.to_string()
+            } else {
+                format!("{}{range_sep}{}", r.start, r.end)
+            }
+        })
+        .collect();
+    words.join(sep)
 }
 
 /// A lowercase DNS name of at least two labels, letters, digits and inner hyphens only.

@@ -15,7 +15,7 @@ use sha2::{Digest, Sha256};
 
 use crate::endpoint::{Direction, ListName};
 use crate::error::{Error, Result};
-use crate::model::{Dest, Family, PortRange, PortSet, Protocol};
+use crate::model::{join_ranges, Dest, Family, PortRange, PortSet, Protocol};
 use crate::normalize::{Group, Member, Policy};
 use crate::target::{Syntax, Target};
 use crate::text::{quote, truncate_bytes};
@@ -587,18 +587,7 @@ struct MemberContext {
 const SLUG_MAX: usize = 22;
 
 fn port_words(ports: &PortSet) -> String {
-    let words: Vec<String> = ports
-        .ranges()
-        .iter()
-        .map(|r| {
-            if r.is_single() {
-                r.start.to_string()
-            } else {
-                format!("{}to{}", r.start, r.end)
-            }
-        })
-        .collect();
-    words.join("_")
+    join_ranges(ports.ranges(), "_", "to")
 }
 
 fn short_hash(ports: &PortSet) -> String {
@@ -1096,17 +1085,7 @@ fn comment_filter(state: &State, text: &str, limit: usize) -> Result<Value, Temp
 
 /// `{{ ranges|ports(", ", "-") }}`: a port list with the target's separators.
 fn ports_filter(ranges: ViaDeserialize<Vec<PortRange>>, sep: &str, range_sep: &str) -> Value {
-    let words: Vec<String> = ranges
-        .iter()
-        .map(|r| {
-            if r.is_single() {
-                r.start.to_string()
-            } else {
-                format!("{}{range_sep}{}", r.start, r.end)
-            }
-        })
-        .collect();
-    Value::from_safe_string(words.join(sep))
+    Value::from_safe_string(join_ranges(&ranges, sep, range_sep))
 }
 
 /// `{% for chunk in ranges|port_chunks(15) %}`: iptables multiport takes 15 ports a rule,
