@@ -1273,6 +1273,24 @@ impl Templates {
         }
         Ok(text)
     }
+
+    /// Renders one target's file into `out`, with the same checks as `render`: on an error
+    /// `out` may hold part of the file, so the caller writes into a temporary file and commits
+    /// it only on success.
+    pub fn render_to(
+        &self,
+        target: Target,
+        policy: &Policy,
+        settings: &Settings,
+        out: &mut dyn std::io::Write,
+    ) -> Result<()> {
+        let text = self.render(target, policy, settings)?;
+        out.write_all(text.as_bytes())
+            .map_err(|source| Error::Write {
+                path: target.file_name().into(),
+                source,
+            })
+    }
 }
 
 fn template_error(template: &str, custom: bool, source: TemplateError) -> Error {
@@ -1387,6 +1405,26 @@ mod tests {
             .expect("squid renders");
         let loaded: Vec<&str> = templates.env.templates().map(|(n, _)| n).collect();
         assert_eq!(loaded, ["squid.conf"]);
+    }
+
+    /// `render_to` writes exactly what `render` returns, for every target.
+    #[test]
+    fn render_to_writes_what_render_returns() {
+        let templates = Templates::new(None).expect("built-in templates");
+        let settings = Settings::default();
+        let group = name_group(Family::Dns, &[443], 3);
+        let policy = Policy {
+            groups: vec![group],
+            inexpressible: vec![],
+        };
+        for target in Target::ALL {
+            let text = templates.render(target, &policy, &settings).unwrap();
+            let mut out = Vec::new();
+            templates
+                .render_to(target, &policy, &settings, &mut out)
+                .unwrap();
+            assert_eq!(String::from_utf8(out).unwrap(), text, "{}", target.name());
+        }
     }
 
     /// Renders `source` as the Squid template over an empty policy.
