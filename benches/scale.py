@@ -16,8 +16,8 @@ network namespace: inside a user namespace too (`unshare -rn`), and when that fa
 initial namespace may enlarge the socket buffer for it (SO_SNDBUFFORCE): in a user namespace the
 transaction must fit the default buffer (net.core.wmem_default, 208 KiB), however it is split.
 It also times `render nftables` of tests/fixtures/seed.json and `targets` (the start-up cost).
-Each figure is the median wall time over the runs and the largest peak RSS (getrusage of the
-child, via wait4). Sizes of a million or more take --large-runs runs.
+Each time is the median wall time over the runs, each process spawned directly; the peak RSS
+comes from one more run under /usr/bin/time. Sizes of a million or more take --large-runs runs.
 """
 import argparse
 import os
@@ -33,31 +33,37 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 
 
-def measure(argv):
-    """Wall seconds and peak RSS (KiB) of one process; exits on a non-zero status. The RSS comes
-    from /usr/bin/time (a small C program), not from this Python process's fork, whose pages
-    would count towards the child's peak before it execs."""
-    with tempfile.NamedTemporaryFile("r", suffix=".rss") as rss, \
-            tempfile.TemporaryFile() as out:
+def wall(argv):
+    """Wall seconds of one process, spawned directly (no wrapper whose own start-up would
+    count); exits on a non-zero status."""
+    with tempfile.TemporaryFile() as out:
         start = time.perf_counter()
-        res = subprocess.run(["/usr/bin/time", "-f", "%M", "-o", rss.name] + argv,
-                             stdout=out, stderr=subprocess.PIPE)
-        wall = time.perf_counter() - start
-        if res.returncode != 0:
-            raise SystemExit(f"{' '.join(argv)} exited {res.returncode}:\n"
-                             f"{res.stderr.decode(errors='replace')}")
-        return wall, int(rss.read().split()[-1])
+        res = subprocess.run(argv, stdout=out, stderr=subprocess.PIPE)
+        took = time.perf_counter() - start
+    if res.returncode != 0:
+        raise SystemExit(f"{' '.join(argv)} exited {res.returncode}:\n"
+                         f"{res.stderr.decode(errors='replace')}")
+    return took
+
+
+def peak_rss(argv):
+    """Peak RSS (KiB) of one process, from /usr/bin/time (a small C program), not from this
+    Python process's fork, whose pages would count towards the child's peak before it execs."""
+    with tempfile.NamedTemporaryFile("r", suffix=".rss") as rss:
+        wall(["/usr/bin/time", "-f", "%M", "-o", rss.name] + argv)
+        return int(rss.read().split()[-1])
 
 
 def repeat(runs, make_argv, before=None):
-    walls, rss = [], 0
+    """Median wall time over `runs` direct runs, and the peak RSS of one more run."""
+    walls = []
     for _ in range(runs):
         if before:
             before()
-        wall, peak = measure(make_argv())
-        walls.append(wall)
-        rss = max(rss, peak)
-    return statistics.median(walls), rss
+        walls.append(wall(make_argv()))
+    if before:
+        before()
+    return statistics.median(walls), peak_rss(make_argv())
 
 
 def nft_load(path):
