@@ -11,7 +11,7 @@ pub enum Error {
 
     /// WeCom answered with an error code: in a saved response (`call` is `None`) or live, from
     /// the call named.
-    #[error("{}", crate::wecom::describe_api_error(*call, *errcode, errmsg))]
+    #[error("{}", crate::errcode::describe(*call, *errcode, errmsg))]
     Api {
         call: Option<&'static str>,
         errcode: i64,

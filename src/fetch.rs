@@ -22,6 +22,7 @@ use sha2::{Digest, Sha256};
 use tracing::{debug, info, warn};
 
 use crate::endpoint::ListName;
+use crate::errcode::{self, Action};
 use crate::error::{Error, Result};
 use crate::text::{quote, quote_max};
 
@@ -357,11 +358,10 @@ impl<'a> Session<'a> {
         let mut fresh_refused = false;
         loop {
             match self.get_list(&token).await {
-                Err(Error::Api {
-                    errcode: errcode @ (40014 | 42001),
-                    ..
-                }) if !(origin == Origin::Fresh && fresh_refused)
-                    && config.credentials.app.is_some() =>
+                Err(Error::Api { errcode, .. })
+                    if errcode::action(errcode) == Action::RefreshToken
+                        && !(origin == Origin::Fresh && fresh_refused)
+                        && config.credentials.app.is_some() =>
                 {
                     fresh_refused |= origin == Origin::Fresh;
                     warn!(
@@ -619,9 +619,7 @@ impl<'a> Session<'a> {
                     errcode,
                     errmsg: self.scrub(errmsg),
                 },
-                // -1: system busy; 45033: too many concurrent calls. Everything else is
-                // configuration (retrying can't fix it) or a limit (retrying makes it worse).
-                retry: matches!(errcode, -1 | 45033),
+                retry: errcode::action(errcode) == Action::Retry,
             });
         }
         Ok(doc)

@@ -10,6 +10,7 @@ pub mod cli;
 pub mod config;
 pub mod diff;
 pub mod endpoint;
+pub mod errcode;
 pub mod error;
 pub mod explain;
 pub mod fetch;

@@ -1,5 +1,5 @@
-//! WeCom's answers: strict validation of every field into `model::Entry`, and the WeCom error
-//! codes turned into advice. `get_server_domain_ip` answers with objects; `get_api_domain_ip`
+//! WeCom's answers: strict validation of every field into `model::Entry` (`errcode` words the
+//! error codes). `get_server_domain_ip` answers with objects; `get_api_domain_ip`
 //! and `getcallbackip` with an `ip_list` of plain strings, and a document of one list is
 //! never taken for another (see `endpoint`).
 //!
@@ -673,61 +673,6 @@ fn shown(v: &Value) -> String {
     }
 }
 
-/// What a user should do about a WeCom error, keyed on errcode (never on errmsg's wording).
-pub fn advice(errcode: i64, errmsg: &str) -> String {
-    match errcode {
-        -1 => "WeCom is busy; retry later (at most 3 times)".into(),
-        40001 => "the corp secret is invalid: copy the app's Secret again (应用管理 - the app - Secret) \
-into WECOM_CORP_SECRET or --corp-secret-file"
-            .into(),
-        40013 => "the corp id is invalid: check WECOM_CORP_ID or --corp-id against 我的企业 - 企业信息 - 企业ID".into(),
-        40014 | 42001 | 41001 => "the access token is invalid, expired or missing: fetch a new one (a stale \
-WECOM_ACCESS_TOKEN must be replaced; with WECOM_CORP_ID and WECOM_CORP_SECRET set, wecom-allowlist gets its own)"
-            .into(),
-        41004 => "the corp secret is missing: set WECOM_CORP_SECRET or --corp-secret-file".into(),
-        45009 => "the API call frequency limit was hit (per company and API: 10,000 a minute, 150,000 an \
-hour): wait a minute and try again"
-            .into(),
-        45033 => "too many concurrent calls: retry later".into(),
-        48002 => "the API is forbidden for this app: add the app (a self-built app, 自建应用) under \
-我的企业 - 设置 - 域名IP - 可调用API的应用"
-            .into(),
-        60020 => match from_ip(errmsg) {
-            Some(ip) => format!("calls from {ip} are not allowed: add {ip} to the app's trusted IPs (企业可信IP)"),
-            None => "calls from this address are not allowed: add it to the app's trusted IPs (企业可信IP)".into(),
-        },
-        _ => "see WeCom's error code reference (全局错误码) for this code".into(),
-    }
-}
-
-/// The address WeCom saw the call come from, as quoted in `errmsg`: "..., from ip: 1.2.3.4, ...".
-fn from_ip(errmsg: &str) -> Option<IpAddr> {
-    let rest = &errmsg[errmsg.find("from ip:")? + "from ip:".len()..];
-    let token = rest.trim_start().split([',', ' ']).next()?;
-    IpAddr::from_str(token).ok()
-}
-
-/// The message of `Error::Api`; `call` names the live call that failed, if any.
-pub fn describe_api_error(call: Option<&str>, errcode: i64, errmsg: &str) -> String {
-    // WeCom's pages for the api and callback lists name no permission the app needs, unlike
-    // get_server_domain_ip's: 可调用API的应用 is not the fix for them.
-    let plain = [ListName::Api, ListName::Callback]
-        .iter()
-        .find(|l| call == Some(l.call()));
-    let advice = match plain {
-        Some(list) if errcode == 48002 => format!(
-            "the API is forbidden for this app: WeCom's page for {} names no permission it needs (unlike get_server_domain_ip, which needs the app under 我的企业 - 设置 - 域名IP - 可调用API的应用); check that the Secret is a self-built app's of this corp, and WeCom's error code reference (全局错误码)",
-            list.call()
-        ),
-        _ => advice(errcode, errmsg),
-    };
-    format!(
-        "{}WeCom returned errcode {errcode} ({}): {advice}",
-        call.map(|c| format!("{c}: ")).unwrap_or_default(),
-        quote(errmsg),
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -992,7 +937,7 @@ mod tests {
         assert!(e.to_string().contains("可调用API的应用"), "{e}");
         // The api and callback calls need no such permission: the advice says so.
         for call in ["get_api_domain_ip", "getcallbackip"] {
-            let text = describe_api_error(Some(call), 48002, "api forbidden");
+            let text = crate::errcode::describe(Some(call), 48002, "api forbidden");
             assert!(
                 text.starts_with(&format!("{call}: WeCom returned errcode 48002")),
                 "{text}"
@@ -1002,7 +947,7 @@ mod tests {
                 "{text}"
             );
         }
-        let text = describe_api_error(Some("get_server_domain_ip"), 48002, "");
+        let text = crate::errcode::describe(Some("get_server_domain_ip"), 48002, "");
         assert!(!text.contains("names no permission"), "{text}");
     }
 
