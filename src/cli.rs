@@ -15,8 +15,8 @@ use crate::error::{Error, Result};
 use crate::fetch;
 use crate::list::{self, List};
 use crate::output::{
-    lock_folder, read_input, remove_leftovers, removed_files, stale_files, write_and_remove,
-    write_file,
+    commit_file, commit_files, lock_folder, read_input, remove_leftovers, removed_files,
+    write_file, Finished, OutFile, State,
 };
 use crate::render::{DnsSets, Templates};
 use crate::target::Target;
@@ -679,6 +679,10 @@ fn refuse_stale_others(out_dir: &Path, targets: &[Target], digest: &str) -> Resu
 
 /// `build` once the folder is locked (or, for `--check`, as it is): guards, then rendering,
 /// then writing all files or none. Also returns what it did to each file, for standard error.
+///
+/// Each file is written as it is rendered, into a temporary file beside it (for `--check`,
+/// only compared with the file there), and the targets are rendered side by side; the first
+/// error, in the order of the files, is the one reported.
 fn build_into(
     prepared: &crate::Prepared,
     templates: &Templates,
@@ -698,59 +702,193 @@ fn build_into(
         exact_domains,
         &source_path,
     )?;
-    refuse_stale_others(out_dir, targets, &list::digest(&prepared.source_json))?;
+    let open = |path: PathBuf| {
+        if check {
+            OutFile::check(path)
+        } else {
+            OutFile::stage(path, true)
+        }
+    };
+    // source.json first: its digest is what every other file cites.
+    let mut source = open(source_path);
+    prepared
+        .write_source(&mut source)
+        .map_err(|e| Error::Write {
+            path: out_dir.join(SOURCE_FILE),
+            source: e,
+        })?;
+    let source = source.finish();
+    refuse_stale_others(out_dir, targets, prepared.digest())?;
     // So do the guards of each target's policy: none is rendered before all are made.
     prepared.check_policies(targets)?;
-    let mut files = Vec::with_capacity(targets.len() + 1);
-    for &t in targets {
-        files.push((
-            out_dir.join(t.file_name()),
-            prepared.render(t, templates)?.into_bytes(),
-        ));
-    }
-    files.push((source_path, prepared.source_json.clone().into_bytes()));
     let lists_dir = out_dir.join(crate::lists::DIR);
+    // One job per target, and the lists last.
+    let jobs = in_parallel(targets.len() + 1, |i| match targets.get(i) {
+        Some(&t) => {
+            let mut out = open(out_dir.join(t.file_name()));
+            prepared.render_to(t, templates, &mut out)?;
+            Ok(Job::Target(out.finish()))
+        }
+        None => build_lists(prepared, &lists_dir, check).map(Job::Lists),
+    });
+    let mut files = Vec::with_capacity(targets.len() + 1);
+    let mut lists = None;
+    let mut failure = None;
+    for job in jobs {
+        match job {
+            Ok(Job::Target(file)) => files.push(file),
+            Ok(Job::Lists(done)) => lists = Some(done),
+            Err(e) => {
+                failure.get_or_insert(e);
+            }
+        }
+    }
+    let lists_created = lists.as_ref().is_some_and(|l| l.created);
+    let written = failure.map_or(Ok(()), Err).and_then(|()| {
+        let Some(lists) = lists else {
+            return Err(Error::Write {
+                path: lists_dir.clone(),
+                source: std::io::Error::other("the lists were not written"),
+            });
+        };
+        files.push(source);
+        files.extend(lists.files);
+        finish_build(files, &lists.remove, check, &previous, prepared)
+    });
+    if written.is_err() && lists_created {
+        // A failed first build leaves no empty lists folder behind.
+        let _ = std::fs::remove_dir(&lists_dir);
+    }
+    written
+}
+
+/// What a job of `build_into` made.
+enum Job {
+    Target(Finished),
+    Lists(ListFiles),
+}
+
+/// The files of `lists/`, and those it no longer holds.
+struct ListFiles {
+    files: Vec<Finished>,
+    remove: Vec<PathBuf>,
+    /// The folder was made by this build.
+    created: bool,
+}
+
+/// Writes (or, for `--check`, compares) the files of `lists/`.
+fn build_lists(prepared: &crate::Prepared, lists_dir: &Path, check: bool) -> Result<ListFiles> {
     let lists = prepared.lists()?;
-    let remove = gone_lists(&lists_dir, &lists)?;
-    files.extend(
-        lists
+    let names = lists.names();
+    let remove = gone_lists(lists_dir, &names)?;
+    let mut created = false;
+    if !check {
+        created = !lists_dir.exists();
+        std::fs::create_dir_all(lists_dir).map_err(|source| Error::Write {
+            path: lists_dir.to_owned(),
+            source,
+        })?;
+        let cleared = remove_leftovers(lists_dir);
+        if cleared.is_err() && created {
+            let _ = std::fs::remove_dir(lists_dir);
+        }
+        for path in cleared? {
+            tracing::warn!("removed {}, left by an interrupted run", path.display());
+        }
+    }
+    let files = names
+        .iter()
+        .enumerate()
+        .map(|(i, name)| {
+            let path = lists_dir.join(name);
+            let mut out = if check {
+                OutFile::check(path)
+            } else {
+                OutFile::stage(path, true)
+            };
+            // An `OutFile` takes every write.
+            let _ = lists.write(i, &mut out);
+            out.finish()
+        })
+        .collect();
+    Ok(ListFiles {
+        files,
+        remove,
+        created,
+    })
+}
+
+/// Runs `job(0..n)`, on as many threads as there are cores (or jobs); the results are in the
+/// order of the jobs, so the output and the error reported don't depend on which finished
+/// first.
+fn in_parallel<T: Send>(n: usize, job: impl Fn(usize) -> T + Sync) -> Vec<T> {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, std::num::NonZeroUsize::get)
+        .min(n);
+    if threads <= 1 {
+        return (0..n).map(job).collect();
+    }
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let mut done: Vec<(usize, T)> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut done = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        if i >= n {
+                            break done;
+                        }
+                        done.push((i, job(i)));
+                    }
+                })
+            })
+            .collect();
+        workers
             .into_iter()
-            .map(|(name, bytes)| (lists_dir.join(name), bytes)),
-    );
+            .flat_map(|w| match w.join() {
+                Ok(done) => done,
+                Err(panic) => std::panic::resume_unwind(panic),
+            })
+            .collect()
+    });
+    done.sort_unstable_by_key(|(i, _)| *i);
+    done.into_iter().map(|(_, t)| t).collect()
+}
+
+/// The end of a build whose files are all rendered: for `--check`, the diff; else the report
+/// of what changes, and every file put in place (or none).
+fn finish_build(
+    files: Vec<Finished>,
+    remove: &[PathBuf],
+    check: bool,
+    previous: &List,
+    prepared: &crate::Prepared,
+) -> Result<(Outcome, String)> {
     if check {
-        let mut stale = stale_files(&files)?;
-        stale.extend(removed_files(&remove)?);
+        let mut stale = Vec::new();
+        for file in files {
+            stale.extend(file.diff()?);
+        }
+        stale.extend(removed_files(remove)?);
         if stale.is_empty() {
             return Ok((Outcome::Done, String::new()));
         }
         let mut report: String = stale.concat();
         report.push('\n');
-        report.push_str(&summarize(&previous, &prepared.list).text());
+        report.push_str(&summarize(previous, &prepared.list).text());
         print(&report)?;
         return Ok((Outcome::Changed, String::new()));
     }
-    let report = what_changes(&files, &remove);
-    let created = !lists_dir.exists();
-    std::fs::create_dir_all(&lists_dir).map_err(|source| Error::Write {
-        path: lists_dir.clone(),
-        source,
-    })?;
-    for path in remove_leftovers(&lists_dir)? {
-        tracing::warn!("removed {}, left by an interrupted run", path.display());
-    }
-    let written = write_and_remove(&files, &remove);
-    if written.is_err() && created {
-        // A failed first build leaves no empty lists folder behind.
-        let _ = std::fs::remove_dir(&lists_dir);
-    }
-    written?;
+    let report = what_changes(&files, remove);
+    commit_files(files, remove)?;
     Ok((Outcome::Done, report))
 }
 
 /// The group files in `lists/` that the new build doesn't write: their groups are gone (or
 /// moved to other ports), and a firewall still fetching one must not keep getting a list that
 /// no longer holds. Only names this tool gives its files are touched.
-fn gone_lists(lists_dir: &Path, lists: &[(String, Vec<u8>)]) -> Result<Vec<PathBuf>> {
+fn gone_lists(lists_dir: &Path, lists: &[String]) -> Result<Vec<PathBuf>> {
     let Some(entries) = if_present(std::fs::read_dir(lists_dir), lists_dir)? else {
         return Ok(Vec::new());
     };
@@ -763,7 +901,7 @@ fn gone_lists(lists_dir: &Path, lists: &[(String, Vec<u8>)]) -> Result<Vec<PathB
         let name = entry.file_name();
         let Some(name) = name.to_str() else { continue };
         if crate::lists::is_group_file(name)
-            && !lists.iter().any(|(kept, _)| kept == name)
+            && !lists.iter().any(|kept| kept == name)
             && entry.file_type().is_ok_and(|t| t.is_file())
         {
             gone.push(entry.path());
@@ -775,15 +913,16 @@ fn gone_lists(lists_dir: &Path, lists: &[(String, Vec<u8>)]) -> Result<Vec<PathB
 
 /// What a build is about to do to each file, for standard error: an engineer at the terminal
 /// sees which files a build touched (and that a no-op build was one).
-fn what_changes(files: &[(PathBuf, Vec<u8>)], remove: &[PathBuf]) -> String {
+fn what_changes(files: &[Finished], remove: &[PathBuf]) -> String {
     let (mut written, mut unchanged) = (0, 0);
     let mut report = String::new();
-    for (path, bytes) in files {
-        let state = match std::fs::read(path) {
-            Ok(old) if old == *bytes => None,
-            Ok(_) => Some("changed"),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some("new"),
-            Err(_) => Some("replaced"),
+    for file in files {
+        let path = &file.path;
+        let state = match file.state() {
+            State::Unchanged => None,
+            State::Changed => Some("changed"),
+            State::New => Some("new"),
+            State::Replaced => Some("replaced"),
         };
         match state {
             Some(state) => {
@@ -870,6 +1009,12 @@ pub fn run(cli: Cli) -> Result<Outcome> {
                 )));
             }
             let prepared = prepare(&source, &config, list)?;
+            if let (Some(path), false) = (&output, dump_context) {
+                let mut out = OutFile::stage(path.clone(), false);
+                prepared.render_to(target, &templates, &mut out)?;
+                return commit_file(out.finish()).map(|()| Outcome::Done);
+            }
+            // Standard output gets the file only once it is complete: nothing on an error.
             let text = if dump_context {
                 prepared.context_json(target)?
             } else {

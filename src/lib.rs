@@ -28,6 +28,9 @@ pub mod wecom;
 pub use error::{Error, Result};
 pub use target::Target;
 
+use std::io::Write;
+use std::sync::OnceLock;
+
 use config::Config;
 use endpoint::ListName;
 use list::List;
@@ -36,19 +39,22 @@ use normalize::Policy;
 use render::{Settings, Templates};
 
 /// A validated, filtered list, ready to render into any target. Nothing is written here, so a
-/// caller can refuse to write anything when any target fails.
+/// caller can refuse to write anything when any target fails. It is shared by the threads
+/// that render targets side by side.
 pub struct Prepared {
     entries: Vec<Entry>,
     options: normalize::Options,
     pub list: List,
-    /// `source.json`, whose digest every file's header carries.
-    pub source_json: String,
-    settings: Settings,
+    /// How the files are made, but for the digest of `source.json`, which waits for it.
+    base: Settings,
+    /// `base` with the digest: set when `write_source` streams `source.json`, or on first use.
+    /// `source.json` itself is never held: at a million entries it is 170 MB.
+    settings: OnceLock<Settings>,
     /// Config exclusions that match no entry of the list (or its extras): likely typos.
     pub unused_exclusions: Vec<model::Dest>,
     /// The policies, made on first use: a policy depends on the list and on whether the
     /// target can express wildcards, not on the target, so `build` makes at most two.
-    policies: [std::cell::OnceCell<Policy>; 2],
+    policies: [OnceLock<Policy>; 2],
 }
 
 /// Merges the config's extra entries into the response's, applies filters, exclusions and the
@@ -75,10 +81,8 @@ pub fn prepare_list(
     }
     let unused_exclusions = normalize::unused_exclusions(&entries, &options.exclude);
     let entries = normalize::select(entries, &options)?;
-    let (list, source_json) = if name == ListName::Server {
-        let list = List::from_entries(&entries);
-        let json = list.to_json();
-        (list, json)
+    let list = if name == ListName::Server {
+        List::from_entries(&entries)
     } else {
         let canonical: Vec<Entry> = entries
             .iter()
@@ -87,15 +91,13 @@ pub fn prepare_list(
                 ..e.clone()
             })
             .collect();
-        let list = List::from_entries(&canonical);
-        let json = list::plain_json(&list, name);
-        (list, json)
+        List::from_entries(&canonical)
     };
-    let settings = Settings {
+    let base = Settings {
         names: config.names_for(name).clone(),
         necessary_only: options.necessary_only,
         exact_domains: options.exact_domains,
-        digest: list::digest(&source_json),
+        digest: String::new(),
         dnsmasq: config.dnsmasq.clone(),
         rules: config.rules.clone(),
         list: name,
@@ -105,8 +107,8 @@ pub fn prepare_list(
         entries,
         options,
         list,
-        source_json,
-        settings,
+        base,
+        settings: OnceLock::new(),
         unused_exclusions,
         policies: Default::default(),
     })
@@ -115,7 +117,51 @@ pub fn prepare_list(
 impl Prepared {
     /// Which of WeCom's lists this is.
     pub fn list_name(&self) -> ListName {
-        self.settings.list
+        self.base.list
+    }
+
+    /// Streams `source.json` into `out`, and makes its digest the one every file's header
+    /// cites.
+    pub fn write_source(&self, out: &mut dyn Write) -> std::io::Result<()> {
+        let mut out = output::Digesting::new(out);
+        self.write_source_json(&mut out)?;
+        let digest = out.digest();
+        self.settings.get_or_init(|| Settings {
+            digest,
+            ..self.base.clone()
+        });
+        Ok(())
+    }
+
+    fn write_source_json(&self, out: &mut dyn Write) -> std::io::Result<()> {
+        let text = match self.base.list {
+            ListName::Server => self.list.to_json(),
+            name => list::plain_json(&self.list, name),
+        };
+        out.write_all(text.as_bytes())
+    }
+
+    /// `source.json`, whole.
+    pub fn source_json(&self) -> String {
+        let mut bytes = Vec::new();
+        // Writing into a `Vec` can't fail; `source.json` is valid UTF-8.
+        let _ = self.write_source_json(&mut bytes);
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+
+    /// The settings with the digest, which is made here unless `write_source` made it.
+    fn settings(&self) -> &Settings {
+        if let Some(settings) = self.settings.get() {
+            return settings;
+        }
+        // Hashing into nothing can't fail.
+        let _ = self.write_source(&mut std::io::sink());
+        self.settings.get_or_init(|| self.base.clone())
+    }
+
+    /// `sha256:<hex>` of `source.json`.
+    pub fn digest(&self) -> &str {
+        &self.settings().digest
     }
 
     /// The policy for one target; refuses an nftables table family that can't hold the list.
@@ -135,16 +181,16 @@ impl Prepared {
 
     /// `policy`, borrowed from the one its capability shares.
     fn shared_policy(&self, target: Target) -> Result<&Policy> {
-        if let Some(why) = target.refuses(self.settings.list) {
+        if let Some(why) = target.refuses(self.base.list) {
             return Err(Error::Option(format!(
                 "{} doesn't apply to {}: {why}",
                 target.name(),
-                self.settings.list.describe()
+                self.base.list.describe()
             )));
         }
         let policy = self.capability_policy(target.wildcards())?;
         if target == Target::Nftables {
-            let family = self.settings.names.nft_family.as_str();
+            let family = self.base.names.nft_family.as_str();
             let clash = policy.groups.iter().find(|g| {
                 (family == "ip" && g.family == Family::Ipv6)
                     || (family == "ip6" && g.family == Family::Ipv4)
@@ -160,7 +206,22 @@ impl Prepared {
     }
 
     pub fn render(&self, target: Target, templates: &Templates) -> Result<String> {
-        templates.render(target, self.shared_policy(target)?, &self.settings)
+        templates.render(target, self.shared_policy(target)?, self.settings())
+    }
+
+    /// `render` into a writer; on an error it may hold part of the file.
+    pub fn render_to(
+        &self,
+        target: Target,
+        templates: &Templates,
+        out: &mut dyn Write,
+    ) -> Result<()> {
+        let text = templates.render(target, self.shared_policy(target)?, self.settings())?;
+        out.write_all(text.as_bytes())
+            .map_err(|source| Error::Write {
+                path: target.file_name().into(),
+                source,
+            })
     }
 
     /// Makes every target's policy, with the guards they hold, so that `build` can refuse
@@ -171,13 +232,12 @@ impl Prepared {
             .try_for_each(|&t| self.shared_policy(t).map(|_| ()))
     }
 
-    /// The files of `lists/` (name, bytes), the index last. Names are matched with their
-    /// subdomains where a wildcard says so, as Squid does, so a name a wildcard covers is
-    /// left out.
-    pub fn lists(&self) -> Result<Vec<(String, Vec<u8>)>> {
+    /// The files of `lists/`. Names are matched with their subdomains where a wildcard says
+    /// so, as Squid does, so a name a wildcard covers is left out.
+    pub fn lists(&self) -> Result<lists::Files<'_>> {
         let policy = self.capability_policy(true)?;
         let slugs = render::group_slugs(&policy.groups);
-        Ok(lists::render(policy, &slugs, &self.settings.digest))
+        Ok(lists::Files::new(policy, slugs, self.digest()))
     }
 
     /// Whether each of `targets` allows what `query` asks, from the policy each renders.
@@ -189,14 +249,14 @@ impl Prepared {
         let cx = explain::Context {
             entries: &self.entries,
             exact_domains: self.options.exact_domains,
-            dns_sets: self.settings.dnsmasq.sets,
-            pfsense_source_family: self.settings.rules.pfsense_source.family,
+            dns_sets: self.base.dnsmasq.sets,
+            pfsense_source_family: self.base.rules.pfsense_source.family,
         };
         targets
             .iter()
             .map(|&t| {
                 let policy = self.shared_policy(t)?;
-                let slugs = render::target_slugs(t, policy, &self.settings);
+                let slugs = render::target_slugs(t, policy, &self.base);
                 Ok(explain::explain(t, policy, &slugs, query, &cx))
             })
             .collect()
@@ -204,6 +264,6 @@ impl Prepared {
 
     /// What `target`'s template receives, as JSON, for writing custom templates.
     pub fn context_json(&self, target: Target) -> Result<String> {
-        render::context_json(target, self.shared_policy(target)?, &self.settings)
+        render::context_json(target, self.shared_policy(target)?, self.settings())
     }
 }

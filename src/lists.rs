@@ -7,10 +7,12 @@
 //! A file's name is its group's slug (`v4_tcp_443.txt`, `dns_tcp_80_443.txt`), the same in
 //! every build of a list whose group keeps its protocol and ports.
 
+use std::io::Write;
+
 use serde_json::json;
 
 use crate::model::{Dest, Family};
-use crate::normalize::Policy;
+use crate::normalize::{Group, Policy};
 
 /// The folder, inside a build folder, that holds the lists and their index.
 pub const DIR: &str = "lists";
@@ -34,46 +36,94 @@ pub fn is_group_file(name: &str) -> bool {
     })
 }
 
-/// Every file of `DIR` (name, bytes), the index last. A wildcard `.example.com` (the name and
-/// every name below it) is written as two lines, `example.com` and `*.example.com`: Palo Alto's
-/// and FortiGate's `*.` covers the names below the apex, not the apex itself.
-pub fn render(policy: &Policy, slugs: &[String], digest: &str) -> Vec<(String, Vec<u8>)> {
-    let mut files = Vec::with_capacity(policy.groups.len() + 1);
-    let mut index = Vec::with_capacity(policy.groups.len());
-    for (g, slug) in policy.groups.iter().zip(slugs) {
-        let name = format!("{slug}.txt");
-        let mut text = String::new();
-        for m in &g.members {
-            match &m.dest {
-                Dest::Net(n) => text.push_str(&format!("{n}\n")),
-                Dest::Exact(h) => text.push_str(&format!("{h}\n")),
-                Dest::Wildcard(h) => text.push_str(&format!("{h}\n*.{h}\n")),
-            }
+/// The files of `DIR` for a policy: one per group, the index last. A wildcard `.example.com`
+/// (the name and every name below it) is written as two lines, `example.com` and
+/// `*.example.com`: Palo Alto's and FortiGate's `*.` covers the names below the apex, not the
+/// apex itself. Each file is written into a writer, so that none is held whole.
+pub struct Files<'a> {
+    policy: &'a Policy,
+    slugs: Vec<String>,
+    digest: &'a str,
+}
+
+impl<'a> Files<'a> {
+    pub fn new(policy: &'a Policy, slugs: Vec<String>, digest: &'a str) -> Files<'a> {
+        Files {
+            policy,
+            slugs,
+            digest,
         }
-        index.push(json!({
-            "file": name,
-            "family": match g.family {
-                Family::Ipv4 => "ipv4",
-                Family::Ipv6 => "ipv6",
-                Family::Dns => "dns",
-            },
-            "protocol": g.protocol.as_str(),
-            "ports": g.ports.api_values(),
-            "lines": text.lines().count(),
-        }));
-        files.push((name, text.into_bytes()));
     }
-    let doc = json!({
-        "tool": env!("CARGO_PKG_NAME"),
-        "version": env!("CARGO_PKG_VERSION"),
-        "digest": digest,
-        "files": index,
-    });
-    // A `Value` always serializes.
-    let mut text = serde_json::to_string_pretty(&doc).unwrap_or_default();
-    text.push('\n');
-    files.push((INDEX.to_owned(), text.into_bytes()));
-    files
+
+    /// Every file's name, the index last.
+    pub fn names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.slugs.iter().map(|s| format!("{s}.txt")).collect();
+        names.push(INDEX.to_owned());
+        names
+    }
+
+    /// Writes the file `names()[i]`.
+    pub fn write(&self, i: usize, out: &mut dyn Write) -> std::io::Result<()> {
+        match self.policy.groups.get(i) {
+            Some(g) => write_group(g, out),
+            None => out.write_all(self.index().as_bytes()),
+        }
+    }
+
+    fn index(&self) -> String {
+        let index: Vec<_> = self
+            .policy
+            .groups
+            .iter()
+            .zip(&self.slugs)
+            .map(|(g, slug)| {
+                json!({
+                    "file": format!("{slug}.txt"),
+                    "family": match g.family {
+                        Family::Ipv4 => "ipv4",
+                        Family::Ipv6 => "ipv6",
+                        Family::Dns => "dns",
+                    },
+                    "protocol": g.protocol.as_str(),
+                    "ports": g.ports.api_values(),
+                    "lines": line_count(g),
+                })
+            })
+            .collect();
+        let doc = json!({
+            "tool": env!("CARGO_PKG_NAME"),
+            "version": env!("CARGO_PKG_VERSION"),
+            "digest": self.digest,
+            "files": index,
+        });
+        // A `Value` always serializes.
+        let mut text = serde_json::to_string_pretty(&doc).unwrap_or_default();
+        text.push('\n');
+        text
+    }
+}
+
+/// A group's file: one value a line.
+fn write_group(g: &Group, out: &mut dyn Write) -> std::io::Result<()> {
+    for m in &g.members {
+        match &m.dest {
+            Dest::Net(n) => writeln!(out, "{n}")?,
+            Dest::Exact(h) => writeln!(out, "{h}")?,
+            Dest::Wildcard(h) => writeln!(out, "{h}\n*.{h}")?,
+        }
+    }
+    Ok(())
+}
+
+/// How many lines `write_group` writes: a wildcard takes two.
+fn line_count(g: &Group) -> usize {
+    g.members
+        .iter()
+        .map(|m| match m.dest {
+            Dest::Wildcard(_) => 2,
+            Dest::Net(_) | Dest::Exact(_) => 1,
+        })
+        .sum()
 }
 
 #[cfg(test)]

@@ -66,10 +66,18 @@ fn refuse_non_regular(path: &Path, hint: &str) -> Result<()> {
     })
 }
 
-/// Writes `bytes` to a temporary file in `path`'s folder, with the mode `access` asks for. A
-/// private file is created 0600, so it is never readable by others, even briefly.
+/// Writes `bytes` to a temporary file in `path`'s folder, with the mode `access` asks for.
 fn stage(path: &Path, bytes: &[u8], access: Access) -> Result<NamedTempFile> {
     let err = write_error(path);
+    let mut tmp = create_temp(path, access).map_err(&err)?;
+    tmp.write_all(bytes).map_err(&err)?;
+    tmp.as_file().sync_all().map_err(&err)?;
+    Ok(tmp)
+}
+
+/// An empty temporary file in `path`'s folder, with the mode `access` asks for. A private file
+/// is created 0600, so it is never readable by others, even briefly.
+fn create_temp(path: &Path, access: Access) -> std::io::Result<NamedTempFile> {
     let mut builder = temp_builder();
     #[cfg(unix)]
     {
@@ -80,19 +88,17 @@ fn stage(path: &Path, bytes: &[u8], access: Access) -> Result<NamedTempFile> {
         };
         builder.permissions(fs::Permissions::from_mode(create));
     }
-    let mut tmp = builder
+    let tmp = builder
         .tempfile_in(folder(path))
-        .map_err(|e| err(without_temp_path(e, folder(path))))?;
+        .map_err(|e| without_temp_path(e, folder(path)))?;
     #[cfg(unix)]
     if access == Access::AsBefore {
         use std::os::unix::fs::PermissionsExt;
         if let Ok(old) = fs::metadata(path) {
             let mode = old.permissions().mode() & 0o7777;
-            fs::set_permissions(tmp.path(), fs::Permissions::from_mode(mode)).map_err(&err)?;
+            fs::set_permissions(tmp.path(), fs::Permissions::from_mode(mode))?;
         }
     }
-    tmp.write_all(bytes).map_err(&err)?;
-    tmp.as_file().sync_all().map_err(&err)?;
     Ok(tmp)
 }
 
@@ -135,14 +141,333 @@ pub fn write_files(files: &[(PathBuf, Vec<u8>)]) -> Result<()> {
 /// `write_files`, and removes the files of `remove` in the same all-or-nothing step: a file
 /// removed is kept under a temporary name until everything succeeded, and put back if not.
 pub fn write_and_remove(files: &[(PathBuf, Vec<u8>)], remove: &[PathBuf]) -> Result<()> {
-    for path in files.iter().map(|(p, _)| p).chain(remove) {
-        refuse_non_regular(path, "")?;
-    }
     let staged = files
         .iter()
-        .map(|(path, bytes)| stage(path, bytes, Access::AsBefore).map(|tmp| (path.as_path(), tmp)))
-        .collect::<Result<Vec<_>>>()?;
-    commit(staged, remove)
+        .map(|(path, bytes)| OutFile::stage(path.clone(), false).with(bytes))
+        .collect();
+    commit_files(staged, remove)
+}
+
+/// How many bytes of a file are gathered before they go to disk and to the comparison with
+/// the old file: few writes, and little memory beside files of hundreds of megabytes.
+const CHUNK: usize = 256 * 1024;
+
+/// What a new file is, beside what is on disk in its place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    /// The same bytes are there.
+    Unchanged,
+    /// Other bytes are there.
+    Changed,
+    /// Nothing is there.
+    New,
+    /// Something is there that can't be read.
+    Replaced,
+}
+
+/// The old file, compared with the new bytes as they arrive, so that neither is held whole.
+struct Compare {
+    /// Open while every byte so far matched.
+    old: Option<fs::File>,
+    state: State,
+    /// Why the old file couldn't be read (`State::Replaced`).
+    error: Option<std::io::Error>,
+    /// How many bytes matched: the new file starts with that much of the old one.
+    matched: u64,
+    scratch: Vec<u8>,
+    /// For `--check`: the new bytes after `matched`, once they differ, for the diff (which
+    /// needs both texts whole anyway).
+    keep: Option<Vec<u8>>,
+}
+
+/// Reads until `buf` is full or the file ends; how many bytes it read.
+fn read_full(file: &mut fs::File, buf: &mut [u8]) -> std::io::Result<usize> {
+    use std::io::Read;
+    let mut n = 0;
+    while n < buf.len() {
+        match file.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
+impl Compare {
+    fn open(path: &Path, keep: bool) -> Compare {
+        let (old, state, error) = match fs::File::open(path) {
+            Ok(file) => (Some(file), State::Unchanged, None),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => (None, State::New, None),
+            Err(e) => (None, State::Replaced, Some(e)),
+        };
+        Compare {
+            old,
+            state,
+            error,
+            matched: 0,
+            scratch: Vec::new(),
+            keep: keep.then(Vec::new),
+        }
+    }
+
+    /// No comparison: the file is written whatever is there (`-o`).
+    fn none() -> Compare {
+        Compare {
+            old: None,
+            state: State::Changed,
+            error: None,
+            matched: 0,
+            scratch: Vec::new(),
+            keep: None,
+        }
+    }
+
+    fn feed(&mut self, buf: &[u8]) {
+        if let Some(old) = &mut self.old {
+            self.scratch.resize(buf.len(), 0);
+            match read_full(old, &mut self.scratch) {
+                Ok(n) if n == buf.len() && self.scratch == buf => {
+                    self.matched += n as u64;
+                    return;
+                }
+                Ok(_) => self.state = State::Changed,
+                Err(e) => self.unreadable(e),
+            }
+            self.old = None;
+            self.scratch = Vec::new();
+        }
+        if let Some(keep) = &mut self.keep {
+            keep.extend_from_slice(buf);
+        }
+    }
+
+    fn unreadable(&mut self, e: std::io::Error) {
+        self.state = State::Replaced;
+        self.error = Some(e);
+        self.keep = None;
+    }
+
+    /// The new file has ended: the old one must end there too.
+    fn end(&mut self) {
+        if let Some(mut old) = self.old.take() {
+            match read_full(&mut old, &mut [0]) {
+                Ok(0) => {}
+                Ok(_) => self.state = State::Changed,
+                Err(e) => self.unreadable(e),
+            }
+        }
+        self.scratch = Vec::new();
+    }
+}
+
+/// Where a file's bytes go as they are rendered: its temporary file (unless `--check`), and
+/// the comparison with the old file. It takes every write: an error writing the temporary
+/// file is kept for `commit_files`, which reports it after any rendering error, as when files
+/// were written only once every one was rendered.
+struct Sink {
+    tmp: Option<NamedTempFile>,
+    error: Option<std::io::Error>,
+    compare: Compare,
+}
+
+impl Write for Sink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if let Some(tmp) = &mut self.tmp {
+            if let Err(e) = tmp.write_all(buf) {
+                self.error = Some(e);
+                // Dropped, and so removed.
+                self.tmp = None;
+            }
+        }
+        self.compare.feed(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A file of a build, written as it is rendered: to a temporary file beside it (committed
+/// later with `commit_files`, all or nothing), or for `--check` only compared with the file
+/// there. Either way it is compared with the old file as it goes, and never held whole.
+pub struct OutFile {
+    path: PathBuf,
+    sink: std::io::BufWriter<Sink>,
+}
+
+impl OutFile {
+    /// A new version of `path`, staged in a temporary file beside it that gets the old file's
+    /// mode; `compare` says whether to compare it with the old file (the build's report).
+    pub fn stage(path: PathBuf, compare: bool) -> OutFile {
+        let (tmp, error) = match create_temp(&path, Access::AsBefore) {
+            Ok(tmp) => (Some(tmp), None),
+            Err(e) => (None, Some(e)),
+        };
+        let compare = if compare {
+            Compare::open(&path, false)
+        } else {
+            Compare::none()
+        };
+        OutFile::new(path, tmp, error, compare)
+    }
+
+    /// What a build would write to `path`, only compared with the file there (`--check`).
+    pub fn check(path: PathBuf) -> OutFile {
+        let compare = Compare::open(&path, true);
+        OutFile::new(path, None, None, compare)
+    }
+
+    fn new(
+        path: PathBuf,
+        tmp: Option<NamedTempFile>,
+        error: Option<std::io::Error>,
+        compare: Compare,
+    ) -> OutFile {
+        let sink = Sink {
+            tmp,
+            error,
+            compare,
+        };
+        OutFile {
+            path,
+            sink: std::io::BufWriter::with_capacity(CHUNK, sink),
+        }
+    }
+
+    /// `bytes` written, and the file finished.
+    fn with(mut self, bytes: &[u8]) -> Finished {
+        // A `Sink` takes every write.
+        let _ = self.sink.write_all(bytes);
+        self.finish()
+    }
+
+    /// The file is complete: its temporary file is synced, and the comparison ends.
+    pub fn finish(self) -> Finished {
+        let OutFile { path, mut sink } = self;
+        // A `Sink` takes every write, so the buffer is empty after this.
+        let _ = sink.flush();
+        let (mut sink, _) = sink.into_parts();
+        sink.compare.end();
+        if let Some(tmp) = &sink.tmp {
+            if let Err(e) = tmp.as_file().sync_all() {
+                sink.error = Some(e);
+                sink.tmp = None;
+            }
+        }
+        Finished {
+            path,
+            tmp: sink.tmp,
+            error: sink.error,
+            compare: sink.compare,
+        }
+    }
+}
+
+impl Write for OutFile {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.sink.write(buf)
+    }
+
+    fn write_all(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        self.sink.write_all(buf)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.sink.flush()
+    }
+}
+
+/// A file written whole, waiting for `commit_files` (or, for `--check`, for `diff`).
+pub struct Finished {
+    pub path: PathBuf,
+    tmp: Option<NamedTempFile>,
+    error: Option<std::io::Error>,
+    compare: Compare,
+}
+
+impl Finished {
+    /// What it is beside the file there.
+    pub fn state(&self) -> State {
+        self.compare.state
+    }
+
+    /// For `--check`: a unified diff from what is there (nothing, if missing) to the new file,
+    /// or `None` when they are the same.
+    pub fn diff(self) -> Result<Option<String>> {
+        let read_error = |source| Error::Read {
+            path: self.path.clone(),
+            source,
+        };
+        let mut compare = self.compare;
+        match compare.state {
+            State::Unchanged => Ok(None),
+            State::Replaced => Err(read_error(
+                compare
+                    .error
+                    .take()
+                    .unwrap_or_else(|| std::io::Error::other("unreadable")),
+            )),
+            State::New => Ok(Some(unified(
+                &self.path,
+                None,
+                &compare.keep.unwrap_or_default(),
+            ))),
+            State::Changed => {
+                let old = fs::read(&self.path).map_err(read_error)?;
+                let matched = usize::try_from(compare.matched)
+                    .unwrap_or(usize::MAX)
+                    .min(old.len());
+                let mut new = old[..matched].to_vec();
+                new.extend_from_slice(&compare.keep.unwrap_or_default());
+                Ok(Some(unified(&self.path, Some(&old), &new)))
+            }
+        }
+    }
+}
+
+/// Puts every staged file in place and removes the files of `remove`, all or nothing (see
+/// `commit`). As when every file was staged only here: first each path must be a regular file
+/// (or none), then an error met writing a file is reported, the first in order.
+pub fn commit_files(files: Vec<Finished>, remove: &[PathBuf]) -> Result<()> {
+    for path in files.iter().map(|f| &f.path).chain(remove) {
+        refuse_non_regular(path, "")?;
+    }
+    let (paths, tmps) = staged(files)?;
+    commit(
+        paths.iter().map(PathBuf::as_path).zip(tmps).collect(),
+        remove,
+    )
+}
+
+/// Puts one staged file in place (`-o FILE`).
+pub fn commit_file(file: Finished) -> Result<()> {
+    refuse_non_regular(&file.path, " (omit -o to write to standard output)")?;
+    let (paths, tmps) = staged(vec![file])?;
+    commit(paths.iter().map(PathBuf::as_path).zip(tmps).collect(), &[])
+}
+
+/// Each file's path and temporary file; the first error met writing one, if any.
+fn staged(files: Vec<Finished>) -> Result<(Vec<PathBuf>, Vec<NamedTempFile>)> {
+    let mut paths = Vec::with_capacity(files.len());
+    let mut tmps = Vec::with_capacity(files.len());
+    for f in files {
+        match (f.tmp, f.error) {
+            (Some(tmp), None) => {
+                paths.push(f.path);
+                tmps.push(tmp);
+            }
+            (_, error) => {
+                return Err(Error::Write {
+                    path: f.path,
+                    source: error.unwrap_or_else(|| std::io::Error::other("it was not staged")),
+                })
+            }
+        }
+    }
+    Ok((paths, tmps))
 }
 
 /// The old version of a file, kept under a temporary name (a hard link, or a copy where the
@@ -334,40 +659,28 @@ pub fn remove_leftovers(dir: &Path) -> Result<Vec<PathBuf>> {
 pub fn stale_files(files: &[(PathBuf, Vec<u8>)]) -> Result<Vec<String>> {
     let mut out = Vec::new();
     for (path, new) in files {
-        let old = match fs::read(path) {
-            Ok(bytes) => Some(bytes),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-            Err(source) => {
-                return Err(Error::Read {
-                    path: path.clone(),
-                    source,
-                })
-            }
-        };
-        if old.as_deref() == Some(new.as_slice()) {
-            continue;
-        }
-        let old_text = old
-            .as_deref()
-            .map(String::from_utf8_lossy)
-            .unwrap_or_default();
-        let new_text = String::from_utf8_lossy(new);
-        let name = path.display().to_string();
-        let diff = similar::TextDiff::from_lines(old_text.as_ref(), new_text.as_ref())
-            .unified_diff()
-            .context_radius(3)
-            .header(
-                &if old.is_some() {
-                    format!("a/{name}")
-                } else {
-                    "/dev/null".into()
-                },
-                &format!("b/{name}"),
-            )
-            .to_string();
-        out.push(diff);
+        out.extend(OutFile::check(path.clone()).with(new).diff()?);
     }
     Ok(out)
+}
+
+/// A unified diff from `old` (nothing, if missing) to `new`, both named by `path`.
+fn unified(path: &Path, old: Option<&[u8]>, new: &[u8]) -> String {
+    let old_text = old.map(String::from_utf8_lossy).unwrap_or_default();
+    let new_text = String::from_utf8_lossy(new);
+    let name = path.display().to_string();
+    similar::TextDiff::from_lines(old_text.as_ref(), new_text.as_ref())
+        .unified_diff()
+        .context_radius(3)
+        .header(
+            &if old.is_some() {
+                format!("a/{name}")
+            } else {
+                "/dev/null".into()
+            },
+            &format!("b/{name}"),
+        )
+        .to_string()
 }
 
 /// For `--check`: a unified diff from each file a build would remove to nothing.
@@ -393,6 +706,39 @@ pub fn removed_files(remove: &[PathBuf]) -> Result<Vec<String>> {
         out.push(diff);
     }
     Ok(out)
+}
+
+/// Passes bytes on and hashes those taken: the digest of a file as it is written, without
+/// holding it.
+pub struct Digesting<'a> {
+    out: &'a mut dyn Write,
+    hash: sha2::Sha256,
+}
+
+impl<'a> Digesting<'a> {
+    pub fn new(out: &'a mut dyn Write) -> Digesting<'a> {
+        Digesting {
+            out,
+            hash: sha2::Digest::new(),
+        }
+    }
+
+    /// `sha256:<hex>` of every byte written, as `list::digest` gives for the same text.
+    pub fn digest(self) -> String {
+        format!("sha256:{:x}", sha2::Digest::finalize(self.hash))
+    }
+}
+
+impl Write for Digesting<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.out.write(buf)?;
+        sha2::Digest::update(&mut self.hash, &buf[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.out.flush()
+    }
 }
 
 /// Reads a file, or standard input for `-`.
@@ -430,6 +776,71 @@ mod tests {
         );
         write_file(&a, b"new").unwrap();
         assert_eq!(fs::read_to_string(&a).unwrap(), "new");
+    }
+
+    /// Files larger than a chunk, compared as they are written, differing in each place a
+    /// chunk can: the state is what a comparison of the whole files says, and `--check`'s
+    /// diff holds the new bytes whole.
+    #[test]
+    fn files_are_compared_as_they_are_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.txt");
+        let old: Vec<u8> = (0..30_000)
+            .flat_map(|i| format!("line {i}\n").into_bytes())
+            .collect();
+        let at = |n: usize| {
+            let mut v = old.clone();
+            v[n] = b'X';
+            v
+        };
+        let cases: Vec<(&str, Vec<u8>, State)> = vec![
+            ("same", old.clone(), State::Unchanged),
+            ("first byte", at(0), State::Changed),
+            ("at a chunk's end", at(CHUNK - 1), State::Changed),
+            ("last byte", at(old.len() - 1), State::Changed),
+            ("shorter", old[..old.len() - 1].to_vec(), State::Changed),
+            ("longer", [&old[..], b"more\n"].concat(), State::Changed),
+            ("empty", Vec::new(), State::Changed),
+        ];
+        for (what, new, state) in cases {
+            for piece in [1000, CHUNK + 7, new.len().max(1)] {
+                fs::write(&path, &old).unwrap();
+                let mut out = OutFile::stage(path.clone(), true);
+                for part in new.chunks(piece) {
+                    out.write_all(part).unwrap();
+                }
+                let done = out.finish();
+                assert_eq!(done.state(), state, "{what}, pieces of {piece}");
+                let mut out = OutFile::check(path.clone());
+                for part in new.chunks(piece) {
+                    out.write_all(part).unwrap();
+                }
+                let diff = out.finish().diff().unwrap();
+                assert_eq!(diff.is_some(), state != State::Unchanged, "{what}");
+                if let Some(diff) = diff {
+                    let expected = similar::TextDiff::from_lines(
+                        String::from_utf8_lossy(&old).as_ref(),
+                        String::from_utf8_lossy(&new).as_ref(),
+                    )
+                    .unified_diff()
+                    .context_radius(3)
+                    .to_string();
+                    let hunks = &diff[diff.find("@@").unwrap()..];
+                    assert_eq!(hunks, expected, "{what}, pieces of {piece}");
+                }
+                commit_files(vec![done], &[]).unwrap();
+                assert!(fs::read(&path).unwrap() == new, "{what}");
+            }
+        }
+        fs::remove_file(&path).unwrap();
+        let done = OutFile::stage(path.clone(), true).with(b"x");
+        assert_eq!(done.state(), State::New);
+        commit_files(vec![done], &[]).unwrap();
+        assert_eq!(
+            fs::read_dir(dir.path()).unwrap().count(),
+            1,
+            "temporary files left"
+        );
     }
 
     #[test]

@@ -964,3 +964,51 @@ fn the_folder_guards_refuse_before_anything_is_rendered() {
         stderr(&res)
     );
 }
+
+#[test]
+fn a_template_error_midway_through_a_file_changes_no_file_and_names_the_first_target() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    assert!(build(&fixture("seed.json"), &out, &[]).status.success());
+    let (before, lists_before) = (entries(&out), entries(&out.join("lists")));
+    let templates = dir.path().join("templates");
+    fs::create_dir(&templates).unwrap();
+    // nftables.nft, the third file, fails after half a megabyte is written; squid.conf, a later
+    // one, fails at once, so it fails first when the targets are rendered side by side.
+    fs::write(
+        templates.join("nftables.nft"),
+        "{% for i in range(50000) %}# line {{ i }}\n{% endfor %}{{ no_such_variable }}",
+    )
+    .unwrap();
+    fs::write(templates.join("squid.conf"), "{{ no_such_variable }}").unwrap();
+    let next = seed_plus_one(dir.path());
+    for extra in [&[][..], &["--check"][..]] {
+        let mut args = vec!["--templates", templates.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        let res = build(&next, &out, &args);
+        assert_eq!(res.status.code(), Some(2), "{}", stderr(&res));
+        let err = stderr(&res);
+        assert!(err.contains("custom template nftables.nft"), "{err}");
+        assert!(!err.contains("squid.conf"), "{err}");
+        assert!(res.stdout.is_empty());
+        assert_eq!(entries(&out), before, "a failed build changed the folder");
+        assert_eq!(entries(&out.join("lists")), lists_before);
+    }
+    // `render -o` leaves its file as it was, and no temporary file beside it.
+    let file = out.join("nftables.nft");
+    let res = run(
+        &[
+            "render",
+            "nftables",
+            "-i",
+            next.to_str().unwrap(),
+            "--templates",
+            templates.to_str().unwrap(),
+            "-o",
+            file.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert_eq!(res.status.code(), Some(2), "{}", stderr(&res));
+    assert_eq!(entries(&out), before, "a failed render changed the folder");
+}

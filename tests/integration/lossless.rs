@@ -103,7 +103,7 @@ fn build(doc: &[u8], config: &Config, templates: &Templates) -> Option<(Vec<Stri
                 .unwrap_or_else(|e| format!("error: {e}"))
         })
         .collect();
-    Some((files, prepared.source_json.clone()))
+    Some((files, prepared.source_json()))
 }
 
 proptest! {
