@@ -216,12 +216,7 @@ impl Prepared {
         templates: &Templates,
         out: &mut dyn Write,
     ) -> Result<()> {
-        let text = templates.render(target, self.shared_policy(target)?, self.settings())?;
-        out.write_all(text.as_bytes())
-            .map_err(|source| Error::Write {
-                path: target.file_name().into(),
-                source,
-            })
+        templates.render_to(target, self.shared_policy(target)?, self.settings(), out)
     }
 
     /// Makes every target's policy, with the guards they hold, so that `build` can refuse
