@@ -9,7 +9,8 @@
 use ipnet::IpNet;
 
 use crate::model::{Dest, Entry, Family, Hostname, PortRange, PortSet, Protocol};
-use crate::normalize::{aggregate, Policy};
+use crate::normalize::ranges::AddrSet;
+use crate::normalize::Policy;
 use crate::render::DnsSets;
 use crate::target::Target;
 
@@ -288,7 +289,8 @@ fn fully_covered_ports(q: &IpNet, matched: &[(&PortSet, Vec<(Dest, Cover)>)]) ->
                 _ => None,
             })
             .collect();
-        if aggregate(&pieces) == [*q] {
+        // Every piece lies inside `q`, so covering it means making it up exactly.
+        if AddrSet::from_nets(&pieces).covers(q) {
             // Both are port numbers: `hi` < the largest cut <= 65536.
             full.extend(PortRange::new(lo as u16, hi as u16));
         }

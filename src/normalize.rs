@@ -4,12 +4,19 @@
 //! The invariant every step keeps: the set of (address or name, protocol, port) that the policy
 //! allows is exactly the set the selected entries list. Only the spelling gets shorter.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
-use ipnet::IpNet;
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
 use crate::error::{Error, Result};
 use crate::model::{Dest, Entry, Family, Hostname, Note, PortSet, Protocol};
+
+pub mod ranges;
+
+use ranges::{AddrSet, RangeSet};
 
 /// The user's choices that change what is allowed, not how it is spelled.
 #[derive(Debug, Clone, Default)]
@@ -78,6 +85,7 @@ pub fn select(entries: Vec<Entry>, opts: &Options) -> Result<Vec<Entry>> {
             _ => None,
         })
         .collect();
+    let excluded = AddrSet::from_nets(&opts.exclude.nets);
     let mut selected = Vec::with_capacity(entries.len());
     for mut e in entries {
         if opts.necessary_only && !e.necessary {
@@ -93,7 +101,7 @@ pub fn select(entries: Vec<Entry>, opts: &Options) -> Result<Vec<Entry>> {
             continue;
         }
         wildcard_scope(&e, opts)?;
-        selected.extend(exclude(e, opts)?);
+        exclude(e, opts, &excluded, &mut selected)?;
     }
     if selected.is_empty() && !opts.allow_empty {
         let why = if listed == 0 {
@@ -201,15 +209,20 @@ pub const MAX_PORTS: u32 = 1024;
 /// Refuses a destination allowed on more than `MAX_PORTS` ports of one protocol, counting
 /// every entry that names it.
 fn too_many_ports(entries: &[Entry], opts: &Options) -> Result<()> {
-    // No destination can pass the limit when all the ports of the list together don't.
-    let all = PortSet::new(
-        entries
-            .iter()
-            .flat_map(|e| e.ports.ranges())
-            .copied()
-            .collect(),
-    );
-    if all.is_none_or(|all| all.count() <= MAX_PORTS) {
+    // No destination can pass the limit when all the ports of the list together don't. Most
+    // entries repeat a few port sets, so the union grows only now and then.
+    let mut all: Option<PortSet> = None;
+    let within = entries.iter().all(|e| {
+        let union = match all.take() {
+            Some(a) if a.contains_set(&e.ports) => a,
+            Some(a) => a.union(&e.ports),
+            None => e.ports.clone(),
+        };
+        let within = union.count() <= MAX_PORTS;
+        all = Some(union);
+        within
+    });
+    if within {
         return Ok(());
     }
     let mut union: BTreeMap<(Protocol, Dest), PortSet> = BTreeMap::new();
@@ -249,6 +262,9 @@ fn too_many_ports(entries: &[Entry], opts: &Options) -> Result<()> {
 /// A sweep over the ports adds and removes networks in a segment tree of covered lengths:
 /// O(n log n) for n port ranges, whatever the shape of the port sets.
 fn broad_union(entries: &[Entry]) -> Result<()> {
+    if !may_hold_a_block(entries) {
+        return Ok(());
+    }
     let mut by_key: BTreeMap<(Family, Protocol), Vec<(IpNet, &PortSet)>> = BTreeMap::new();
     for e in entries {
         if let Dest::Net(n) = &e.dest {
@@ -267,17 +283,10 @@ fn broad_union(entries: &[Entry]) -> Result<()> {
         };
         // A block covered on one port is covered by all the networks together: when they
         // cover none, whatever their ports, the sweep has nothing to find.
-        let bits = if family == Family::Ipv4 { 32 } else { 128 };
-        let covers_a_block = merge_ranges(nets.iter().map(|(n, _)| span(n)).collect())
-            .into_iter()
-            .any(|(start, end)| {
-                // The sweep leaves the very last address out; so may this check.
-                let end = if end == u128::MAX - 1 { u128::MAX } else { end };
-                let size = 1u128 << (bits - u32::from(min) + 1);
-                start
-                    .checked_next_multiple_of(size)
-                    .is_some_and(|first| first.checked_add(size - 1).is_some_and(|l| l <= end))
-            });
+        let covers_a_block = match family {
+            Family::Ipv4 => holds_block(&AddrSet::from_nets(nets.iter().map(|(n, _)| n)).v4, min),
+            _ => holds_block(&AddrSet::from_nets(nets.iter().map(|(n, _)| n)).v6, min),
+        };
         if !covers_a_block {
             continue;
         }
@@ -353,6 +362,47 @@ fn broad_union(entries: &[Entry]) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Whether the networks of all entries together, whatever their protocols and ports, may hold
+/// a block one bit shorter than the minimum prefix: when they don't, no protocol's and port's
+/// networks do. First the sizes added up (no block without that many addresses), then the
+/// union, one sort per family.
+fn may_hold_a_block(entries: &[Entry]) -> bool {
+    let nets = || {
+        entries.iter().filter_map(|e| match &e.dest {
+            Dest::Net(n) => Some(n),
+            _ => None,
+        })
+    };
+    let (mut v4, mut v6) = (0u128, 0u128);
+    for n in nets() {
+        let (sum, host) = match n {
+            IpNet::V4(n) => (&mut v4, 32 - u32::from(n.prefix_len())),
+            IpNet::V6(n) => (&mut v6, 128 - u32::from(n.prefix_len())),
+        };
+        *sum = sum.saturating_add(1u128.checked_shl(host).unwrap_or(u128::MAX));
+    }
+    // A block the sweep finds may lack the very last address (see `holds_block`).
+    let least = |bits: u32, min: u8| (1u128 << (bits - u32::from(min) + 1)) - 1;
+    if v4 < least(32, MIN_PREFIX_V4) && v6 < least(128, MIN_PREFIX_V6) {
+        return false;
+    }
+    let all = AddrSet::from_nets(nets());
+    holds_block(&all.v4, MIN_PREFIX_V4) || holds_block(&all.v6, MIN_PREFIX_V6)
+}
+
+/// Whether `set` holds a whole block one bit shorter than `min`, aligned on its size.
+fn holds_block<A: ranges::Addr>(set: &RangeSet<A>, min: u8) -> bool {
+    let size = 1u128 << (A::BITS - u32::from(min) + 1);
+    set.ranges().iter().any(|&(start, end)| {
+        let (start, end) = (start.widen(), end.widen());
+        // The sweep leaves the very last address out; so may this check.
+        let end = if end == u128::MAX - 1 { u128::MAX } else { end };
+        start
+            .checked_next_multiple_of(size)
+            .is_some_and(|first| first.checked_add(size - 1).is_some_and(|l| l <= end))
+    })
 }
 
 /// A segment tree over the elementary intervals between sorted coordinates, counting how many
@@ -434,10 +484,11 @@ impl<'a> CoverTree<'a> {
     }
 }
 
-/// What is left of an entry once the exclusions are taken out: nothing, the entry, or for an
-/// address range around an excluded one, the pieces around it. A name can't be cut out of a
-/// wildcard in any target, so that is an error rather than a silent no-op.
-fn exclude(e: Entry, opts: &Options) -> Result<Vec<Entry>> {
+/// Appends to `out` what is left of an entry once the exclusions are taken out: nothing, the
+/// entry, or for an address range around excluded ones, the fewest prefixes around them.
+/// `nets` holds the excluded addresses. A name can't be cut out of a wildcard in any target,
+/// so that is an error rather than a silent no-op.
+fn exclude(e: Entry, opts: &Options, nets: &AddrSet, out: &mut Vec<Entry>) -> Result<()> {
     let ex = &opts.exclude;
     let carve_error = |inside: &Dest, wildcard: &Hostname, universal: bool| {
         Error::Option(format!(
@@ -448,28 +499,16 @@ fn exclude(e: Entry, opts: &Options) -> Result<Vec<Entry>> {
     };
     match &e.dest {
         Dest::Net(n) => {
-            let mut left = vec![*n];
-            for x in &ex.nets {
-                left = left
-                    .into_iter()
-                    .flat_map(|r| {
-                        if x.contains(&r) {
-                            Vec::new()
-                        } else if r.contains(x) {
-                            subtract(r, *x)
-                        } else {
-                            vec![r]
-                        }
-                    })
-                    .collect();
-            }
-            Ok(left
-                .into_iter()
-                .map(|n| Entry {
+            if !nets.intersects(n) {
+                out.push(e);
+            } else if !nets.covers(n) {
+                let left = AddrSet::from_nets([n]).subtract(nets);
+                out.extend(left.prefixes().map(|n| Entry {
                     dest: Dest::Net(n),
                     ..e.clone()
-                })
-                .collect())
+                }));
+            }
+            Ok(())
         }
         Dest::Exact(_) | Dest::Wildcard(_) => {
             let universal = match (&e.universal, opts.exact_domains) {
@@ -491,11 +530,10 @@ fn exclude(e: Entry, opts: &Options) -> Result<Vec<Entry>> {
             };
             // A universal wildcard is the domain or a parent of it (checked before), so when
             // the domain is out, its wildcard is either out too or was a carve error above.
-            Ok(if kept {
-                vec![Entry { universal, ..e }]
-            } else {
-                Vec::new()
-            })
+            if kept {
+                out.push(Entry { universal, ..e });
+            }
+            Ok(())
         }
     }
 }
@@ -524,52 +562,45 @@ fn exclude_wildcard(w: &Hostname, names: &[Dest]) -> Result<Option<Hostname>, De
 /// that must not pass for a working exclusion. Checked against every entry, before the
 /// filters, so an exclusion of an entry that a filter drops too is not reported.
 pub fn unused_exclusions(entries: &[Entry], ex: &Exclude) -> Vec<Dest> {
+    // A listed name or wildcard (`wildcard` says which) against an excluded one.
+    let meets = |x: &Dest, h: &Hostname, wildcard: bool| match (x, wildcard) {
+        (Dest::Exact(x), false) => x == h,
+        // A name under a listed wildcard (an error later) or a wildcard over a listed name or
+        // wildcard: either way the two meet.
+        (Dest::Exact(x) | Dest::Wildcard(x), true) => x.is_within(h) || h.is_within(x),
+        (Dest::Wildcard(w), false) => h.is_within(w),
+        _ => false,
+    };
     let names = ex.names.iter().filter(|x| {
         !entries.iter().any(|e| {
-            let universal = e.universal.clone().map(Dest::Wildcard);
-            std::iter::once(&e.dest)
-                .chain(universal.as_ref())
-                .any(|d| match (x, d) {
-                    (Dest::Exact(x), Dest::Exact(h)) => x == h,
-                    // A name under a listed wildcard (an error later) or a wildcard over a
-                    // listed name or wildcard: either way the two meet.
-                    (Dest::Exact(x) | Dest::Wildcard(x), Dest::Wildcard(h)) => {
-                        x.is_within(h) || h.is_within(x)
-                    }
-                    (Dest::Wildcard(w), Dest::Exact(h)) => h.is_within(w),
-                    _ => false,
-                })
+            let own = match &e.dest {
+                Dest::Exact(h) => meets(x, h, false),
+                Dest::Wildcard(h) => meets(x, h, true),
+                Dest::Net(_) => false,
+            };
+            own || e.universal.as_ref().is_some_and(|u| meets(x, u, true))
         })
     });
-    let nets = ex.nets.iter().filter(|x| {
-        !entries
-            .iter()
-            .any(|e| matches!(&e.dest, Dest::Net(n) if n.contains(*x) || x.contains(n)))
-    });
+    // Two prefixes meet exactly when one holds the other, so an excluded network touches an
+    // entry when it shares an address with all the listed networks together.
+    let listed = if ex.nets.is_empty() {
+        AddrSet::default()
+    } else {
+        AddrSet::from_nets(entries.iter().filter_map(|e| match &e.dest {
+            Dest::Net(n) => Some(n),
+            _ => None,
+        }))
+    };
+    let nets = ex.nets.iter().filter(|x| !listed.intersects(x));
     names.cloned().chain(nets.map(|n| Dest::Net(*n))).collect()
 }
 
-/// `outer` without `inner` (which it contains), as the fewest prefixes: halve `outer` and keep
-/// the half that doesn't hold `inner`, down to `inner`'s length.
+/// The addresses of `outer` that are not in `inner`, as the fewest prefixes, sorted.
 pub fn subtract(outer: IpNet, inner: IpNet) -> Vec<IpNet> {
-    let mut out = Vec::new();
-    let mut cur = outer;
-    while cur.prefix_len() < inner.prefix_len() {
-        let Ok(halves) = cur.subnets(cur.prefix_len() + 1) else {
-            break;
-        };
-        let mut next = cur;
-        for half in halves {
-            if half.contains(&inner) {
-                next = half;
-            } else {
-                out.push(half);
-            }
-        }
-        cur = next;
-    }
-    out.sort_unstable();
-    out
+    AddrSet::from_nets([&outer])
+        .subtract(&AddrSet::from_nets([&inner]))
+        .prefixes()
+        .collect()
 }
 
 fn is_broad(net: &IpNet) -> bool {
@@ -583,76 +614,156 @@ fn is_broad(net: &IpNet) -> bool {
 /// all its subdomains; where it can't, no exact name may be dropped in favour of a wildcard.
 pub fn normalize(entries: &[Entry], opts: &Options, wildcards: bool) -> Result<Policy> {
     let mut inexpressible = BTreeSet::new();
-    // Step 1: one port set and one bag of notes per (family, protocol, destination): every
-    // (destination, protocol) an entry lists, sorted once, then each run of equal keys merged.
-    let mut listed: Vec<(Family, Protocol, Dest, usize)> = Vec::with_capacity(entries.len());
+    let mut inexpressible_wildcard = |h: &Hostname| {
+        if !inexpressible.contains(h) {
+            inexpressible.insert(h.clone());
+        }
+    };
+    let mut table = Interned::new(entries);
+    // Step 1: every (destination, protocol) an entry lists, sorted once: addresses by their
+    // integers, names (borrowed; only a universal wildcard is made) by `Dest`'s order. An
+    // address carries its entry's port set and note, so that no entry is read in address
+    // order, all over memory.
+    let mut nets: Vec<(Family, Protocol, u128, u8, u32, u32)> = Vec::with_capacity(entries.len());
+    let mut names: Vec<(Protocol, Cow<'_, Dest>, usize)> = Vec::new();
     for (i, e) in entries.iter().enumerate() {
-        let universal = e
-            .universal
-            .iter()
-            .filter(|_| !opts.exact_domains)
-            .map(|h| Dest::Wildcard(h.clone()));
-        for dest in std::iter::once(e.dest.clone()).chain(universal) {
-            if let (Dest::Wildcard(h), false) = (&dest, wildcards) {
-                inexpressible.insert(h.clone());
-                continue;
+        let universal = e.universal.as_ref().filter(|_| !opts.exact_domains);
+        if !wildcards {
+            if let Dest::Wildcard(h) = &e.dest {
+                inexpressible_wildcard(h);
             }
-            for &protocol in &e.protocols {
-                listed.push((dest.family(), protocol, dest.clone(), i));
+            if let Some(h) = universal {
+                inexpressible_wildcard(h);
+            }
+        }
+        let universal = universal
+            .filter(|_| wildcards)
+            .map(|h| Dest::Wildcard(h.clone()));
+        for &protocol in &e.protocols {
+            match &e.dest {
+                // The address, not the network: the same order as `IpNet`'s.
+                Dest::Net(IpNet::V4(n)) => nets.push((
+                    Family::Ipv4,
+                    protocol,
+                    u128::from(u32::from(n.addr())),
+                    n.prefix_len(),
+                    table.port_of[i],
+                    table.note_of[i],
+                )),
+                Dest::Net(IpNet::V6(n)) => nets.push((
+                    Family::Ipv6,
+                    protocol,
+                    u128::from(n.addr()),
+                    n.prefix_len(),
+                    table.port_of[i],
+                    table.note_of[i],
+                )),
+                Dest::Wildcard(_) if !wildcards => {}
+                d => names.push((protocol, Cow::Borrowed(d), i)),
+            }
+            if let Some(u) = &universal {
+                names.push((protocol, Cow::Owned(u.clone()), i));
             }
         }
     }
-    listed.sort_unstable_by(|a, b| (a.0, a.1, &a.2, a.3).cmp(&(b.0, b.1, &b.2, b.3)));
+    nets.sort_unstable();
+    names.sort_unstable_by(|a, b| (a.0, &*a.1, a.2).cmp(&(b.0, &*b.1, b.2)));
 
-    // Step 2: group by (family, protocol, ports), each group's members in destination order.
-    let mut grouped: BTreeMap<(Family, Protocol, PortSet), Vec<Member>> = BTreeMap::new();
-    let mut rest = listed.as_slice();
-    while let Some((family, protocol, dest, _)) = rest.first() {
-        let run = rest
+    // Step 2: one port set per (family, protocol, destination), from each run of equal keys.
+    // `notes` holds the notes of every run's entries, run after run.
+    let mut notes: Vec<u32> = Vec::with_capacity(nets.len() + names.len());
+    let mut runs: Vec<Run<'_>> = Vec::with_capacity(nets.len() + names.len());
+    let mut k = 0;
+    while let Some(&(family, protocol, addr, len, ..)) = nets.get(k) {
+        let same = nets[k..]
             .iter()
-            .take_while(|(f, p, d, _)| (f, p, d) == (family, protocol, dest))
+            .take_while(|r| (r.0, r.1, r.2, r.3) == (family, protocol, addr, len))
             .count();
-        let (same, after) = rest.split_at(run);
-        rest = after;
-        let ports = match same {
-            [(.., i)] => entries[*i].ports.clone(),
-            _ => PortSet::new(
-                same.iter()
-                    .flat_map(|(.., i)| entries[*i].ports.ranges())
-                    .copied()
-                    .collect(),
-            )
-            .unwrap_or_else(|| entries[same[0].3].ports.clone()),
+        let rows = &nets[k..k + same];
+        let from = notes.len();
+        notes.extend(rows.iter().map(|r| r.5));
+        let net = match family {
+            Family::Ipv4 => Ipv4Net::new(Ipv4Addr::from(addr as u32), len).map(IpNet::V4),
+            _ => Ipv6Net::new(Ipv6Addr::from(addr), len).map(IpNet::V6),
         };
-        let notes = same
-            .iter()
-            .map(|(.., i)| Note {
-                necessary: entries[*i].necessary,
-                description: entries[*i].description.clone(),
-            })
-            .collect();
-        grouped
-            .entry((*family, *protocol, ports))
-            .or_default()
-            .push(Member {
-                dest: dest.clone(),
-                notes,
+        // The address and length came from a valid network.
+        if let Ok(net) = net {
+            runs.push(Run {
+                family,
+                protocol,
+                ports: table.union(rows.iter().map(|r| r.4)),
+                dest: Cow::Owned(Dest::Net(net)),
+                notes: from..notes.len(),
             });
+        }
+        k += same;
+    }
+    let mut names = names.into_iter().peekable();
+    while let Some((protocol, dest, first)) = names.next() {
+        let mut rows = vec![first];
+        while let Some((.., i)) = names.next_if(|(p, d, _)| (*p, &**d) == (protocol, &*dest)) {
+            rows.push(i);
+        }
+        let from = notes.len();
+        notes.extend(rows.iter().map(|&i| table.note_of[i]));
+        let ports: Vec<u32> = rows.iter().map(|&i| table.port_of[i]).collect();
+        runs.push(Run {
+            family: Family::Dns,
+            protocol,
+            ports: table.union(ports.into_iter()),
+            dest,
+            notes: from..notes.len(),
+        });
     }
 
+    // The runs of each (family, protocol, ports), in the runs' order. Neighbours mostly share
+    // their key, so a key is looked up only when it changes.
+    let mut keys: Vec<(Family, Protocol, u32)> = Vec::new();
+    let mut key_index: HashMap<(Family, Protocol, u32), usize> = HashMap::new();
+    let mut in_key: Vec<Vec<&Run<'_>>> = Vec::new();
+    let mut last: Option<usize> = None;
+    for r in &runs {
+        let key = (r.family, r.protocol, r.ports);
+        let k = match last {
+            Some(k) if keys[k] == key => k,
+            _ => *key_index.entry(key).or_insert_with(|| {
+                keys.push(key);
+                in_key.push(Vec::new());
+                keys.len() - 1
+            }),
+        };
+        in_key[k].push(r);
+        last = Some(k);
+    }
+    let mut order: Vec<usize> = (0..keys.len()).collect();
+    order.sort_unstable_by_key(|&k| {
+        let (family, protocol, ports) = keys[k];
+        (family, protocol, &table.sets[ports as usize])
+    });
+
     // Step 3: inside each group, aggregate addresses and drop names a wildcard covers.
-    let mut groups: Vec<Group> = grouped
-        .into_iter()
-        .map(|((family, protocol, ports), members)| Group {
-            members: match family {
-                Family::Dns => drop_covered_names(members),
-                Family::Ipv4 | Family::Ipv6 => aggregate_members(members),
-            },
+    let mut groups: Vec<Group> = Vec::with_capacity(keys.len());
+    for k in order {
+        let (family, protocol, ports) = keys[k];
+        let same = &in_key[k];
+        let members = match family {
+            Family::Dns => drop_covered_names(
+                same.iter()
+                    .map(|r| Member {
+                        dest: r.dest.clone().into_owned(),
+                        notes: table.notes(notes[r.notes.clone()].iter().copied()),
+                    })
+                    .collect(),
+            ),
+            Family::Ipv4 | Family::Ipv6 => aggregate_runs(&table, &notes, same),
+        };
+        groups.push(Group {
             family,
             protocol,
-            ports,
-        })
-        .collect();
+            ports: table.sets[ports as usize].clone(),
+            members,
+        });
+    }
 
     // Step 4: drop what a group with a strictly larger port set already allows.
     drop_covered_across_groups(&mut groups);
@@ -676,203 +787,303 @@ pub fn normalize(entries: &[Entry], opts: &Options, wildcards: bool) -> Result<P
     })
 }
 
+/// One (family, protocol, destination), its port set (the union of its entries'), and where
+/// its entries' notes are in the list of all runs' notes.
+struct Run<'a> {
+    family: Family,
+    protocol: Protocol,
+    ports: u32,
+    dest: Cow<'a, Dest>,
+    notes: std::ops::Range<usize>,
+}
+
+/// Every entry's port set and note as a small number, made in one pass in the entries'
+/// order: a list has few distinct ones, and neighbours mostly repeat them.
+struct Interned<'a> {
+    /// The distinct port sets, and the number of each.
+    sets: Vec<PortSet>,
+    set_ids: HashMap<PortSet, u32>,
+    /// Each entry's port set and note.
+    port_of: Vec<u32>,
+    note_of: Vec<u32>,
+    /// The distinct notes, as (necessary, description).
+    note_list: Vec<(bool, &'a str)>,
+}
+
+impl<'a> Interned<'a> {
+    fn new(entries: &'a [Entry]) -> Self {
+        let mut t = Interned {
+            sets: Vec::new(),
+            set_ids: HashMap::new(),
+            port_of: Vec::with_capacity(entries.len()),
+            note_of: Vec::with_capacity(entries.len()),
+            note_list: Vec::new(),
+        };
+        let mut note_ids: HashMap<(bool, &str), u32> = HashMap::new();
+        let mut last: Option<(&Entry, u32, u32)> = None;
+        for e in entries {
+            let (ports, note) = match last {
+                Some((l, p, n)) => (
+                    if l.ports == e.ports {
+                        p
+                    } else {
+                        t.intern(&e.ports)
+                    },
+                    if (l.necessary, &l.description) == (e.necessary, &e.description) {
+                        n
+                    } else {
+                        t.note_id(&mut note_ids, e)
+                    },
+                ),
+                None => (t.intern(&e.ports), t.note_id(&mut note_ids, e)),
+            };
+            t.port_of.push(ports);
+            t.note_of.push(note);
+            last = Some((e, ports, note));
+        }
+        t
+    }
+
+    fn intern(&mut self, set: &PortSet) -> u32 {
+        if let Some(&id) = self.set_ids.get(set) {
+            return id;
+        }
+        let id = self.sets.len() as u32;
+        self.sets.push(set.clone());
+        self.set_ids.insert(set.clone(), id);
+        id
+    }
+
+    fn note_id(&mut self, ids: &mut HashMap<(bool, &'a str), u32>, e: &'a Entry) -> u32 {
+        let key = (e.necessary, e.description.as_str());
+        *ids.entry(key).or_insert_with(|| {
+            self.note_list.push(key);
+            (self.note_list.len() - 1) as u32
+        })
+    }
+
+    /// The port sets `ids` together.
+    fn union(&mut self, mut ids: impl Iterator<Item = u32>) -> u32 {
+        let Some(first) = ids.next() else { return 0 };
+        let mut others = Vec::new();
+        others.extend(ids.filter(|&p| p != first));
+        if others.is_empty() {
+            return first;
+        }
+        let all = std::iter::once(first)
+            .chain(others)
+            .flat_map(|p| self.sets[p as usize].ranges())
+            .copied()
+            .collect();
+        match PortSet::new(all) {
+            Some(set) => self.intern(&set),
+            None => first,
+        }
+    }
+
+    /// The notes `ids` (any order, repeats allowed) as a member holds them: each distinct
+    /// one made once.
+    fn notes(&self, mut ids: impl Iterator<Item = u32>) -> BTreeSet<Note> {
+        let note = |id: u32| {
+            let (necessary, description) = self.note_list[id as usize];
+            Note {
+                necessary,
+                description: description.to_owned(),
+            }
+        };
+        let mut set = BTreeSet::new();
+        let Some(first) = ids.next() else {
+            return set;
+        };
+        set.insert(note(first));
+        let mut others = Vec::new();
+        others.extend(ids.filter(|&id| id != first));
+        if !others.is_empty() {
+            others.sort_unstable();
+            others.dedup();
+            set.extend(others.into_iter().map(note));
+        }
+        set
+    }
+}
+
 /// The fewest prefixes that match exactly the same addresses, sorted: the addresses as
 /// integer ranges, sorted once, merged, and split back into prefixes.
 pub fn aggregate(nets: &[IpNet]) -> Vec<IpNet> {
-    let (v4, v6): (Vec<_>, Vec<_>) = nets.iter().partition(|n| matches!(n, IpNet::V4(_)));
-    let mut out = Vec::with_capacity(nets.len());
-    for (family, bits) in [(v4, 32), (v6, 128)] {
-        for (start, end) in merge_ranges(family.into_iter().map(span).collect()) {
-            split_into_prefixes(start, end, bits, &mut out);
-        }
-    }
-    out
+    AddrSet::from_nets(nets).prefixes().collect()
 }
 
-/// A prefix's first and last address, as integers (IPv4 in the low 32 bits).
-fn span(net: &IpNet) -> (u128, u128) {
-    match net {
-        IpNet::V4(n) => (
-            u128::from(u32::from(n.network())),
-            u128::from(u32::from(n.broadcast())),
-        ),
-        IpNet::V6(n) => (u128::from(n.network()), u128::from(n.broadcast())),
-    }
-}
-
-/// Inclusive ranges sorted and merged: no two overlap or touch.
-fn merge_ranges(mut ranges: Vec<(u128, u128)>) -> Vec<(u128, u128)> {
-    ranges.sort_unstable();
-    let mut merged: Vec<(u128, u128)> = Vec::with_capacity(ranges.len());
-    for (start, end) in ranges {
-        match merged.last_mut() {
-            Some(last) if last.1 == u128::MAX || start <= last.1 + 1 => last.1 = last.1.max(end),
-            _ => merged.push((start, end)),
-        }
-    }
-    merged
-}
-
-/// Appends the fewest prefixes that cover exactly `start..=end` of a `bits`-wide family:
-/// each time the largest block that starts at `start`, is aligned on its size and fits.
-fn split_into_prefixes(mut start: u128, end: u128, bits: u32, out: &mut Vec<IpNet>) {
-    loop {
-        let aligned = if start == 0 {
-            bits
-        } else {
-            start.trailing_zeros().min(bits)
-        };
-        let left = end - start; // addresses after `start`
-        let fits = if left == u128::MAX {
-            128
-        } else {
-            127 - (left + 1).leading_zeros()
-        };
-        let host = aligned.min(fits);
-        // `host <= bits`, so the prefix length fits the family.
-        let len = (bits - host) as u8;
-        out.push(match bits {
-            32 => IpNet::V4(
-                ipnet::Ipv4Net::new(std::net::Ipv4Addr::from(start as u32), len)
-                    .unwrap_or_default(),
-            ),
-            _ => IpNet::V6(
-                ipnet::Ipv6Net::new(std::net::Ipv6Addr::from(start), len).unwrap_or_default(),
-            ),
-        });
-        let last = if host == 128 {
-            u128::MAX
-        } else {
-            start + ((1u128 << host) - 1)
-        };
-        if last >= end {
-            return;
-        }
-        start = last + 1;
-    }
-}
-
-/// Index of the prefix in `sorted` (disjoint, sorted) that contains `net`, if any.
-fn containing(sorted: &[IpNet], net: &IpNet) -> Option<usize> {
-    let i = sorted.partition_point(|p| p.network() <= net.network());
-    (i > 0 && sorted[i - 1].contains(net)).then(|| i - 1)
-}
-
-fn aggregate_members(members: Vec<Member>) -> Vec<Member> {
-    let nets: Vec<IpNet> = members
+/// One group's members from its runs (one family, in address order): the runs' networks
+/// aggregated, each prefix with the notes of every entry inside it. A run's network lies in
+/// exactly one prefix and both come in address order, so one walk pairs them.
+fn aggregate_runs(table: &Interned<'_>, notes: &[u32], runs: &[&Run<'_>]) -> Vec<Member> {
+    let nets: Vec<(IpNet, std::ops::Range<usize>)> = runs
         .iter()
-        .filter_map(|m| match &m.dest {
-            Dest::Net(n) => Some(*n),
+        .filter_map(|r| match &*r.dest {
+            Dest::Net(n) => Some((*n, r.notes.clone())),
             _ => None,
         })
         .collect();
-    let merged = aggregate(&nets);
-    let mut out: Vec<Member> = merged
-        .iter()
-        .map(|n| Member {
-            dest: Dest::Net(*n),
-            notes: BTreeSet::new(),
-        })
-        .collect();
-    for m in members {
-        if let Dest::Net(n) = &m.dest {
-            if let Some(i) = containing(&merged, n) {
-                if out[i].notes.is_empty() {
-                    out[i].notes = m.notes;
-                } else {
-                    out[i].notes.extend(m.notes);
-                }
-            }
+    let set = AddrSet::from_nets(nets.iter().map(|(n, _)| n));
+    let mut out = Vec::with_capacity(nets.len());
+    let mut next = 0;
+    for prefix in set.prefixes() {
+        let from = next;
+        while nets.get(next).is_some_and(|(n, _)| prefix.contains(n)) {
+            next += 1;
         }
+        let ids = nets[from..next]
+            .iter()
+            .flat_map(|(_, r)| notes[r.clone()].iter().copied());
+        out.push(Member {
+            dest: Dest::Net(prefix),
+            notes: table.notes(ids),
+        });
     }
     out
 }
 
 /// True when a wildcard in `wildcards` matches `name` (the wildcard itself or a parent of it).
-fn covered_by(name: &Hostname, wildcards: &HashSet<String>) -> bool {
+fn covered_by(name: &Hostname, wildcards: &HashSet<&str>) -> bool {
     wildcards.contains(name.as_str()) || name.parents().any(|p| wildcards.contains(p))
 }
 
-fn wildcards_of(members: &[Member]) -> HashSet<String> {
-    members
-        .iter()
-        .filter_map(|m| match &m.dest {
-            Dest::Wildcard(h) => Some(h.as_str().to_owned()),
-            _ => None,
-        })
-        .collect()
-}
-
 fn drop_covered_names(members: Vec<Member>) -> Vec<Member> {
-    let wildcards = wildcards_of(&members);
+    let keep: Vec<bool> = {
+        let wildcards: HashSet<&str> = members
+            .iter()
+            .filter_map(|m| match &m.dest {
+                Dest::Wildcard(h) => Some(h.as_str()),
+                _ => None,
+            })
+            .collect();
+        if wildcards.is_empty() {
+            return members;
+        }
+        members
+            .iter()
+            .map(|m| match &m.dest {
+                Dest::Exact(h) => !covered_by(h, &wildcards),
+                Dest::Wildcard(h) => !h.parents().any(|p| wildcards.contains(p)),
+                Dest::Net(_) => true,
+            })
+            .collect()
+    };
+    let mut keep = keep.into_iter();
     members
         .into_iter()
-        .filter(|m| match &m.dest {
-            Dest::Exact(h) => !covered_by(h, &wildcards),
-            Dest::Wildcard(h) => !h.parents().any(|p| wildcards.contains(p)),
-            Dest::Net(_) => true,
-        })
+        .filter(|_| keep.next().unwrap_or(true))
         .collect()
 }
 
 /// Drops every value that a group of the same family and protocol with a strictly larger port
-/// set already allows. Values are looked up, not groups compared pairwise: a net is allowed by
-/// a group that holds it or one of its supernets (groups are aggregated, so their nets are
-/// exactly such prefixes), a name by a group that holds a wildcard for it or a parent. The
-/// cost is near-linear in the number of values, whatever the shape of the port sets (nested
-/// sets {1}, {1,3}, {1,3,5} ... used to cost the square of the groups).
+/// set already allows. Groups are sorted by (family, protocol, ports), so the groups that may
+/// cover each other are neighbours, and a family and protocol with one group is skipped.
+/// Values are looked up, not groups compared pairwise (nested port sets {1}, {1,3}, {1,3,5}
+/// ... used to cost the square of the groups): see `covered_nets` and `covered_names`.
 fn drop_covered_across_groups(groups: &mut [Group]) {
     // Decide everything against the groups as they are before any removal: a value removed
     // here is covered by one that is either kept or covered in turn by a still larger group.
-    let mut nets: HashMap<(Protocol, IpNet), Vec<usize>> = HashMap::new();
-    let mut wildcards: HashMap<(Protocol, &str), Vec<usize>> = HashMap::new();
-    // The prefix lengths present, per family, so that a lookup tries only those.
-    let mut lengths: BTreeSet<(bool, u8)> = BTreeSet::new();
+    let mut covered: Vec<Vec<bool>> = groups
+        .iter()
+        .map(|g| vec![false; g.members.len()])
+        .collect();
+    let mut start = 0;
+    while let Some(first) = groups.get(start) {
+        let len = groups[start..]
+            .iter()
+            .take_while(|g| (g.family, g.protocol) == (first.family, first.protocol))
+            .count();
+        let bucket = &groups[start..start + len];
+        let flags = &mut covered[start..start + len];
+        if len > 1 {
+            match first.family {
+                Family::Dns => covered_names(bucket, flags),
+                Family::Ipv4 | Family::Ipv6 => covered_nets(bucket, flags),
+            }
+        }
+        start += len;
+    }
+    for (g, covered) in groups.iter_mut().zip(covered) {
+        if covered.contains(&true) {
+            let mut flags = covered.into_iter();
+            g.members.retain(|_| !flags.next().unwrap_or(false));
+        }
+    }
+}
+
+/// True when group `c`'s ports strictly hold group `g`'s.
+fn larger(groups: &[Group], c: usize, g: usize) -> bool {
+    groups[c].ports != groups[g].ports && groups[c].ports.contains_set(&groups[g].ports)
+}
+
+/// Flags the networks of `groups` (one family and protocol) that a network of a group with
+/// larger ports holds. Prefixes either nest or are disjoint, so in address order (a prefix
+/// before those inside it) a stack holds exactly the prefixes around the current one: one
+/// sort, then a walk.
+fn covered_nets(groups: &[Group], flags: &mut [Vec<bool>]) {
+    let mut items: Vec<(u128, u128, usize, usize)> = Vec::new();
+    for (gi, g) in groups.iter().enumerate() {
+        for (mi, m) in g.members.iter().enumerate() {
+            let span = match &m.dest {
+                Dest::Net(IpNet::V4(n)) => {
+                    let (s, e) = ranges::v4_span(n);
+                    (u128::from(s), u128::from(e))
+                }
+                Dest::Net(IpNet::V6(n)) => ranges::v6_span(n),
+                _ => continue,
+            };
+            items.push((span.0, span.1, gi, mi));
+        }
+    }
+    items.sort_unstable_by(|a, b| (a.0, b.1, a.2).cmp(&(b.0, a.1, b.2)));
+    let mut around: Vec<usize> = Vec::new();
+    let mut i = 0;
+    while let Some(&(start, end, ..)) = items.get(i) {
+        let len = items[i..]
+            .iter()
+            .take_while(|x| (x.0, x.1) == (start, end))
+            .count();
+        while around.last().is_some_and(|&t| items[t].1 < start) {
+            around.pop();
+        }
+        // Equal prefixes in other groups hold each other, whichever comes first.
+        for &(.., g, m) in &items[i..i + len] {
+            flags[g][m] = around
+                .iter()
+                .copied()
+                .chain(i..i + len)
+                .any(|c| larger(groups, items[c].2, g));
+        }
+        around.extend(i..i + len);
+        i += len;
+    }
+}
+
+/// Flags the names and wildcards of `groups` (one protocol) that a wildcard of a group with
+/// larger ports matches: the wildcard itself or one over a parent.
+fn covered_names(groups: &[Group], flags: &mut [Vec<bool>]) {
+    let mut wildcards: HashMap<&str, Vec<usize>> = HashMap::new();
     for (i, g) in groups.iter().enumerate() {
         for m in &g.members {
-            match &m.dest {
-                Dest::Net(n) => {
-                    nets.entry((g.protocol, *n)).or_default().push(i);
-                    lengths.insert((matches!(n, IpNet::V6(_)), n.prefix_len()));
-                }
-                Dest::Wildcard(h) => wildcards
-                    .entry((g.protocol, h.as_str()))
-                    .or_default()
-                    .push(i),
-                Dest::Exact(_) => {}
+            if let Dest::Wildcard(h) = &m.dest {
+                wildcards.entry(h.as_str()).or_default().push(i);
             }
         }
     }
-    let ports: Vec<PortSet> = groups.iter().map(|g| g.ports.clone()).collect();
-    let larger = |c: usize, g: usize| ports[c] != ports[g] && ports[c].contains_set(&ports[g]);
-    let mut covered: Vec<Vec<bool>> = Vec::with_capacity(groups.len());
-    for (gi, g) in groups.iter().enumerate() {
-        let p = g.protocol;
-        covered.push(
-            g.members
-                .iter()
-                .map(|m| match &m.dest {
-                    Dest::Net(n) => {
-                        let v6 = matches!(n, IpNet::V6(_));
-                        lengths
-                            .range((v6, 0)..=(v6, n.prefix_len()))
-                            .filter_map(|&(_, len)| IpNet::new(n.addr(), len).ok())
-                            .filter_map(|s| nets.get(&(p, s.trunc())))
-                            .flatten()
-                            .any(|&c| larger(c, gi))
-                    }
-                    Dest::Exact(h) | Dest::Wildcard(h) => std::iter::once(h.as_str())
-                        .chain(h.parents())
-                        .filter_map(|name| wildcards.get(&(p, name)))
-                        .flatten()
-                        .any(|&c| larger(c, gi)),
-                })
-                .collect(),
-        );
+    if wildcards.is_empty() {
+        return;
     }
-    for (g, covered) in groups.iter_mut().zip(covered) {
-        let mut flags = covered.into_iter();
-        g.members.retain(|_| !flags.next().unwrap_or(false));
+    for (gi, g) in groups.iter().enumerate() {
+        for (mi, m) in g.members.iter().enumerate() {
+            if let Dest::Exact(h) | Dest::Wildcard(h) = &m.dest {
+                flags[gi][mi] = std::iter::once(h.as_str())
+                    .chain(h.parents())
+                    .filter_map(|name| wildcards.get(name))
+                    .flatten()
+                    .any(|&c| larger(groups, c, gi));
+            }
+        }
     }
 }
 
