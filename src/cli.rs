@@ -684,7 +684,7 @@ fn refuse_stale_others(out_dir: &Path, targets: &[Target], digest: &str) -> Resu
 /// only compared with the file there), and the targets are rendered side by side; the first
 /// error, in the order of the files, is the one reported.
 fn build_into(
-    prepared: &crate::Prepared,
+    mut prepared: crate::Prepared,
     templates: &Templates,
     out_dir: &Path,
     targets: &[Target],
@@ -692,16 +692,6 @@ fn build_into(
     max_shrink: u8,
     exact_domains: bool,
 ) -> Result<(Outcome, String)> {
-    // Every guard that can refuse runs before the (costly) rendering.
-    let source_path = out_dir.join(SOURCE_FILE);
-    let previous = previous_list(&source_path, prepared.list_name())?;
-    shrink_guard(
-        &previous,
-        &prepared.list,
-        max_shrink,
-        exact_domains,
-        &source_path,
-    )?;
     let open = |path: PathBuf| {
         if check {
             OutFile::check(path)
@@ -709,18 +699,50 @@ fn build_into(
             OutFile::stage(path, true)
         }
     };
-    // source.json first: its digest is what every other file cites.
-    let mut source = open(source_path);
-    prepared
-        .write_source(&mut source)
-        .map_err(|e| Error::Write {
-            path: out_dir.join(SOURCE_FILE),
-            source: e,
-        })?;
-    let source = source.finish();
-    refuse_stale_others(out_dir, targets, prepared.digest())?;
-    // So do the guards of each target's policy: none is rendered before all are made.
-    prepared.check_policies(targets)?;
+    // Every guard that can refuse runs before the (costly) rendering, in this order. The
+    // policies (with their guards) are made meanwhile, on another core.
+    let source_path = out_dir.join(SOURCE_FILE);
+    let (guarded, policies) = side_by_side(
+        || -> Result<_> {
+            let previous = previous_list(&source_path, prepared.list_name())?;
+            shrink_guard(
+                &previous,
+                &prepared.list,
+                max_shrink,
+                exact_domains,
+                &source_path,
+            )?;
+            // source.json first: its digest is what every other file cites.
+            let mut source = open(source_path.clone());
+            prepared
+                .write_source(&mut source)
+                .map_err(|e| Error::Write {
+                    path: source_path.clone(),
+                    source: e,
+                })?;
+            refuse_stale_others(out_dir, targets, prepared.digest())?;
+            Ok((previous, source.finish()))
+        },
+        // So do the guards of each target's policy: none is rendered before all are made. The
+        // lists' policy comes after the targets' files: an error of its is left for then.
+        || {
+            prepared
+                .check_policies(targets)
+                .map(|()| prepared.lists().is_ok())
+        },
+    );
+    let (previous, source) = guarded?;
+    if policies? {
+        prepared.release_entries();
+    }
+    // What only `--check` needs afterwards goes, for rendering to use its memory.
+    let previous = if check {
+        previous
+    } else {
+        prepared.list = List::default();
+        List::default()
+    };
+    let prepared = &prepared;
     let lists_dir = out_dir.join(crate::lists::DIR);
     // One job per target, and the lists last.
     let jobs = in_parallel(targets.len() + 1, |i| match targets.get(i) {
@@ -760,6 +782,21 @@ fn build_into(
         let _ = std::fs::remove_dir(&lists_dir);
     }
     written
+}
+
+/// Runs `a` and `b` side by side (`b` on a thread of its own, if there is a core for it).
+fn side_by_side<A, B: Send>(a: impl FnOnce() -> A, b: impl FnOnce() -> B + Send) -> (A, B) {
+    if std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get) < 2 {
+        return (a(), b());
+    }
+    std::thread::scope(|scope| {
+        let b = scope.spawn(b);
+        let a = a();
+        match b.join() {
+            Ok(b) => (a, b),
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
+    })
 }
 
 /// What a job of `build_into` made.
@@ -1039,9 +1076,9 @@ pub fn run(cli: Cli) -> Result<Outcome> {
             let targets = targets_for(targets, list)?;
             let prepared = prepare(&source, &config, list)?;
             let exact_domains = config.options.exact_domains;
-            let build = |out_dir: &Path| {
+            let build = move |out_dir: &Path| {
                 build_into(
-                    &prepared,
+                    prepared,
                     &templates,
                     out_dir,
                     &targets,

@@ -55,6 +55,8 @@ pub struct Prepared {
     /// The policies, made on first use: a policy depends on the list and on whether the
     /// target can express wildcards, not on the target, so `build` makes at most two.
     policies: [OnceLock<Policy>; 2],
+    /// `entries` are gone (`release_entries`): no policy can be made any more.
+    released: bool,
 }
 
 /// Merges the config's extra entries into the response's, applies filters, exclusions and the
@@ -111,6 +113,7 @@ pub fn prepare_list(
         settings: OnceLock::new(),
         unused_exclusions,
         policies: Default::default(),
+        released: false,
     })
 }
 
@@ -175,8 +178,21 @@ impl Prepared {
         if let Some(policy) = cell.get() {
             return Ok(policy);
         }
+        if self.released {
+            return Err(Error::Option(
+                "internal error: a policy was asked for after the entries were let go".into(),
+            ));
+        }
         let policy = normalize::normalize(&self.entries, &self.options, wildcards)?;
         Ok(cell.get_or_init(|| policy))
+    }
+
+    /// Lets go of the entries once every policy a build needs is made (`check_policies`, and
+    /// `lists`): the rendering that comes next can use their memory. `explain` and a policy
+    /// not made by then need them.
+    pub fn release_entries(&mut self) {
+        self.entries = Vec::new();
+        self.released = true;
     }
 
     /// `policy`, borrowed from the one its capability shares.
