@@ -644,6 +644,27 @@ fn cited_digest(text: &str) -> Option<&str> {
     })
 }
 
+/// The digest a file cites, read a line at a time (a digest has no line break in it), so
+/// that a large file is not read whole for its header.
+fn first_digest(path: &Path) -> Result<Option<String>> {
+    use std::io::BufRead;
+    let err = |source| Error::Read {
+        path: path.to_owned(),
+        source,
+    };
+    let mut file = std::io::BufReader::new(std::fs::File::open(path).map_err(err)?);
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        if file.read_until(b'\n', &mut line).map_err(err)? == 0 {
+            return Ok(None);
+        }
+        if let Some(digest) = cited_digest(&String::from_utf8_lossy(&line)) {
+            return Ok(Some(digest.to_owned()));
+        }
+    }
+}
+
 /// Refuses a build of some targets that would leave the files of the others citing another
 /// source.json than the one written: their headers would vouch for a list they weren't built
 /// from. They can't be re-rendered here (their options aren't known), so the user must.
@@ -654,11 +675,7 @@ fn refuse_stale_others(out_dir: &Path, targets: &[Target], digest: &str) -> Resu
         if !std::fs::metadata(&path).is_ok_and(|m| m.is_file()) {
             continue;
         }
-        let text = std::fs::read(&path).map_err(|source| Error::Read {
-            path: path.clone(),
-            source,
-        })?;
-        if cited_digest(&String::from_utf8_lossy(&text)) != Some(digest) {
+        if first_digest(&path)?.as_deref() != Some(digest) {
             stale.push((*t, path));
         }
     }
