@@ -64,6 +64,11 @@ pub enum Command {
     },
     /// Render every target (or those named) and source.json into a folder; on any error no file
     /// there changes. A second build into the same folder waits for the first.
+    #[command(mut_args(target_help(
+        "Only these targets (repeat the option, or separate \
+them with commas: squid,nftables). Default: all that apply to the list. Refused (exit 4) when \
+another target's file in DIR would then cite another source.json"
+    )))]
     Build {
         #[command(flatten)]
         source: SourceArgs,
@@ -73,16 +78,8 @@ pub enum Command {
         /// nginx.conf too), each list into a folder of its own.
         #[arg(long, value_name = "DIR")]
         out_dir: PathBuf,
-        /// Only these targets (repeat the option, or separate them with commas: squid,nftables).
-        /// Default: all that apply to the list. Refused (exit 4) when another target's file in DIR would then cite
-        /// another source.json.
-        #[arg(
-            long = "target",
-            value_enum,
-            value_name = "TARGET",
-            value_delimiter = ','
-        )]
-        targets: Vec<Target>,
+        #[command(flatten)]
+        targets: TargetArgs,
         /// Write nothing: exit 0 when DIR is up to date, 1 with a unified diff of each file that
         /// would change and a summary of the list's changes when it is not. A changed
         /// description alone is a change (it is a comment in the files), as it is for `diff`.
@@ -141,6 +138,10 @@ pub enum Command {
     /// Exit 0 when every target that applies allows all of DEST, 1 when one allows it only
     /// partly (a part of a CIDR, some of the names below a wildcard) or not at all, or
     /// when no target applies.
+    #[command(mut_args(target_help(
+        "Only these targets (repeat the option, or separate \
+them with commas). Default: all; dnsmasq and ipset only fill sets, so they never apply"
+    )))]
     Explain {
         /// An address, a CIDR or a name (`*.example.com`: the name and every name below it),
         /// with a port and a protocol if wanted: 1.2.3.4:443/tcp, [2001:db8::1]:443,
@@ -149,18 +150,36 @@ pub enum Command {
         query: crate::explain::Query,
         #[command(flatten)]
         source: SourceArgs,
-        /// Only these targets (repeat the option, or separate them with commas). Default:
-        /// all; dnsmasq and ipset only fill sets, so they never apply.
-        #[arg(
-            long = "target",
-            value_enum,
-            value_name = "TARGET",
-            value_delimiter = ','
-        )]
-        targets: Vec<Target>,
+        #[command(flatten)]
+        targets: TargetArgs,
         #[command(flatten)]
         policy: PolicyArgs,
     },
+}
+
+/// `--target`, for the commands that work on several targets; each says in its own help what
+/// the default is.
+#[derive(Debug, Args)]
+pub struct TargetArgs {
+    #[arg(
+        long = "target",
+        value_enum,
+        value_name = "TARGET",
+        value_delimiter = ','
+    )]
+    targets: Vec<Target>,
+}
+
+/// Gives `--target` the help of the command it belongs to (`TargetArgs` has none of its own).
+/// `mut_args`, unlike `mut_arg`, keeps the option in its place in completions.
+fn target_help(help: &'static str) -> impl FnMut(clap::Arg) -> clap::Arg {
+    move |arg| {
+        if arg.get_id() == "targets" {
+            arg.help(help)
+        } else {
+            arg
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -570,7 +589,7 @@ fn shrink_guard(
 
 /// The targets a command works on: those named with `--target` (each must hold `list`), or
 /// every target of `list`; sorted, each once.
-fn targets_for(mut targets: Vec<Target>, list: ListName) -> Result<Vec<Target>> {
+fn targets_for(TargetArgs { mut targets }: TargetArgs, list: ListName) -> Result<Vec<Target>> {
     if let Some((t, why)) = targets.iter().find_map(|t| Some((t, t.refuses(list)?))) {
         return Err(Error::Option(format!(
             "--target {} doesn't apply to {}: {why}",

@@ -408,6 +408,13 @@ mod tests {
         assert_eq!(c.options.exclude.nets[1].to_string(), "192.0.2.1/32");
     }
 
+    /// `text` is refused as invalid config (exit 2), with `needle` in the message.
+    fn refused(text: &str, needle: &str) {
+        let e = Config::parse(text).unwrap_err();
+        assert_eq!(e.exit_code(), 2, "{text}");
+        assert!(e.to_string().contains(needle), "{text}: {e}");
+    }
+
     #[test]
     fn typos_and_bad_values_are_named() {
         for (text, needle) in [
@@ -431,9 +438,7 @@ mod tests {
             ("[[extra.ip_list]]\nip = \"1.2.3.4\"\nip = \"5.6.7.8\"\nprotocol = \"TCP\"\nport = [1]\nis_necessary = 1", "duplicate key"),
             ("[exclude]\ndomains = [\"com\"]", "exclude.domains[0]"),
         ] {
-            let e = Config::parse(text).unwrap_err();
-            assert_eq!(e.exit_code(), 2, "{text}");
-            assert!(e.to_string().contains(needle), "{text}: {e}");
+            refused(text, needle);
         }
     }
 
@@ -450,9 +455,7 @@ mod tests {
             ("[dnsmasq]\ntimeout = 604801", "dnsmasq timeout 604801"),
             ("[dnsmasq]\ntimout = 60", "timout"),
         ] {
-            let e = Config::parse(text).unwrap_err();
-            assert_eq!(e.exit_code(), 2, "{text}");
-            assert!(e.to_string().contains(needle), "{text}: {e}");
+            refused(text, needle);
         }
     }
 

@@ -95,7 +95,7 @@ impl ListName {
         }
     }
 
-    pub fn direction(self) -> Direction {
+    pub const fn direction(self) -> Direction {
         match self {
             ListName::Server | ListName::Api => Direction::Egress,
             ListName::Callback => Direction::Ingress,

@@ -41,21 +41,29 @@ impl Target {
         Target::Nginx,
     ];
 
-    /// The targets of the server list, the default one.
-    pub const SERVER: [Target; 7] = [
-        Target::Iptables,
-        Target::Ip6tables,
-        Target::Nftables,
-        Target::Pfsense,
-        Target::Squid,
-        Target::Dnsmasq,
-        Target::Ipset,
-    ];
+    /// The targets of the server list, the default one: `for_list(ListName::Server)` as a
+    /// constant, for arrays sized by it. It won't compile if `refuses` disagrees with its length.
+    pub const SERVER: [Target; 7] = {
+        let mut out = [Target::Iptables; 7];
+        let (mut i, mut n) = (0, 0);
+        while i < Target::ALL.len() {
+            if Target::ALL[i].refuses(ListName::Server).is_none() {
+                out[n] = Target::ALL[i];
+                n += 1;
+            }
+            i += 1;
+        }
+        assert!(
+            n == out.len(),
+            "Target::SERVER's length is not the server list's count"
+        );
+        out
+    };
 
     /// Why the target can't hold `list`, or `None` when it can. A target that can't is said so
     /// rather than emitted: a Squid snippet for inbound traffic would look like protection and
     /// be none.
-    pub fn refuses(self, list: ListName) -> Option<&'static str> {
+    pub const fn refuses(self, list: ListName) -> Option<&'static str> {
         match (self, list.direction()) {
             (Target::Squid, Direction::Ingress) => Some(
                 "Squid is a forward proxy for outbound requests: it can't filter who connects to your callback URL (use iptables, nftables, pfSense or nginx)",
@@ -63,7 +71,9 @@ impl Target {
             (Target::Dnsmasq | Target::Ipset, Direction::Ingress) => Some(
                 "the DNS-fed sets serve names your clients resolve; WeCom's callback sources are addresses, which the packet filters and nginx match directly",
             ),
-            (Target::Dnsmasq | Target::Ipset, Direction::Egress) if list == ListName::Api => {
+            (Target::Dnsmasq | Target::Ipset, Direction::Egress)
+                if matches!(list, ListName::Api) =>
+            {
                 Some("the DNS-fed sets serve names; the api list holds only addresses, which the packet filters and Squid match directly")
             }
             (Target::Nginx, Direction::Egress) => Some(
@@ -135,16 +145,12 @@ impl Target {
         }
     }
 
-    /// The template that renders it for egress (iptables and ip6tables share one).
+    /// The template that renders it for egress: named after the file it writes, except that
+    /// ip6tables shares iptables'.
     pub fn template(self) -> &'static str {
         match self {
-            Target::Iptables | Target::Ip6tables => "iptables.rules",
-            Target::Nftables => "nftables.nft",
-            Target::Pfsense => "pfsense.xml",
-            Target::Squid => "squid.conf",
-            Target::Dnsmasq => "dnsmasq.conf",
-            Target::Ipset => "ipset.rules",
-            Target::Nginx => "nginx.conf",
+            Target::Ip6tables => Target::Iptables.file_name(),
+            other => other.file_name(),
         }
     }
 
@@ -322,6 +328,10 @@ mod tests {
     #[test]
     fn each_list_gets_the_targets_of_its_direction() {
         use Target::*;
+        assert_eq!(
+            Target::SERVER,
+            [Iptables, Ip6tables, Nftables, Pfsense, Squid, Dnsmasq, Ipset]
+        );
         assert_eq!(Target::for_list(ListName::Server), Target::SERVER);
         assert_eq!(
             Target::for_list(ListName::Api),
