@@ -424,17 +424,15 @@ fn load(source: &SourceArgs, list: ListName, config: &Config) -> Result<wecom::R
     };
     let response = match &source.input {
         Some(path) => {
-            let doc = wecom::parse_bytes(&read_input(path)?)?;
-            let response = wecom::validate_as(&doc, list, &ports, source.skip_invalid)?;
-            if let serde_json::Value::Object(top) = &doc {
-                if wecom::found(top)? == wecom::Found::Plain {
-                    eprintln!(
-                        "wecom-allowlist: warning: {} doesn't say which list it holds (a raw answer of get_api_domain_ip and one of getcallbackip look alike): taking it as {}, as --list says; `fetch --list {}` saves answers marked",
-                        path.display(),
-                        list.describe(),
-                        list.name()
-                    );
-                }
+            let (found, response) =
+                wecom::read_as(&read_input(path)?, list, &ports, source.skip_invalid)?;
+            if found == wecom::Found::Plain {
+                eprintln!(
+                    "wecom-allowlist: warning: {} doesn't say which list it holds (a raw answer of get_api_domain_ip and one of getcallbackip look alike): taking it as {}, as --list says; `fetch --list {}` saves answers marked",
+                    path.display(),
+                    list.describe(),
+                    list.name()
+                );
             }
             response
         }

@@ -86,16 +86,15 @@ impl PortSet {
             return None;
         }
         ranges.sort_unstable();
-        let mut merged: Vec<PortRange> = Vec::with_capacity(ranges.len());
-        for r in ranges {
-            match merged.last_mut() {
-                Some(last) if u32::from(r.start) <= u32::from(last.end) + 1 => {
-                    last.end = last.end.max(r.end);
-                }
-                _ => merged.push(r),
+        // Merged in place: a set is built for every entry of a list.
+        ranges.dedup_by(|r, last| {
+            let joins = u32::from(r.start) <= u32::from(last.end) + 1;
+            if joins {
+                last.end = last.end.max(r.end);
             }
-        }
-        Some(PortSet(merged))
+            joins
+        });
+        Some(PortSet(ranges))
     }
 
     pub fn ranges(&self) -> &[PortRange] {

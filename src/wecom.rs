@@ -3,15 +3,23 @@
 //! and `getcallbackip` with an `ip_list` of plain strings, and a document of one list is
 //! never taken for another (see `endpoint`).
 //!
-//! Entries are read field by field from `serde_json::Value` rather than derived with serde, so that
-//! an error names the list, the entry, the field and the value, and `--skip-invalid` can drop
-//! one entry while keeping the rest.
+//! A document is read in one streaming pass over its bytes (serde visitors over borrowed
+//! strings, no `serde_json::Value` tree): each entry is validated as it is read, so that a
+//! 1M-entry answer costs its `Entry`s and little more. Every field is checked by hand rather
+//! than by derived types, so that an error names the list, the entry, the field and the
+//! value, and `--skip-invalid` can drop one entry while keeping the rest. Problems of the
+//! document itself (bad JSON, a duplicate key anywhere) win over those of an entry, and the
+//! top level (errcode, the list's mark and shape) over both lists' entries, whatever the order
+//! of the keys.
 
+use std::borrow::Cow;
+use std::collections::HashSet;
 use std::net::IpAddr;
 use std::str::FromStr;
 
 use ipnet::IpNet;
-use serde_json::{Map, Value};
+use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde_json::{Map, Number, Value};
 
 use crate::endpoint::{ListName, MARK};
 use crate::error::{Error, Result};
@@ -29,7 +37,13 @@ pub struct Response {
 /// Parses a saved server list. With `skip_invalid`, a bad entry is reported in `skipped` instead
 /// of failing the whole input; a bad document always fails.
 pub fn parse(bytes: &[u8], skip_invalid: bool) -> Result<Response> {
-    validate(&parse_bytes(bytes)?, skip_invalid)
+    read(
+        bytes,
+        Want::Is(ListName::Server),
+        &api_ports(),
+        skip_invalid,
+    )
+    .map(|(_, r)| r)
 }
 
 /// A JSON document, refusing a key that appears twice in one object anywhere in it: serde_json
@@ -40,16 +54,16 @@ pub fn parse_json(bytes: &[u8]) -> Result<Value, serde_json::Error> {
     serde_json::from_slice(bytes)
 }
 
-/// Deserializes any JSON value and fails on a duplicate key in any object.
+/// Deserializes any JSON value, keeping nothing, and fails on a duplicate key in any object.
 struct UniqueKeys;
 
 impl<'de> serde::Deserialize<'de> for UniqueKeys {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         d.deserialize_any(UniqueKeys)
     }
 }
 
-impl<'de> serde::de::Visitor<'de> for UniqueKeys {
+impl<'de> Visitor<'de> for UniqueKeys {
     type Value = UniqueKeys;
 
     fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
@@ -75,23 +89,79 @@ impl<'de> serde::de::Visitor<'de> for UniqueKeys {
         Ok(UniqueKeys)
     }
 
-    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self, A::Error> {
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self, A::Error> {
         while seq.next_element::<UniqueKeys>()?.is_some() {}
         Ok(UniqueKeys)
     }
 
-    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self, A::Error> {
-        let mut seen = std::collections::HashSet::new();
-        while let Some(key) = map.next_key::<String>()? {
-            if !seen.insert(key.clone()) {
-                return Err(serde::de::Error::custom(format!(
-                    "the key {} appears twice in one object",
-                    quote(&key)
-                )));
-            }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self, A::Error> {
+        let mut seen = Seen::default();
+        while let Some(Key(key)) = map.next_key()? {
+            seen.insert::<A::Error>(key)?;
             map.next_value::<UniqueKeys>()?;
         }
         Ok(UniqueKeys)
+    }
+}
+
+/// The keys of one object so far. Few objects have more than a handful, so a short list is
+/// searched until it grows; a hostile object of many keys then costs a hash set, not a square.
+#[derive(Default)]
+struct Seen<'de> {
+    few: Vec<Cow<'de, str>>,
+    many: Option<HashSet<Cow<'de, str>>>,
+}
+
+impl<'de> Seen<'de> {
+    /// Adds `key`; fails (as bad JSON) if the object already had it.
+    fn insert<E: de::Error>(&mut self, key: Cow<'de, str>) -> Result<(), E> {
+        self.fresh(key).map_err(|key| twice(&key, None))
+    }
+
+    /// Adds `key`, or gives it back if the object already had it.
+    fn fresh(&mut self, key: Cow<'de, str>) -> Result<(), Cow<'de, str>> {
+        if self.many.is_none() && self.few.len() == 16 {
+            self.many = Some(self.few.drain(..).collect());
+        }
+        let again = match &self.many {
+            Some(many) => many.contains(&key),
+            None => self.few.contains(&key),
+        };
+        if again {
+            return Err(key);
+        }
+        match &mut self.many {
+            Some(many) => {
+                many.insert(key);
+            }
+            None => self.few.push(key),
+        }
+        Ok(())
+    }
+}
+
+/// An object's key, borrowed from the input unless it has escapes.
+struct Key<'de>(Cow<'de, str>);
+
+impl<'de> serde::Deserialize<'de> for Key<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct KeyVisitor;
+        impl<'de> Visitor<'de> for KeyVisitor {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a key")
+            }
+            fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Borrowed(s)))
+            }
+            fn visit_str<E>(self, s: &str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Owned(s.to_owned())))
+            }
+            fn visit_string<E>(self, s: String) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Owned(s)))
+            }
+        }
+        d.deserialize_str(KeyVisitor)
     }
 }
 
@@ -109,7 +179,18 @@ pub fn parse_as(
     ports: &PortSet,
     skip_invalid: bool,
 ) -> Result<Response> {
-    validate_as(&parse_bytes(bytes)?, want, ports, skip_invalid)
+    read_as(bytes, want, ports, skip_invalid).map(|(_, r)| r)
+}
+
+/// `parse_as`, also saying what the document says it is (a raw plain answer doesn't say
+/// which list it holds: the caller warns).
+pub fn read_as(
+    bytes: &[u8],
+    want: ListName,
+    ports: &PortSet,
+    skip_invalid: bool,
+) -> Result<(Found, Response)> {
+    read(bytes, Want::Is(want), ports, skip_invalid)
 }
 
 /// A document's JSON, refusing an empty input and duplicate keys.
@@ -135,24 +216,7 @@ pub enum Found {
 /// Reads any list: a server list, or a plain one (its entries on TCP 443 without description,
 /// the same for both sides of a comparison). For `diff` and the shrink guard.
 pub fn parse_any(bytes: &[u8]) -> Result<(Found, Response)> {
-    let doc = parse_bytes(bytes)?;
-    let top = top_object(&doc)?;
-    check_errcode(top)?;
-    let found = found(top)?;
-    let want = match found {
-        Found::Is(list) => list,
-        Found::Plain => ListName::Api,
-        Found::Any => ListName::Server,
-    };
-    let mut response = validate_as(&doc, want, &api_ports(), false)?;
-    // A raw plain answer is read as the api list: the description, which names the list, must
-    // not make it differ from the same addresses read as the callback list.
-    if want.is_plain() {
-        for entry in &mut response.entries {
-            entry.description.clear();
-        }
-    }
-    Ok((found, response))
+    read(bytes, Want::Any, &api_ports(), false)
 }
 
 /// TCP 443 alone: the api list's port, and the one plain lists are compared on.
@@ -162,16 +226,6 @@ pub fn api_ports() -> PortSet {
         end: crate::endpoint::API_PORT,
     }])
     .unwrap_or_else(|| unreachable!("one port is a set"))
-}
-
-fn top_object(doc: &Value) -> Result<&Map<String, Value>> {
-    match doc {
-        Value::Object(top) => Ok(top),
-        _ => Err(Error::Input(format!(
-            "the top level must be a JSON object, found {}",
-            kind(doc)
-        ))),
-    }
 }
 
 fn check_errcode(top: &Map<String, Value>) -> Result<()> {
@@ -194,15 +248,32 @@ fn check_errcode(top: &Map<String, Value>) -> Result<()> {
 
 /// Which list a document holds, from its mark and its shape; they must agree.
 pub fn found(top: &Map<String, Value>) -> Result<Found> {
-    if !top.contains_key("domain_list") && !top.contains_key("ip_list") {
+    let list = |key: &str| {
+        top.get(key).map(|v| Read {
+            kind: Kind::of(v),
+            first: v.as_array().and_then(|a| a.first()).map(Kind::of),
+            ..Read::default()
+        })
+    };
+    let mark = top.get(MARK).map(Json::from_value);
+    shape(
+        list("domain_list").as_ref(),
+        list("ip_list").as_ref(),
+        mark.as_ref(),
+    )
+}
+
+/// `found` over what a read saw of the document: each list's kind and first item, the mark.
+fn shape(domain: Option<&Read>, ip: Option<&Read>, mark: Option<&Json>) -> Result<Found> {
+    if domain.is_none() && ip.is_none() {
         return Err(Error::Input(
             "neither domain_list nor ip_list is present: is this a WeCom list (get_server_domain_ip, get_api_domain_ip or getcallbackip)?"
                 .into(),
         ));
     }
-    let mark = match top.get(MARK) {
-        None | Some(Value::Null) => None,
-        Some(Value::String(s)) => Some(ListName::from_name(s).ok_or_else(|| {
+    let mark = match mark {
+        None | Some(Json::Null) => None,
+        Some(Json::Str(s)) => Some(ListName::from_name(s).ok_or_else(|| {
             Error::Input(format!(
                 "{MARK}: {} is not server, api or callback",
                 quote(s)
@@ -211,19 +282,14 @@ pub fn found(top: &Map<String, Value>) -> Result<Found> {
         Some(other) => {
             return Err(Error::Input(format!(
                 "{MARK}: must be a string, found {}",
-                kind(other)
+                other.kind().text()
             )))
         }
     };
-    let first_ip = top
-        .get("ip_list")
-        .and_then(Value::as_array)
-        .and_then(|items| items.first());
-    let shape = if top.get("domain_list").is_some_and(|v| !v.is_null())
-        || first_ip.is_some_and(Value::is_object)
-    {
+    let first_ip = ip.and_then(|l| l.first);
+    let shape = if domain.is_some_and(|l| l.kind != Kind::Null) || first_ip == Some(Kind::Object) {
         Found::Is(ListName::Server)
-    } else if first_ip.is_some_and(Value::is_string) {
+    } else if first_ip == Some(Kind::String) {
         Found::Plain
     } else {
         Found::Any
@@ -272,80 +338,602 @@ fn mixup(found: Found, want: ListName) -> Error {
 }
 
 /// Validates a document of the list `want`: a live fetch has the document in hand and must
-/// pass the very checks a saved file does. The entries of a plain list get `ports` (TCP).
+/// pass the very checks a saved file does, through the same reader. The entries of a plain
+/// list get `ports` (TCP).
 pub fn validate_as(
     doc: &Value,
     want: ListName,
     ports: &PortSet,
     skip_invalid: bool,
 ) -> Result<Response> {
-    let top = top_object(doc)?;
-    check_errcode(top)?;
-    match found(top)? {
-        Found::Is(list) if list == want => {}
-        Found::Plain if want.is_plain() => {}
-        Found::Any => {}
-        other => return Err(mixup(other, want)),
+    let seed = DocSeed {
+        want: Want::Is(want),
+        ports,
+        skip_invalid,
+    };
+    let top = seed.deserialize(doc).map_err(not_json)?;
+    finish(top, Want::Is(want)).map(|(_, r)| r)
+}
+
+/// Which list a read expects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Want {
+    Is(ListName),
+    /// Whichever the document holds (a plain one read as the api list without description).
+    Any,
+}
+
+/// Reads and validates a document in one pass over its bytes.
+fn read(
+    bytes: &[u8],
+    want: Want,
+    ports: &PortSet,
+    skip_invalid: bool,
+) -> Result<(Found, Response)> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(Error::Input("the input is empty".into()));
     }
-    let mut out = Response::default();
-    if want.is_plain() {
-        let items = match top.get("ip_list") {
-            None | Some(Value::Null) => return Ok(out),
-            Some(Value::Array(items)) => items,
-            Some(other) => {
-                return Err(Error::Input(format!(
-                    "ip_list: must be a list, found {}",
-                    kind(other)
-                )))
-            }
-        };
-        // Every entry of a list is alike: the description says which list, for comments.
-        let description = match want {
-            ListName::Api => "WeCom API (qyapi.weixin.qq.com)",
-            _ => "WeCom callback",
-        };
-        for (index, item) in items.iter().enumerate() {
-            match plain_entry(index, item, ports, description) {
-                Ok(entry) => out.entries.push(entry),
-                Err(msg) if skip_invalid => out.skipped.push(msg),
-                Err(msg) => return Err(Error::Input(msg)),
-            }
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let seed = DocSeed {
+        want,
+        ports,
+        skip_invalid,
+    };
+    let top = seed
+        .deserialize(&mut de)
+        .and_then(|top| de.end().map(|()| top))
+        .map_err(not_json)?;
+    finish(top, want)
+}
+
+fn not_json(e: serde_json::Error) -> Error {
+    Error::Input(format!("not valid JSON: {e}"))
+}
+
+/// The checks of the top level, in the order a reader of the file would make them: errcode,
+/// then which list it is, then each list's entries (domain_list first).
+fn finish(top: Top, want: Want) -> Result<(Found, Response)> {
+    let doc = match top {
+        Top::Object(doc) => *doc,
+        Top::Not(kind) => {
+            return Err(Error::Input(format!(
+                "the top level must be a JSON object, found {}",
+                kind.text()
+            )))
         }
-        return Ok(out);
+    };
+    let mut codes = Map::new();
+    for (key, value) in [("errcode", &doc.errcode), ("errmsg", &doc.errmsg)] {
+        if let Some(value) = value {
+            codes.insert(key.into(), value.to_value());
+        }
     }
-    for list in [ListKind::Domain, ListKind::Ip] {
-        let items = match top.get(list.as_str()) {
-            None | Some(Value::Null) => continue,
-            Some(Value::Array(items)) => items,
-            Some(other) => {
+    check_errcode(&codes)?;
+    let found = shape(doc.domain.as_ref(), doc.ip.as_ref(), doc.mark.as_ref())?;
+    let want = match (want, found) {
+        (Want::Is(want), Found::Is(list)) if list == want => want,
+        (Want::Is(want), Found::Plain) if want.is_plain() => want,
+        (Want::Is(want), Found::Any) => want,
+        (Want::Is(want), other) => return Err(mixup(other, want)),
+        (Want::Any, Found::Is(list)) => list,
+        (Want::Any, Found::Plain) => ListName::Api,
+        (Want::Any, Found::Any) => ListName::Server,
+    };
+    let mut out = Response::default();
+    let lists = if want.is_plain() {
+        [None, doc.ip]
+    } else {
+        [doc.domain, doc.ip]
+    };
+    for (list, read) in [ListKind::Domain, ListKind::Ip].into_iter().zip(lists) {
+        let Some(read) = read else { continue };
+        match read.kind {
+            Kind::Null => continue,
+            Kind::List => {}
+            other => {
                 return Err(Error::Input(format!(
                     "{}: must be a list, found {}",
                     list.as_str(),
-                    kind(other)
+                    other.text()
                 )))
             }
-        };
-        parse_list(list, false, items, skip_invalid, &mut out)?;
+        }
+        // An answer of either kind was read as the kind its first item suggested, and the
+        // top level then said otherwise: that first item is where the list goes wrong.
+        if let Some(first) = read.first.filter(|_| read.plain != want.is_plain()) {
+            return Err(Error::Input(wrong_item(
+                list,
+                false,
+                0,
+                want.is_plain(),
+                first,
+            )));
+        }
+        if let Some(msg) = read.error {
+            return Err(Error::Input(msg));
+        }
+        if out.entries.is_empty() {
+            out.entries = read.entries;
+        } else {
+            out.entries.extend(read.entries);
+        }
+        out.skipped.extend(read.skipped);
     }
-    Ok(out)
+    Ok((found, out))
+}
+
+/// What a read found at the top level.
+enum Top<'de> {
+    Object(Box<Doc<'de>>),
+    /// Not an object: the kind it was.
+    Not(Kind),
+}
+
+/// The top level's keys that matter, as read.
+#[derive(Default)]
+struct Doc<'de> {
+    errcode: Option<Json<'de>>,
+    errmsg: Option<Json<'de>>,
+    mark: Option<Json<'de>>,
+    domain: Option<Read>,
+    ip: Option<Read>,
+}
+
+/// Reads a document's top level; each list is validated as it streams by.
+struct DocSeed<'p> {
+    want: Want,
+    ports: &'p PortSet,
+    skip_invalid: bool,
+}
+
+impl<'de> DeserializeSeed<'de> for DocSeed<'_> {
+    type Value = Top<'de>;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Top<'de>, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for DocSeed<'_> {
+    type Value = Top<'de>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<Top<'de>, E> {
+        Ok(Top::Not(Kind::Bool))
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Top<'de>, E> {
+        Ok(Top::Not(Kind::Number))
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Top<'de>, E> {
+        Ok(Top::Not(Kind::Number))
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Top<'de>, E> {
+        Ok(Top::Not(Kind::Number))
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Top<'de>, E> {
+        Ok(Top::Not(Kind::String))
+    }
+    fn visit_unit<E>(self) -> Result<Top<'de>, E> {
+        Ok(Top::Not(Kind::Null))
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Top<'de>, A::Error> {
+        UniqueKeys.visit_seq(seq)?;
+        Ok(Top::Not(Kind::List))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Top<'de>, A::Error> {
+        let mut doc = Doc::default();
+        let mut seen = Seen::default();
+        let plain = match self.want {
+            Want::Is(list) => list.is_plain(),
+            Want::Any => false,
+        };
+        while let Some(Key(key)) = map.next_key()? {
+            seen.insert::<A::Error>(key.clone())?;
+            let list = |list, how| ListSeed {
+                list,
+                how,
+                skip_invalid: self.skip_invalid,
+            };
+            match key.as_ref() {
+                "errcode" => doc.errcode = Some(map.next_value()?),
+                "errmsg" => doc.errmsg = Some(map.next_value()?),
+                k if k == MARK => doc.mark = Some(map.next_value()?),
+                // A plain list's answer has no domain_list: only whether one is there counts.
+                "domain_list" => {
+                    let how = if plain { How::Skip } else { How::Server };
+                    doc.domain = Some(map.next_value_seed(list(ListKind::Domain, how))?);
+                }
+                "ip_list" => {
+                    let how = match self.want {
+                        Want::Is(ListName::Server) => How::Server,
+                        Want::Is(list) => How::Plain {
+                            ports: self.ports,
+                            description: match list {
+                                ListName::Api => "WeCom API (qyapi.weixin.qq.com)",
+                                _ => "WeCom callback",
+                            },
+                        },
+                        Want::Any => How::Any { ports: self.ports },
+                    };
+                    doc.ip = Some(map.next_value_seed(list(ListKind::Ip, how))?);
+                }
+                _ => {
+                    map.next_value::<UniqueKeys>()?;
+                }
+            }
+        }
+        Ok(Top::Object(Box::new(doc)))
+    }
+}
+
+/// How a list's items are read.
+#[derive(Clone, Copy)]
+enum How<'p> {
+    /// Objects (the server list, the config's extra entries).
+    Server,
+    /// Plain addresses, each on `ports` with `description` (every entry of a plain list is
+    /// alike: the description says which list, for comments).
+    Plain {
+        ports: &'p PortSet,
+        description: &'static str,
+    },
+    /// As the first item suggests: plain addresses (without description) or objects.
+    Any { ports: &'p PortSet },
+    /// Only checked as JSON.
+    Skip,
+}
+
+/// What a read saw of one list.
+#[derive(Default)]
+struct Read {
+    /// The list's own kind (a list, or what stood in its place).
+    kind: Kind,
+    /// The kind of its first item.
+    first: Option<Kind>,
+    /// Its items were read as plain addresses.
+    plain: bool,
+    entries: Vec<Entry>,
+    skipped: Vec<String>,
+    /// The first bad entry, without `--skip-invalid`: the rest is then only checked as JSON.
+    error: Option<String>,
+}
+
+impl Read {
+    fn take(&mut self, entry: Result<Entry, String>, skip_invalid: bool) {
+        match entry {
+            Ok(entry) => self.entries.push(entry),
+            Err(msg) if skip_invalid => self.skipped.push(msg),
+            Err(msg) => self.error = Some(msg),
+        }
+    }
+}
+
+/// Reads one of the document's lists, validating each item as it comes.
+struct ListSeed<'p> {
+    list: ListKind,
+    how: How<'p>,
+    skip_invalid: bool,
+}
+
+impl<'de> DeserializeSeed<'de> for ListSeed<'_> {
+    type Value = Read;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Read, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for ListSeed<'_> {
+    type Value = Read;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<Read, E> {
+        Ok(Read::not(Kind::Bool))
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Read, E> {
+        Ok(Read::not(Kind::Number))
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Read, E> {
+        Ok(Read::not(Kind::Number))
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Read, E> {
+        Ok(Read::not(Kind::Number))
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Read, E> {
+        Ok(Read::not(Kind::String))
+    }
+    fn visit_unit<E>(self) -> Result<Read, E> {
+        Ok(Read::not(Kind::Null))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Read, A::Error> {
+        UniqueKeys.visit_map(map)?;
+        Ok(Read::not(Kind::Object))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Read, A::Error> {
+        let mut read = Read::not(Kind::List);
+        let mut how = self.how;
+        let mut index = 0;
+        while !matches!(how, How::Skip) && (read.error.is_none() || self.skip_invalid) {
+            let seed = ItemSeed {
+                list: self.list,
+                extra: false,
+                index,
+                how,
+            };
+            let Some((kind, entry)) = seq.next_element_seed(seed)? else {
+                return Ok(read);
+            };
+            if index == 0 {
+                read.first = Some(kind);
+                if let How::Any { ports } = how {
+                    how = match kind {
+                        Kind::String => How::Plain {
+                            ports,
+                            description: "",
+                        },
+                        _ => How::Server,
+                    };
+                }
+                read.plain = matches!(how, How::Plain { .. });
+            }
+            read.take(entry, self.skip_invalid);
+            index += 1;
+        }
+        while seq.next_element::<UniqueKeys>()?.is_some() {}
+        Ok(read)
+    }
+}
+
+impl Read {
+    fn not(kind: Kind) -> Read {
+        Read {
+            kind,
+            ..Read::default()
+        }
+    }
+}
+
+/// An item's error when it is not what its list holds.
+fn wrong_item(list: ListKind, extra: bool, index: usize, plain: bool, kind: Kind) -> String {
+    let location = crate::model::location(list, extra, index);
+    if plain {
+        format!(
+            "{location}: must be a string (an address or a CIDR), found {}",
+            kind.text()
+        )
+    } else {
+        format!("{location}: must be an object, found {}", kind.text())
+    }
+}
+
+/// Reads one item of a list and validates it where it stands, so that nothing of it outlives
+/// the read but its `Entry`: its kind, and the entry or why it is none
+/// (`domain_list[2].port: "x" is not ...`).
+#[derive(Clone, Copy)]
+struct ItemSeed<'p> {
+    list: ListKind,
+    extra: bool,
+    index: usize,
+    /// `Skip` never comes here; `Any` reads a string as a plain address, the rest as objects.
+    how: How<'p>,
+}
+
+type Checked = (Kind, Result<Entry, String>);
+
+impl ItemSeed<'_> {
+    fn location(self) -> String {
+        crate::model::location(self.list, self.extra, self.index)
+    }
+
+    fn wrong(self, kind: Kind) -> Checked {
+        let plain = matches!(self.how, How::Plain { .. });
+        let why = wrong_item(self.list, self.extra, self.index, plain, kind);
+        (kind, Err(why))
+    }
+
+    fn text(self, raw: &str) -> Checked {
+        let entry = match self.how {
+            How::Plain { ports, description } => plain_entry(self.index, raw, ports, description),
+            How::Any { ports } => plain_entry(self.index, raw, ports, ""),
+            How::Server | How::Skip => return self.wrong(Kind::String),
+        };
+        (Kind::String, entry)
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for ItemSeed<'_> {
+    type Value = Checked;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Checked, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for ItemSeed<'_> {
+    type Value = Checked;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<Checked, E> {
+        Ok(self.wrong(Kind::Bool))
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Checked, E> {
+        Ok(self.wrong(Kind::Number))
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Checked, E> {
+        Ok(self.wrong(Kind::Number))
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Checked, E> {
+        Ok(self.wrong(Kind::Number))
+    }
+    fn visit_str<E>(self, s: &str) -> Result<Checked, E> {
+        Ok(self.text(s))
+    }
+    fn visit_unit<E>(self) -> Result<Checked, E> {
+        Ok(self.wrong(Kind::Null))
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Checked, A::Error> {
+        UniqueKeys.visit_seq(seq)?;
+        Ok(self.wrong(Kind::List))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Checked, A::Error> {
+        if let How::Plain { .. } = self.how {
+            UniqueKeys.visit_map(map)?;
+            return Ok(self.wrong(Kind::Object));
+        }
+        let mut raw = RawEntry::default();
+        // Keys this list doesn't know: only checked as JSON (the config's extra entries
+        // refuse the first one, after the whole entry is read).
+        let mut others = Seen::default();
+        while let Some(Key(key)) = map.next_key()? {
+            let slot = match (key.as_ref(), self.list) {
+                ("ip", ListKind::Ip) | ("domain", ListKind::Domain) => &mut raw.dest,
+                ("universal_domian", ListKind::Domain) => &mut raw.typo,
+                ("universal_domain", ListKind::Domain) => &mut raw.fixed,
+                ("protocol", _) => &mut raw.protocol,
+                ("is_necessary", _) => &mut raw.necessary,
+                ("description", _) => &mut raw.description,
+                ("port", _) => {
+                    if raw.port.is_some() {
+                        return Err(twice(&key, Some(self.location())));
+                    }
+                    raw.port = Some(map.next_value_seed(PortsSeed)?);
+                    continue;
+                }
+                _ => {
+                    if self.extra && raw.unknown.is_none() {
+                        raw.unknown = Some(key.clone());
+                    }
+                    others
+                        .fresh(key)
+                        .map_err(|key| twice(&key, Some(self.location())))?;
+                    map.next_value::<UniqueKeys>()?;
+                    continue;
+                }
+            };
+            if slot.is_some() {
+                return Err(twice(&key, Some(self.location())));
+            }
+            *slot = Some(map.next_value()?);
+        }
+        Ok((Kind::Object, raw.entry(self.list, self.extra, self.index)))
+    }
+}
+
+/// The error of a key given twice in one object (reported as bad JSON, where it stands; in a
+/// file of a million entries on one line, the entry it is in says more than a column).
+fn twice<E: de::Error>(key: &str, entry: Option<String>) -> E {
+    let entry = entry.map(|at| format!("{at}: ")).unwrap_or_default();
+    E::custom(format!(
+        "{entry}the key {} appears twice in one object",
+        quote(key)
+    ))
+}
+
+/// The fields of an entry its list knows, as read; `Some(Json::Null)` is a field given as null.
+#[derive(Default)]
+struct RawEntry<'de> {
+    /// `ip` or `domain`.
+    dest: Option<Json<'de>>,
+    /// `universal_domian`, the API's spelling.
+    typo: Option<Json<'de>>,
+    /// `universal_domain`.
+    fixed: Option<Json<'de>>,
+    protocol: Option<Json<'de>>,
+    port: Option<PortsRead<'de>>,
+    necessary: Option<Json<'de>>,
+    description: Option<Json<'de>>,
+    /// The first key the list doesn't know (kept for the config's extra entries only).
+    unknown: Option<Cow<'de, str>>,
+}
+
+impl RawEntry<'_> {
+    /// Validates the entry. Its location is only spelled out for an error.
+    fn entry(self, list: ListKind, extra: bool, index: usize) -> Result<Entry, String> {
+        let location = || crate::model::location(list, extra, index);
+        let at = |field: &str| format!("{}.{field}", location());
+        // The user's own entries are held to the config's rule: a misspelt key (`descripton`)
+        // must not vanish. WeCom's answers may grow fields, so theirs are ignored.
+        if let Some(key) = &self.unknown {
+            return Err(format!(
+                "{}: unknown key {} (known: {})",
+                location(),
+                quote(key),
+                known_keys(list).join(", ")
+            ));
+        }
+        let (dest, universal) = match list {
+            ListKind::Ip => {
+                let raw =
+                    required_str(self.dest.as_ref()).map_err(|w| format!("{}: {w}", at("ip")))?;
+                let net = parse_ip(raw).map_err(|w| format!("{}: {} {w}", at("ip"), quote(raw)))?;
+                (Dest::Net(net), None)
+            }
+            ListKind::Domain => {
+                let raw = required_str(self.dest.as_ref())
+                    .map_err(|w| format!("{}: {w}", at("domain")))?;
+                let bad = |w| format!("{}: {} {w}", at("domain"), quote(raw));
+                let dest = match raw.strip_prefix("*.") {
+                    Some(rest) => Dest::Wildcard(Hostname::parse(rest).map_err(bad)?),
+                    None => Dest::Exact(Hostname::parse(raw).map_err(bad)?),
+                };
+                let universal = universal_domain(self.typo.as_ref(), self.fixed.as_ref(), &at)?;
+                (dest, universal)
+            }
+        };
+        let protocols = parse_protocols(self.protocol.as_ref().unwrap_or(&Json::Null))
+            .map_err(|w| format!("{}: {w}", at("protocol")))?;
+        let ports = ports_of(self.port).map_err(|w| format!("{}: {w}", at("port")))?;
+        let necessary = parse_necessary(self.necessary.as_ref().unwrap_or(&Json::Null))
+            .map_err(|w| format!("{}: {w}", at("is_necessary")))?;
+        let description = match self.description {
+            None | Some(Json::Null) => String::new(),
+            Some(Json::Str(s)) => s.into_owned(),
+            Some(other) => {
+                return Err(format!(
+                    "{}: must be a string, found {}",
+                    at("description"),
+                    other.kind().text()
+                ))
+            }
+        };
+        Ok(Entry {
+            list,
+            extra,
+            index,
+            dest,
+            universal,
+            protocols,
+            ports,
+            necessary,
+            description,
+        })
+    }
 }
 
 /// One address of a plain list: `ip_list[3]: "x" is not ...`. WeCom marks nothing as optional
 /// there, so every entry counts as necessary.
 fn plain_entry(
     index: usize,
-    item: &Value,
+    raw: &str,
     ports: &PortSet,
     description: &str,
 ) -> Result<Entry, String> {
-    let location = crate::model::location(ListKind::Ip, false, index);
-    let Value::String(raw) = item else {
-        return Err(format!(
-            "{location}: must be a string (an address or a CIDR), found {}",
-            kind(item)
-        ));
-    };
-    let net = parse_ip(raw).map_err(|w| format!("{location}: {} {w}", quote(raw)))?;
+    let net = parse_ip(raw).map_err(|w| {
+        let location = crate::model::location(ListKind::Ip, false, index);
+        format!("{location}: {} {w}", quote(raw))
+    })?;
     Ok(Entry {
         list: ListKind::Ip,
         extra: false,
@@ -369,89 +957,20 @@ pub fn parse_list(
     out: &mut Response,
 ) -> Result<()> {
     for (index, item) in items.iter().enumerate() {
-        match parse_entry(list, extra, index, item) {
+        let seed = ItemSeed {
+            list,
+            extra,
+            index,
+            how: How::Server,
+        };
+        let (_, entry) = seed.deserialize(item).map_err(not_json)?;
+        match entry {
             Ok(entry) => out.entries.push(entry),
             Err(msg) if skip_invalid => out.skipped.push(msg),
             Err(msg) => return Err(Error::Input(msg)),
         }
     }
     Ok(())
-}
-
-/// An entry's error: `domain_list[2].port: "x" is not ...`.
-fn parse_entry(list: ListKind, extra: bool, index: usize, item: &Value) -> Result<Entry, String> {
-    let location = crate::model::location(list, extra, index);
-    let at = |field: &str| format!("{location}.{field}");
-    let Value::Object(obj) = item else {
-        return Err(format!(
-            "{location}: must be an object, found {}",
-            kind(item)
-        ));
-    };
-    // The user's own entries are held to the config's rule: a misspelt key (`descripton`)
-    // must not vanish. WeCom's answers may grow fields, so theirs are ignored.
-    if extra {
-        let known = known_keys(list);
-        if let Some(key) = obj.keys().find(|k| !known.contains(&k.as_str())) {
-            return Err(format!(
-                "{location}: unknown key {} (known: {})",
-                quote(key),
-                known.join(", ")
-            ));
-        }
-    }
-    let (dest, universal) = match list {
-        ListKind::Ip => {
-            let raw = required_str(obj, "ip").map_err(|w| format!("{}: {w}", at("ip")))?;
-            let net = parse_ip(raw).map_err(|w| format!("{}: {} {w}", at("ip"), quote(raw)))?;
-            (Dest::Net(net), None)
-        }
-        ListKind::Domain => {
-            let raw = required_str(obj, "domain").map_err(|w| format!("{}: {w}", at("domain")))?;
-            let dest = match raw.strip_prefix("*.") {
-                Some(rest) => Dest::Wildcard(
-                    Hostname::parse(rest)
-                        .map_err(|w| format!("{}: {} {w}", at("domain"), quote(raw)))?,
-                ),
-                None => Dest::Exact(
-                    Hostname::parse(raw)
-                        .map_err(|w| format!("{}: {} {w}", at("domain"), quote(raw)))?,
-                ),
-            };
-            let universal = universal_domain(obj, &at)?;
-            (dest, universal)
-        }
-    };
-
-    let protocols = parse_protocols(obj.get("protocol").unwrap_or(&Value::Null))
-        .map_err(|w| format!("{}: {w}", at("protocol")))?;
-    let ports = parse_ports(obj.get("port").unwrap_or(&Value::Null))
-        .map_err(|w| format!("{}: {w}", at("port")))?;
-    let necessary = parse_necessary(obj.get("is_necessary").unwrap_or(&Value::Null))
-        .map_err(|w| format!("{}: {w}", at("is_necessary")))?;
-    let description = match obj.get("description") {
-        None | Some(Value::Null) => String::new(),
-        Some(Value::String(s)) => s.clone(),
-        Some(other) => {
-            return Err(format!(
-                "{}: must be a string, found {}",
-                at("description"),
-                kind(other)
-            ))
-        }
-    };
-
-    Ok(Entry {
-        list,
-        extra,
-        index,
-        dest,
-        universal,
-        protocols,
-        ports,
-        necessary,
-        description,
-    })
 }
 
 /// The keys an entry of `list` may have.
@@ -473,32 +992,32 @@ fn known_keys(list: ListKind) -> &'static [&'static str] {
 /// `universal_domian` (the API's spelling) or `universal_domain` (in case WeCom fixes the
 /// typo); with both, they must agree, since either reading could be the one WeCom meant.
 fn universal_domain(
-    obj: &Map<String, Value>,
+    typo: Option<&Json>,
+    fixed: Option<&Json>,
     at: &dyn Fn(&str) -> String,
 ) -> Result<Option<Hostname>, String> {
-    let read =
-        |field: &str| parse_universal(obj.get(field)).map_err(|w| format!("{}: {w}", at(field)));
-    let typo = read("universal_domian")?;
-    if !obj.contains_key("universal_domain") {
-        return Ok(typo);
-    }
-    let fixed = read("universal_domain")?;
-    if obj.contains_key("universal_domian") && typo != fixed {
+    let read = |field: &str, v| parse_universal(v).map_err(|w| format!("{}: {w}", at(field)));
+    let typo_name = read("universal_domian", typo)?;
+    let Some(fixed) = fixed else {
+        return Ok(typo_name);
+    };
+    let fixed_name = read("universal_domain", Some(fixed))?;
+    if let Some(typo) = typo.filter(|_| typo_name != fixed_name) {
         return Err(format!(
             "{}: {} differs from universal_domian {}: give one, or the same value in both",
             at("universal_domain"),
-            shown(obj.get("universal_domain").unwrap_or(&Value::Null)),
-            shown(obj.get("universal_domian").unwrap_or(&Value::Null)),
+            fixed.shown(),
+            typo.shown(),
         ));
     }
-    Ok(fixed)
+    Ok(fixed_name)
 }
 
-fn required_str<'a>(obj: &'a Map<String, Value>, name: &str) -> Result<&'a str, String> {
-    match obj.get(name) {
-        Some(Value::String(s)) => Ok(s),
-        None | Some(Value::Null) => Err("is missing".into()),
-        Some(other) => Err(format!("must be a string, found {}", kind(other))),
+fn required_str<'a>(v: Option<&'a Json>) -> Result<&'a str, String> {
+    match v {
+        Some(Json::Str(s)) => Ok(s),
+        None | Some(Json::Null) => Err("is missing".into()),
+        Some(other) => Err(format!("must be a string, found {}", other.kind().text())),
     }
 }
 
@@ -542,11 +1061,11 @@ fn ipv4_mapped(net: &IpNet) -> Option<ipnet::Ipv4Net> {
     ipnet::Ipv4Net::new(v4, len).ok()
 }
 
-fn parse_universal(v: Option<&Value>) -> Result<Option<Hostname>, String> {
+fn parse_universal(v: Option<&Json>) -> Result<Option<Hostname>, String> {
     match v {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) if s.is_empty() => Ok(None),
-        Some(Value::String(s)) => {
+        None | Some(Json::Null) => Ok(None),
+        Some(Json::Str(s)) if s.is_empty() => Ok(None),
+        Some(Json::Str(s)) => {
             let bare = s
                 .strip_prefix("*.")
                 .or_else(|| s.strip_prefix('.'))
@@ -555,37 +1074,39 @@ fn parse_universal(v: Option<&Value>) -> Result<Option<Hostname>, String> {
                 .map(Some)
                 .map_err(|w| format!("{} {w}", quote(s)))
         }
-        Some(other) => Err(format!("must be a string, found {}", kind(other))),
+        Some(other) => Err(format!("must be a string, found {}", other.kind().text())),
     }
 }
 
 /// `TCP`, `udp`, `TCP/UDP`, `tcp,udp` or a list of those.
-fn parse_protocols(v: &Value) -> Result<Vec<Protocol>, String> {
-    let words: Vec<&str> = match v {
-        Value::String(s) => vec![s.as_str()],
-        Value::Array(items) => items
-            .iter()
-            .map(|i| {
-                i.as_str()
-                    .ok_or_else(|| format!("{} is not a protocol name", shown(i)))
-            })
-            .collect::<Result<_, _>>()?,
-        Value::Null => return Err("is missing".into()),
-        other => return Err(format!("must be a string, found {}", kind(other))),
+fn parse_protocols(v: &Json) -> Result<Vec<Protocol>, String> {
+    let words = match v {
+        Json::Str(_) => std::slice::from_ref(v),
+        Json::List(items) => {
+            if let Some(bad) = items.iter().find(|i| i.as_str().is_none()) {
+                return Err(format!("{} is not a protocol name", bad.shown()));
+            }
+            items
+        }
+        Json::Null => return Err("is missing".into()),
+        other => return Err(format!("must be a string, found {}", other.kind().text())),
     };
-    let mut protocols = Vec::new();
-    for word in &words {
+    let mut protocols = Vec::with_capacity(2);
+    for word in words.iter().filter_map(Json::as_str) {
         for token in word.split(['/', ',']) {
-            let p = match token.to_ascii_lowercase().as_str() {
-                "tcp" => Protocol::Tcp,
-                "udp" => Protocol::Udp,
-                _ => return Err(format!("{} is not TCP or UDP", quote(word))),
+            let p = if token.eq_ignore_ascii_case("tcp") {
+                Protocol::Tcp
+            } else if token.eq_ignore_ascii_case("udp") {
+                Protocol::Udp
+            } else {
+                return Err(format!("{} is not TCP or UDP", quote(word)));
             };
-            protocols.push(p);
+            if !protocols.contains(&p) {
+                protocols.push(p);
+            }
         }
     }
     protocols.sort_unstable();
-    protocols.dedup();
     if protocols.is_empty() {
         return Err("is empty".into());
     }
@@ -595,37 +1116,160 @@ fn parse_protocols(v: &Value) -> Result<Vec<Protocol>, String> {
 /// A list of ports: integers, numeric strings or `"a-b"` ranges, each within 1-65535.
 /// An empty list is refused: to several targets no port means every port.
 pub fn parse_ports(v: &Value) -> Result<PortSet, String> {
-    let items: Vec<&Value> = match v {
-        Value::Array(items) => items.iter().collect(),
-        Value::Null => return Err("is missing".into()),
-        single @ (Value::Number(_) | Value::String(_)) => vec![single],
-        other => return Err(format!("must be a list of ports, found {}", kind(other))),
-    };
-    let mut ranges = Vec::with_capacity(items.len());
-    for item in items {
-        let bad = || {
-            format!(
-                "{} is not a port (1-65535, or \"a-b\" for a range)",
-                shown(item)
-            )
-        };
-        let range = match item {
-            Value::Number(n) => n
-                .as_u64()
-                .and_then(|p| u16::try_from(p).ok())
-                .and_then(|p| PortRange::new(p, p)),
-            Value::String(s) => match s.split_once('-') {
-                Some((a, b)) => port_number(a)
-                    .zip(port_number(b))
-                    .and_then(|(a, b)| PortRange::new(a, b)),
-                None => port_number(s).and_then(|p| PortRange::new(p, p)),
-            },
-            _ => None,
-        };
-        ranges.push(range.ok_or_else(bad)?);
+    ports_of(Some(PortsSeed.deserialize(v).map_err(|e| e.to_string())?))
+}
+
+/// A `port` field's set, or why it is none (`None`: the field is missing).
+fn ports_of(read: Option<PortsRead>) -> Result<PortSet, String> {
+    match read {
+        None | Some(PortsRead::Not(Kind::Null)) => Err("is missing".into()),
+        Some(PortsRead::Not(kind)) => {
+            Err(format!("must be a list of ports, found {}", kind.text()))
+        }
+        Some(PortsRead::Bad(item)) => Err(format!(
+            "{} is not a port (1-65535, or \"a-b\" for a range)",
+            item.shown()
+        )),
+        Some(PortsRead::Ranges(ranges)) => PortSet::new(ranges)
+            .ok_or_else(|| "is empty (an empty port list would allow every port)".into()),
     }
-    PortSet::new(ranges)
-        .ok_or_else(|| "is empty (an empty port list would allow every port)".into())
+}
+
+/// What a `port` field held: a list of ports (or one, not in a list), read straight into
+/// ranges.
+enum PortsRead<'de> {
+    Ranges(Vec<PortRange>),
+    /// The first item that is no port.
+    Bad(Json<'de>),
+    /// Neither a list, a number nor a string.
+    Not(Kind),
+}
+
+struct PortsSeed;
+
+impl<'de> DeserializeSeed<'de> for PortsSeed {
+    type Value = PortsRead<'de>;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<PortsRead<'de>, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+/// One port, not in a list.
+fn single(port: Result<PortRange, Json>) -> PortsRead {
+    match port {
+        Ok(range) => PortsRead::Ranges(vec![range]),
+        Err(bad) => PortsRead::Bad(bad),
+    }
+}
+
+impl<'de> Visitor<'de> for PortsSeed {
+    type Value = PortsRead<'de>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<PortsRead<'de>, E> {
+        Ok(PortsRead::Not(Kind::Bool))
+    }
+    fn visit_unit<E>(self) -> Result<PortsRead<'de>, E> {
+        Ok(PortsRead::Not(Kind::Null))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<PortsRead<'de>, A::Error> {
+        UniqueKeys.visit_map(map)?;
+        Ok(PortsRead::Not(Kind::Object))
+    }
+    fn visit_i64<E: de::Error>(self, n: i64) -> Result<PortsRead<'de>, E> {
+        PortSeed.visit_i64(n).map(single)
+    }
+    fn visit_u64<E: de::Error>(self, n: u64) -> Result<PortsRead<'de>, E> {
+        PortSeed.visit_u64(n).map(single)
+    }
+    fn visit_f64<E: de::Error>(self, n: f64) -> Result<PortsRead<'de>, E> {
+        PortSeed.visit_f64(n).map(single)
+    }
+    fn visit_borrowed_str<E: de::Error>(self, s: &'de str) -> Result<PortsRead<'de>, E> {
+        PortSeed.visit_borrowed_str(s).map(single)
+    }
+    fn visit_str<E: de::Error>(self, s: &str) -> Result<PortsRead<'de>, E> {
+        PortSeed.visit_str(s).map(single)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<PortsRead<'de>, A::Error> {
+        let mut ranges = Vec::new();
+        while let Some(port) = seq.next_element_seed(PortSeed)? {
+            match port {
+                Ok(range) => ranges.push(range),
+                Err(bad) => {
+                    while seq.next_element::<UniqueKeys>()?.is_some() {}
+                    return Ok(PortsRead::Bad(bad));
+                }
+            }
+        }
+        Ok(PortsRead::Ranges(ranges))
+    }
+}
+
+/// One port or range, or the value that is none.
+struct PortSeed;
+
+impl<'de> DeserializeSeed<'de> for PortSeed {
+    type Value = Result<PortRange, Json<'de>>;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for PortSeed {
+    type Value = Result<PortRange, Json<'de>>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_u64<E>(self, n: u64) -> Result<Self::Value, E> {
+        let port = u16::try_from(n).ok().and_then(|p| PortRange::new(p, p));
+        Ok(port.ok_or_else(|| Json::Num(n.into())))
+    }
+    fn visit_i64<E: de::Error>(self, n: i64) -> Result<Self::Value, E> {
+        match u64::try_from(n) {
+            Ok(n) => self.visit_u64(n),
+            Err(_) => Ok(Err(Json::Num(n.into()))),
+        }
+    }
+    fn visit_f64<E: de::Error>(self, n: f64) -> Result<Self::Value, E> {
+        JsonVisitor.visit_f64(n).map(Err)
+    }
+    fn visit_bool<E>(self, b: bool) -> Result<Self::Value, E> {
+        Ok(Err(Json::Bool(b)))
+    }
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(Err(Json::Null))
+    }
+    fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Self::Value, E> {
+        Ok(port_text(s).ok_or(Json::Str(Cow::Borrowed(s))))
+    }
+    fn visit_str<E>(self, s: &str) -> Result<Self::Value, E> {
+        Ok(port_text(s).ok_or_else(|| Json::Str(Cow::Owned(s.to_owned()))))
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+        JsonVisitor.visit_seq(seq).map(Err)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+        JsonVisitor.visit_map(map).map(Err)
+    }
+}
+
+/// `443` or `8000-8100`.
+fn port_text(s: &str) -> Option<PortRange> {
+    match s.split_once('-') {
+        Some((a, b)) => port_number(a)
+            .zip(port_number(b))
+            .and_then(|(a, b)| PortRange::new(a, b)),
+        None => port_number(s).and_then(|p| PortRange::new(p, p)),
+    }
 }
 
 /// Plain decimal digits only: no sign, no spaces, no `0x`, no leading zero (`00443` is how
@@ -637,24 +1281,180 @@ fn port_number(s: &str) -> Option<u16> {
     s.parse().ok()
 }
 
-fn parse_necessary(v: &Value) -> Result<bool, String> {
+fn parse_necessary(v: &Json) -> Result<bool, String> {
     match v {
-        Value::Bool(b) => Ok(*b),
-        Value::Number(n) if n.as_u64() == Some(0) => Ok(false),
-        Value::Number(n) if n.as_u64() == Some(1) => Ok(true),
-        Value::Null => Err("is missing".into()),
-        other => Err(format!("{} is not 0 or 1", shown(other))),
+        Json::Bool(b) => Ok(*b),
+        Json::Num(n) if n.as_u64() == Some(0) => Ok(false),
+        Json::Num(n) if n.as_u64() == Some(1) => Ok(true),
+        Json::Null => Err("is missing".into()),
+        other => Err(format!("{} is not 0 or 1", other.shown())),
     }
 }
 
-fn kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "a list",
-        Value::Object(_) => "an object",
+/// A JSON value's kind, as messages name it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+enum Kind {
+    #[default]
+    Null,
+    Bool,
+    Number,
+    String,
+    List,
+    Object,
+}
+
+impl Kind {
+    fn of(v: &Value) -> Kind {
+        match v {
+            Value::Null => Kind::Null,
+            Value::Bool(_) => Kind::Bool,
+            Value::Number(_) => Kind::Number,
+            Value::String(_) => Kind::String,
+            Value::Array(_) => Kind::List,
+            Value::Object(_) => Kind::Object,
+        }
+    }
+
+    fn text(self) -> &'static str {
+        match self {
+            Kind::Null => "null",
+            Kind::Bool => "a boolean",
+            Kind::Number => "a number",
+            Kind::String => "a string",
+            Kind::List => "a list",
+            Kind::Object => "an object",
+        }
+    }
+}
+
+/// The value of one field of an entry (or of errcode, errmsg, the mark), its strings borrowed
+/// from the input; objects keep their keys in order and were checked for duplicates.
+#[derive(Debug, Clone, PartialEq)]
+enum Json<'de> {
+    Null,
+    Bool(bool),
+    Num(Number),
+    Str(Cow<'de, str>),
+    List(Vec<Json<'de>>),
+    Object(Vec<(Cow<'de, str>, Json<'de>)>),
+}
+
+impl<'de> Json<'de> {
+    fn from_value(v: &'de Value) -> Json<'de> {
+        match v {
+            Value::Null => Json::Null,
+            Value::Bool(b) => Json::Bool(*b),
+            Value::Number(n) => Json::Num(n.clone()),
+            Value::String(s) => Json::Str(Cow::Borrowed(s)),
+            Value::Array(items) => Json::List(items.iter().map(Json::from_value).collect()),
+            Value::Object(map) => Json::Object(
+                map.iter()
+                    .map(|(k, v)| (Cow::Borrowed(k.as_str()), Json::from_value(v)))
+                    .collect(),
+            ),
+        }
+    }
+
+    fn to_value(&self) -> Value {
+        match self {
+            Json::Null => Value::Null,
+            Json::Bool(b) => Value::Bool(*b),
+            Json::Num(n) => Value::Number(n.clone()),
+            Json::Str(s) => Value::String(s.clone().into_owned()),
+            Json::List(items) => Value::Array(items.iter().map(Json::to_value).collect()),
+            Json::Object(fields) => Value::Object(
+                fields
+                    .iter()
+                    .map(|(k, v)| (k.clone().into_owned(), v.to_value()))
+                    .collect(),
+            ),
+        }
+    }
+
+    fn kind(&self) -> Kind {
+        match self {
+            Json::Null => Kind::Null,
+            Json::Bool(_) => Kind::Bool,
+            Json::Num(_) => Kind::Number,
+            Json::Str(_) => Kind::String,
+            Json::List(_) => Kind::List,
+            Json::Object(_) => Kind::Object,
+        }
+    }
+
+    fn as_str(&self) -> Option<&str> {
+        match self {
+            Json::Str(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// The value in a message, as `shown` writes it.
+    fn shown(&self) -> String {
+        match self {
+            Json::Str(s) => quote(s),
+            other => shown(&other.to_value()),
+        }
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Json<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(JsonVisitor)
+    }
+}
+
+struct JsonVisitor;
+
+impl<'de> Visitor<'de> for JsonVisitor {
+    type Value = Json<'de>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_bool<E>(self, b: bool) -> Result<Json<'de>, E> {
+        Ok(Json::Bool(b))
+    }
+    fn visit_i64<E>(self, n: i64) -> Result<Json<'de>, E> {
+        Ok(Json::Num(n.into()))
+    }
+    fn visit_u64<E>(self, n: u64) -> Result<Json<'de>, E> {
+        Ok(Json::Num(n.into()))
+    }
+    /// As serde_json's own `Value` reads a float.
+    fn visit_f64<E>(self, n: f64) -> Result<Json<'de>, E> {
+        Ok(Number::from_f64(n).map_or(Json::Null, Json::Num))
+    }
+    fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Json<'de>, E> {
+        Ok(Json::Str(Cow::Borrowed(s)))
+    }
+    fn visit_str<E>(self, s: &str) -> Result<Json<'de>, E> {
+        Ok(Json::Str(Cow::Owned(s.to_owned())))
+    }
+    fn visit_string<E>(self, s: String) -> Result<Json<'de>, E> {
+        Ok(Json::Str(Cow::Owned(s)))
+    }
+    fn visit_unit<E>(self) -> Result<Json<'de>, E> {
+        Ok(Json::Null)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Json<'de>, A::Error> {
+        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(64));
+        while let Some(item) = seq.next_element()? {
+            items.push(item);
+        }
+        Ok(Json::List(items))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Json<'de>, A::Error> {
+        let mut fields = Vec::new();
+        let mut seen = Seen::default();
+        while let Some(Key(key)) = map.next_key()? {
+            seen.insert::<A::Error>(key.clone())?;
+            fields.push((key, map.next_value()?));
+        }
+        Ok(Json::Object(fields))
     }
 }
 
@@ -826,6 +1626,102 @@ mod tests {
             false,
         )
         .unwrap();
+    }
+
+    /// The document is read in one pass, each entry validated as it streams by: a key given
+    /// twice in the 39,999th entry still refuses the whole input (even under
+    /// --skip-invalid: it is bad JSON, not a bad entry), and the message names the entry.
+    #[test]
+    fn a_duplicate_key_deep_in_a_large_list_is_refused_naming_its_entry() {
+        let good = r#"{"ip":"1.2.3.4","protocol":"TCP","port":[443],"is_necessary":1}"#;
+        for (twice, key) in [
+            (
+                r#"{"ip":"1.2.3.5","protocol":"TCP","port":[443],"is_necessary":1,"port":[1]}"#,
+                "port",
+            ),
+            (
+                r#"{"ip":"1.2.3.5","x":1,"protocol":"TCP","port":[443],"is_necessary":1,"x":2}"#,
+                "x",
+            ),
+            (
+                r#"{"ip":"1.2.3.5","protocol":"TCP","port":[443],"is_necessary":1,"\u0069p":"1.2.3.6"}"#,
+                "ip",
+            ),
+        ] {
+            let mut doc = String::from(r#"{"errcode":0,"ip_list":["#);
+            for i in 0..40_000 {
+                if i > 0 {
+                    doc.push(',');
+                }
+                doc.push_str(if i == 39_998 { twice } else { good });
+            }
+            doc.push_str("]}");
+            for skip_invalid in [false, true] {
+                let e = parse(doc.as_bytes(), skip_invalid).unwrap_err();
+                assert_eq!(e.exit_code(), 2, "{e}");
+                let want = format!(
+                    r#"not valid JSON: ip_list[39998]: the key "{key}" appears twice in one object at line 1 column "#
+                );
+                assert!(e.to_string().contains(&want), "{e}");
+            }
+        }
+        // Deeper inside an entry, the key is still refused where it stands.
+        let e = parse(
+            br#"{"domain_list":[{"domain":"a.example.com","protocol":"TCP","port":[443],"is_necessary":1,"x":[{"a":1,"a":2}]}]}"#,
+            false,
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string()
+                .contains(r#"the key "a" appears twice in one object at line 1 column 104"#),
+            "{e}"
+        );
+    }
+
+    /// Errors are judged in the order of the checks, not of the keys in the file: bad JSON
+    /// anywhere, then errcode, then which list it is, then domain_list's entries, then
+    /// ip_list's.
+    #[test]
+    fn the_top_level_is_judged_before_entries_whatever_the_key_order() {
+        let e = parse(br#"{"ip_list":[{"ip":"x"}],"errcode":45009}"#, false).unwrap_err();
+        assert_eq!(e.exit_code(), 3, "{e}");
+        let e = parse(
+            br#"{"ip_list":[{"ip":"x"},{"ip":"1.2.3.4","ip":"1.2.3.4"}]}"#,
+            false,
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("appears twice"), "{e}");
+        let doc = br#"{"ip_list":[{"ip":"x"}],"domain_list":[{"domain":"com"}]}"#;
+        let e = parse(doc, false).unwrap_err().to_string();
+        assert!(
+            e.starts_with("invalid input: domain_list[0].domain: "),
+            "{e}"
+        );
+        let r = parse(doc, true).unwrap();
+        assert!(
+            r.skipped[0].starts_with("domain_list[0]."),
+            "{:?}",
+            r.skipped
+        );
+        assert!(r.skipped[1].starts_with("ip_list[0]."), "{:?}", r.skipped);
+        // An ip_list of addresses is a plain list's until a domain_list after it says
+        // otherwise, and a mark after it can make a plain list of it.
+        let e = parse_any(br#"{"ip_list":["1.2.3.4"],"domain_list":[]}"#).unwrap_err();
+        assert!(
+            e.to_string()
+                .ends_with("ip_list[0]: must be an object, found a string"),
+            "{e}"
+        );
+        let e = parse_any(br#"{"ip_list":[5,"1.2.3.4"],"list":"api"}"#).unwrap_err();
+        assert!(
+            e.to_string()
+                .ends_with("ip_list[0]: must be a string (an address or a CIDR), found a number"),
+            "{e}"
+        );
+        let (found, r) = parse_any(br#"{"ip_list":["1.2.3.4"],"list":"callback"}"#).unwrap();
+        assert_eq!(found, Found::Is(ListName::Callback));
+        assert_eq!(r.entries[0].description, "");
+        assert_eq!(r.entries[0].ports, api_ports());
     }
 
     #[test]
