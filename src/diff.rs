@@ -4,6 +4,8 @@
 //! A description is a comment in every file and a field of `source.json`, so a change to it alone
 //! is a change here too, as it is for `build --check`: the two never disagree.
 
+use std::cmp::Ordering;
+
 use serde_json::{json, Value};
 
 use crate::list::{services_text, Key, List, Record, Services};
@@ -12,9 +14,9 @@ use crate::text::quote_max;
 
 #[derive(Debug, Default)]
 pub struct Summary<'a> {
-    pub added: Vec<(&'a Key, &'a Record)>,
-    pub removed: Vec<(&'a Key, &'a Record)>,
-    pub changed: Vec<(&'a Key, &'a Record, &'a Record)>,
+    pub added: Vec<(&'a Key, Record<'a>)>,
+    pub removed: Vec<(&'a Key, Record<'a>)>,
+    pub changed: Vec<(&'a Key, Record<'a>, Record<'a>)>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -24,18 +26,28 @@ pub enum Format {
     Json,
 }
 
+/// One walk over both lists in their order: a key only in the old one was removed, one only
+/// in the new one added, one in both changed when its records differ.
 pub fn summarize<'a>(old: &'a List, new: &'a List) -> Summary<'a> {
     let mut s = Summary::default();
-    for (key, before) in &old.records {
-        match new.records.get(key) {
-            None => s.removed.push((key, before)),
-            Some(after) if before != after => s.changed.push((key, before, after)),
-            Some(_) => {}
-        }
-    }
-    for (key, after) in &new.records {
-        if !old.records.contains_key(key) {
-            s.added.push((key, after));
+    let (mut before, mut after) = (old.records().peekable(), new.records().peekable());
+    loop {
+        let order = match (before.peek(), after.peek()) {
+            (None, None) => break,
+            (Some(_), None) => Ordering::Less,
+            (None, Some(_)) => Ordering::Greater,
+            (Some((b, _)), Some((a, _))) => b.cmp(a),
+        };
+        match order {
+            Ordering::Less => s.removed.extend(before.next()),
+            Ordering::Greater => s.added.extend(after.next()),
+            Ordering::Equal => {
+                if let (Some((key, b)), Some((_, a))) = (before.next(), after.next()) {
+                    if b != a {
+                        s.changed.push((key, b, a));
+                    }
+                }
+            }
         }
     }
     s
@@ -80,7 +92,11 @@ fn effect(r: &Record) -> String {
 fn descriptions(r: &Record, necessary: bool) -> String {
     let whole = |d: &str| quote_max(d, usize::MAX);
     if r.by_note.len() == 1 {
-        return r.by_note.keys().map(|n| whole(&n.description)).collect();
+        return r
+            .by_note
+            .iter()
+            .map(|(n, _)| whole(&n.description))
+            .collect();
     }
     let mut parts: Vec<String> = r
         .by_note
@@ -134,8 +150,8 @@ fn markdown_text(s: &str) -> String {
 struct Row<'a> {
     change: &'static str,
     key: &'a Key,
-    before: Option<&'a Record>,
-    after: Option<&'a Record>,
+    before: Option<Record<'a>>,
+    after: Option<Record<'a>>,
 }
 
 impl Summary<'_> {
@@ -193,15 +209,15 @@ impl Summary<'_> {
         for row in self.rows() {
             let head = format!("{} {}", kind(row.key), destination(row.key));
             let line = match (row.before, row.after) {
-                (None, Some(a)) => format!("+ {head}: {}", effect(a)),
-                (Some(b), None) => format!("- {head}: {}", effect(b)),
+                (None, Some(a)) => format!("+ {head}: {}", effect(&a)),
+                (Some(b), None) => format!("- {head}: {}", effect(&b)),
                 (Some(b), Some(a)) => {
-                    let services = if b.same_effect(a) {
-                        effect(a)
+                    let services = if b.same_effect(&a) {
+                        effect(&a)
                     } else {
-                        format!("{} -> {}", effect(b), effect(a))
+                        format!("{} -> {}", effect(&b), effect(&a))
                     };
-                    match description_change(b, a) {
+                    match description_change(&b, &a) {
                         Some((db, da)) => format!("~ {head}: {services}; description {db} -> {da}"),
                         None => format!("~ {head}: {services}"),
                     }
@@ -226,11 +242,11 @@ impl Summary<'_> {
         // Descriptions are free text, escaped.
         for row in self.rows() {
             let notes = match (row.before, row.after) {
-                (Some(b), Some(a)) => description_change(b, a),
+                (Some(b), Some(a)) => description_change(&b, &a),
                 _ => None,
             };
-            let cell = |r: Option<&Record>, note: Option<&String>| {
-                let mut cell = r.map(effect).unwrap_or_default();
+            let cell = |r: Option<Record>, note: Option<&String>| {
+                let mut cell = r.map(|r| effect(&r)).unwrap_or_default();
                 if let Some(d) = note {
                     cell.push_str("; description ");
                     cell.push_str(&markdown_text(d));
@@ -296,10 +312,10 @@ impl Summary<'_> {
                 "universal_domian": row.key.universal.as_ref().map(|u| u.as_str()),
             });
             if let Some(b) = row.before {
-                item["before"] = record(b);
+                item["before"] = record(&b);
             }
             if let Some(a) = row.after {
-                item["after"] = record(a);
+                item["after"] = record(&a);
             }
             if let Some(list) = out[row.change].as_array_mut() {
                 list.push(item);

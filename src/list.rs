@@ -1,19 +1,25 @@
-//! The normalized list: what normalization consumes, in a fixed order. `build` writes it as
-//! `source.json` in the API's own shape (so any command can read it back as input), its digest
-//! goes into every file's header, and `diff` and the shrink guard compare two of them.
+//! The normalized list as one catalog: every destination once, in a fixed order, with what
+//! its entries say. `build` writes it as `source.json` in the API's own shape (so any command
+//! can read it back as input), its digest goes into every file's header, and `diff` and the
+//! shrink guard compare two of them by walking both in order.
 //!
 //! It is lossless: a destination keeps, per (is_necessary, description), the services of the
 //! entries that said so. Merging them would change what `--necessary-only` keeps and what the
 //! comments say, so building from `source.json` would not give the files its digest vouches for.
+//!
+//! It is compact: sorted vectors, not maps, so that a list of a million entries costs one sort,
+//! and `source.json` is written straight from it, never held whole in memory.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::borrow::Cow;
+use std::cmp::Ordering;
+use std::io::{self, Write};
 
+use serde::ser::{SerializeSeq, Serializer};
 use serde::Serialize;
-use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
 
 use crate::endpoint::{ListName, MARK};
-use crate::model::{Dest, Entry, Hostname, ListKind, Note, PortSet, PortValue, Protocol};
+use crate::model::{Dest, Entry, Hostname, ListKind, Note, PortRange, PortSet, Protocol};
 
 /// What identifies a destination across two lists.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -23,21 +29,58 @@ pub struct Key {
     pub universal: Option<Hostname>,
 }
 
-/// Protocols and their ports.
-pub type Services = BTreeMap<Protocol, PortSet>;
-
-/// Everything the entries of one destination say, kept apart by (is_necessary, description).
+/// Protocols and their ports: at most one port set per protocol.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Record {
-    pub by_note: BTreeMap<Note, Services>,
+pub struct Services {
+    tcp: Option<PortSet>,
+    udp: Option<PortSet>,
 }
 
-fn merge(into: &mut Services, protocol: Protocol, ports: &PortSet) {
-    let merged = match into.get(&protocol) {
-        Some(old) => old.union(ports),
-        None => ports.clone(),
-    };
-    into.insert(protocol, merged);
+impl Services {
+    pub fn get(&self, protocol: Protocol) -> Option<&PortSet> {
+        match protocol {
+            Protocol::Tcp => self.tcp.as_ref(),
+            Protocol::Udp => self.udp.as_ref(),
+        }
+    }
+
+    /// Each protocol that has ports, in protocol order.
+    pub fn iter(&self) -> impl Iterator<Item = (Protocol, &PortSet)> {
+        let tcp = self.tcp.as_ref().map(|p| (Protocol::Tcp, p));
+        let udp = self.udp.as_ref().map(|p| (Protocol::Udp, p));
+        tcp.into_iter().chain(udp)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.tcp.is_none() && self.udp.is_none()
+    }
+
+    /// Adds `ports` to what `protocol` allows.
+    pub fn add(&mut self, protocol: Protocol, ports: &PortSet) {
+        let slot = match protocol {
+            Protocol::Tcp => &mut self.tcp,
+            Protocol::Udp => &mut self.udp,
+        };
+        *slot = Some(match slot.take() {
+            Some(old) if old.contains_set(ports) => old,
+            Some(old) => old.union(ports),
+            None => ports.clone(),
+        });
+    }
+
+    /// The entries of `source.json` these services make: protocols on the same ports joined
+    /// (`TCP/UDP`), in the order of their port sets.
+    fn api_rows(&self) -> impl Iterator<Item = (&PortSet, &'static str)> {
+        let rows = match (&self.tcp, &self.udp) {
+            (Some(t), Some(u)) if t == u => [Some((t, "TCP/UDP")), None],
+            (Some(t), Some(u)) if u < t => [Some((u, "UDP")), Some((t, "TCP"))],
+            (t, u) => [
+                t.as_ref().map(|t| (t, "TCP")),
+                u.as_ref().map(|u| (u, "UDP")),
+            ],
+        };
+        rows.into_iter().flatten()
+    }
 }
 
 /// `tcp 80,443; udp 3478`.
@@ -49,7 +92,14 @@ pub fn services_text(services: &Services) -> String {
     parts.join("; ")
 }
 
-impl Record {
+/// Everything the entries of one destination say, kept apart by (is_necessary, description),
+/// in that order: a view into the catalog.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Record<'a> {
+    pub by_note: &'a [(Note, Services)],
+}
+
+impl Record<'_> {
     /// What the destination allows, whatever WeCom says is necessary.
     pub fn services(&self) -> Services {
         self.services_where(|_| true)
@@ -61,11 +111,11 @@ impl Record {
     }
 
     fn services_where(&self, keep: impl Fn(&Note) -> bool) -> Services {
-        let mut out = Services::new();
-        for (note, services) in &self.by_note {
+        let mut out = Services::default();
+        for (note, services) in self.by_note {
             if keep(note) {
-                for (&p, ports) in services {
-                    merge(&mut out, p, ports);
+                for (p, ports) in services.iter() {
+                    out.add(p, ports);
                 }
             }
         }
@@ -74,7 +124,7 @@ impl Record {
 
     /// True when some entry of the destination is marked necessary.
     pub fn any_necessary(&self) -> bool {
-        self.by_note.keys().any(|n| n.necessary)
+        self.by_note.iter().any(|(n, _)| n.necessary)
     }
 
     /// `tcp 80,443; udp 3478` for messages.
@@ -90,206 +140,436 @@ impl Record {
     }
 }
 
+/// The catalog: destinations in `Key` order, each with its notes in `Note` order. The order
+/// is `source.json`'s, so the file is written by walking it once.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct List {
-    pub records: BTreeMap<Key, Record>,
+    keys: Vec<Key>,
+    /// Where each key's notes start in `notes`; they end where the next key's start.
+    starts: Vec<usize>,
+    notes: Vec<(Note, Services)>,
+}
+
+/// The part of an entry's sort order that needs no pointer: its list, then the family and
+/// number of its network. Names get no number and are told apart by `entry_order`.
+fn sort_prefix(e: &Entry) -> (u8, u128, u8) {
+    let list = match e.list {
+        ListKind::Ip => 0,
+        ListKind::Domain => 3,
+    };
+    match &e.dest {
+        Dest::Net(ipnet::IpNet::V4(n)) => (list, u128::from(u32::from(n.addr())), n.prefix_len()),
+        Dest::Net(ipnet::IpNet::V6(n)) => (list + 1, u128::from(n.addr()), n.prefix_len()),
+        Dest::Exact(_) | Dest::Wildcard(_) => (list + 2, 0, 0),
+    }
+}
+
+/// The catalog's order of entries: `Key`'s, then `Note`'s.
+fn entry_order(a: &Entry, b: &Entry) -> Ordering {
+    (a.list, &a.dest, &a.universal, a.necessary, &a.description).cmp(&(
+        b.list,
+        &b.dest,
+        &b.universal,
+        b.necessary,
+        &b.description,
+    ))
 }
 
 impl List {
+    /// One sort of the entries, then one walk that merges those of the same destination and
+    /// note.
     pub fn from_entries(entries: &[Entry]) -> List {
-        let mut records: BTreeMap<Key, Record> = BTreeMap::new();
-        for e in entries {
-            let key = Key {
-                list: e.list,
-                dest: e.dest.clone(),
-                universal: e.universal.clone(),
-            };
-            let note = Note {
-                necessary: e.necessary,
-                description: e.description.clone(),
-            };
-            let services = records
-                .entry(key)
-                .or_default()
-                .by_note
-                .entry(note)
-                .or_default();
-            for &p in &e.protocols {
-                merge(services, p, &e.ports);
+        let mut order: Vec<((u8, u128, u8), usize)> = entries
+            .iter()
+            .enumerate()
+            .map(|(i, e)| (sort_prefix(e), i))
+            .collect();
+        order.sort_unstable_by(|a, b| {
+            a.0.cmp(&b.0)
+                .then_with(|| entry_order(&entries[a.1], &entries[b.1]))
+        });
+        let mut list = List {
+            keys: Vec::with_capacity(entries.len()),
+            starts: Vec::with_capacity(entries.len()),
+            notes: Vec::with_capacity(entries.len()),
+        };
+        let mut previous: Option<&Entry> = None;
+        for (_, i) in order {
+            let e = &entries[i];
+            let same_key = previous.is_some_and(|p| {
+                p.list == e.list && p.dest == e.dest && p.universal == e.universal
+            });
+            let same_note = same_key
+                && previous
+                    .is_some_and(|p| p.necessary == e.necessary && p.description == e.description);
+            if !same_key {
+                list.keys.push(Key {
+                    list: e.list,
+                    dest: e.dest.clone(),
+                    universal: e.universal.clone(),
+                });
+                list.starts.push(list.notes.len());
             }
+            if !same_note {
+                let note = Note {
+                    necessary: e.necessary,
+                    description: e.description.clone(),
+                };
+                list.notes.push((note, Services::default()));
+            }
+            if let Some((_, services)) = list.notes.last_mut() {
+                for &p in &e.protocols {
+                    services.add(p, &e.ports);
+                }
+            }
+            previous = Some(e);
         }
-        List { records }
+        list.keys.shrink_to_fit();
+        list.starts.shrink_to_fit();
+        list.notes.shrink_to_fit();
+        list
     }
 
     pub fn len(&self) -> usize {
-        self.records.len()
+        self.keys.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.records.is_empty()
+        self.keys.is_empty()
+    }
+
+    /// The destinations, in order.
+    pub fn keys(&self) -> &[Key] {
+        &self.keys
+    }
+
+    /// The record of the `i`th destination.
+    pub fn record(&self, i: usize) -> Record<'_> {
+        let end = self.starts.get(i + 1).copied().unwrap_or(self.notes.len());
+        Record {
+            by_note: &self.notes[self.starts[i]..end],
+        }
+    }
+
+    /// Every destination with its record, in order.
+    pub fn records(&self) -> impl ExactSizeIterator<Item = (&Key, Record<'_>)> + Clone {
+        self.keys
+            .iter()
+            .enumerate()
+            .map(|(i, key)| (key, self.record(i)))
     }
 
     /// `source.json`: pretty JSON in the shape of a get_server_domain_ip response, one entry per
     /// (destination, is_necessary, description, port set), protocols on the same ports joined.
     pub fn to_json(&self) -> String {
-        let mut domains = Vec::new();
-        let mut ips = Vec::new();
-        for (key, record) in &self.records {
-            for (note, services) in &record.by_note {
-                let mut by_ports: BTreeMap<&PortSet, Vec<&str>> = BTreeMap::new();
-                for (p, ports) in services {
-                    by_ports.entry(ports).or_default().push(match p {
-                        Protocol::Tcp => "TCP",
-                        Protocol::Udp => "UDP",
-                    });
-                }
-                for (ports, protocols) in by_ports {
-                    let entry = entry_json(key, note, ports, &protocols);
-                    match key.list {
-                        ListKind::Domain => domains.push(entry),
-                        ListKind::Ip => ips.push(entry),
-                    }
-                }
-            }
-        }
+        let mut bytes = Vec::new();
+        // Writing into memory can't fail, and serde_json writes UTF-8.
+        let _ = self.write_json(&mut bytes);
+        String::from_utf8(bytes).unwrap_or_default()
+    }
+
+    /// `to_json`, written as it is made: nothing but a buffer is held in memory.
+    pub fn write_json(&self, out: &mut dyn Write) -> io::Result<()> {
+        // Ip sorts before Domain: the ip_list is the front of the catalog.
+        let split = self.keys.partition_point(|k| k.list == ListKind::Ip);
         let doc = SourceDoc {
             errcode: 0,
             errmsg: "ok",
-            generator:
-                "wecom-allowlist: the normalized list the files beside this one were built from",
-            domain_list: domains,
-            ip_list: ips,
+            generator: GENERATOR,
+            domain_list: SourceEntries(self, split, self.len()),
+            ip_list: SourceEntries(self, 0, split),
         };
-        let mut text = serde_json::to_string_pretty(&doc).unwrap_or_default();
-        text.push('\n');
-        text
+        write_pretty(&doc, out)
     }
+}
+
+const GENERATOR: &str =
+    "wecom-allowlist: the normalized list the files beside this one were built from";
+
+/// `value` as pretty JSON and a newline, through a buffer: the serializer's many small writes
+/// don't each reach `out`.
+fn write_pretty(value: &impl Serialize, out: &mut dyn Write) -> io::Result<()> {
+    let mut buffered = io::BufWriter::with_capacity(1 << 16, out);
+    value.serialize(&mut serde_json::Serializer::pretty(&mut buffered))?;
+    buffered.write_all(b"\n")?;
+    buffered.flush()
 }
 
 /// `source.json` of a plain list (api, callback): its answer's own shape, an `ip_list` of
 /// addresses and CIDRs, with the mark that says which list it is. The ports are options of the
 /// build (`[callback] ports`), like the chain names, so they are not part of the list.
 pub fn plain_json(list: &List, name: ListName) -> String {
-    let ips: Vec<Value> = list
-        .records
-        .keys()
-        .filter_map(|key| match &key.dest {
-            Dest::Net(n) if n.prefix_len() == n.max_prefix_len() => {
-                Some(json!(n.addr().to_string()))
-            }
-            Dest::Net(n) => Some(json!(n.to_string())),
-            Dest::Exact(_) | Dest::Wildcard(_) => None,
-        })
-        .collect();
-    let mut doc = Map::new();
-    doc.insert("errcode".into(), json!(0));
-    doc.insert("errmsg".into(), json!("ok"));
-    doc.insert(
-        "generator".into(),
-        json!("wecom-allowlist: the normalized list the files beside this one were built from"),
-    );
-    doc.insert(MARK.into(), json!(name.name()));
-    doc.insert("ip_list".into(), Value::Array(ips));
-    let mut text = serde_json::to_string_pretty(&Value::Object(doc)).unwrap_or_default();
-    text.push('\n');
-    text
+    let mut bytes = Vec::new();
+    // Writing into memory can't fail, and serde_json writes UTF-8.
+    let _ = write_plain_json(list, name, &mut bytes);
+    String::from_utf8(bytes).unwrap_or_default()
 }
 
-/// `source.json` as written: typed and borrowed, so that a large list isn't copied into a
-/// tree of JSON values first. The fields are in the order the file shows them.
+/// `plain_json`, written as it is made.
+pub fn write_plain_json(list: &List, name: ListName, out: &mut dyn Write) -> io::Result<()> {
+    #[derive(Serialize)]
+    struct PlainDoc<'a> {
+        errcode: u8,
+        errmsg: &'static str,
+        generator: &'static str,
+        #[serde(rename = "list")]
+        mark: &'static str,
+        ip_list: PlainIps<'a>,
+    }
+    struct PlainIps<'a>(&'a List);
+    impl Serialize for PlainIps<'_> {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            s.collect_seq(self.0.keys.iter().filter_map(|key| match &key.dest {
+                Dest::Net(_) => Some(ApiDest(&key.dest)),
+                Dest::Exact(_) | Dest::Wildcard(_) => None,
+            }))
+        }
+    }
+    // The mark's field name is fixed by `MARK`; serde's rename needs a literal.
+    debug_assert_eq!(MARK, "list");
+    let doc = PlainDoc {
+        errcode: 0,
+        errmsg: "ok",
+        generator: GENERATOR,
+        mark: name.name(),
+        ip_list: PlainIps(list),
+    };
+    write_pretty(&doc, out)
+}
+
+/// `source.json` of the list `name`: `List::write_json` for the server list, `write_plain_json`
+/// for the others.
+pub fn write_source(list: &List, name: ListName, out: &mut dyn Write) -> io::Result<()> {
+    if name == ListName::Server {
+        list.write_json(out)
+    } else {
+        write_plain_json(list, name, out)
+    }
+}
+
+/// `source.json` as written: typed and borrowed, the entries made one at a time while they are
+/// written. The fields are in the order the file shows them.
 #[derive(Serialize)]
 struct SourceDoc<'a> {
     errcode: u8,
     errmsg: &'static str,
     generator: &'static str,
-    domain_list: Vec<SourceEntry<'a>>,
-    ip_list: Vec<SourceEntry<'a>>,
+    domain_list: SourceEntries<'a>,
+    ip_list: SourceEntries<'a>,
+}
+
+/// The entries of the catalog's records `.1..2`.
+struct SourceEntries<'a>(&'a List, usize, usize);
+
+impl Serialize for SourceEntries<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let list = self.0;
+        let mut seq = s.serialize_seq(None)?;
+        for i in self.1..self.2 {
+            let key = &list.keys[i];
+            for (note, services) in list.record(i).by_note {
+                for (ports, protocol) in services.api_rows() {
+                    let (ip, domain) = match key.dest {
+                        Dest::Net(_) => (Some(ApiDest(&key.dest)), None),
+                        Dest::Exact(_) | Dest::Wildcard(_) => (None, Some(ApiDest(&key.dest))),
+                    };
+                    seq.serialize_element(&SourceEntry {
+                        ip,
+                        domain,
+                        universal_domian: key.universal.as_ref().map(|u| u.as_str()),
+                        protocol,
+                        port: ApiPorts(ports),
+                        is_necessary: u8::from(note.necessary),
+                        description: &note.description,
+                    })?;
+                }
+            }
+        }
+        seq.end()
+    }
 }
 
 #[derive(Serialize)]
 struct SourceEntry<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
-    ip: Option<String>,
+    ip: Option<ApiDest<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    domain: Option<String>,
+    domain: Option<ApiDest<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     universal_domian: Option<&'a str>,
-    protocol: String,
-    port: Vec<PortValue>,
+    protocol: &'static str,
+    port: ApiPorts<'a>,
     is_necessary: u8,
     description: &'a str,
 }
 
-/// One entry of `source.json`, as the API spells it.
-fn entry_json<'a>(
-    key: &'a Key,
-    note: &'a Note,
-    ports: &PortSet,
-    protocols: &[&str],
-) -> SourceEntry<'a> {
-    let (ip, domain) = match &key.dest {
-        Dest::Net(n) if n.prefix_len() == n.max_prefix_len() => (Some(n.addr().to_string()), None),
-        Dest::Net(n) => (Some(n.to_string()), None),
-        Dest::Exact(h) => (None, Some(h.as_str().to_owned())),
-        Dest::Wildcard(h) => (None, Some(format!("*.{h}"))),
-    };
-    SourceEntry {
-        ip,
-        domain,
-        universal_domian: key.universal.as_ref().map(|u| u.as_str()),
-        protocol: protocols.join("/"),
-        port: ports.api_values(),
-        is_necessary: u8::from(note.necessary),
-        description: &note.description,
+/// A destination as the API spells it: an address without `/32`, a network as CIDR, a
+/// wildcard as `*.name`. Written by serde_json's escaping, without a string of its own.
+struct ApiDest<'a>(&'a Dest);
+
+impl Serialize for ApiDest<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.0 {
+            Dest::Net(n) if n.prefix_len() == n.max_prefix_len() => s.collect_str(&n.addr()),
+            Dest::Net(n) => s.collect_str(n),
+            Dest::Exact(h) => s.collect_str(h),
+            Dest::Wildcard(h) => s.collect_str(&format_args!("*.{h}")),
+        }
     }
 }
 
-/// What a destination allows on one protocol, each listed destination and each
-/// `universal_domian` wildcard (unless exact domains) on its own, as normalization sees them.
-fn allowances(list: &List, exact_domains: bool) -> BTreeMap<(Dest, Protocol), PortSet> {
-    let mut out: BTreeMap<(Dest, Protocol), PortSet> = BTreeMap::new();
-    for (key, record) in &list.records {
-        let universal = key
-            .universal
-            .iter()
-            .filter(|_| !exact_domains)
-            .map(|h| Dest::Wildcard(h.clone()));
-        for dest in std::iter::once(key.dest.clone()).chain(universal) {
-            for (p, ports) in record.services() {
-                let merged = match out.get(&(dest.clone(), p)) {
-                    Some(old) => old.union(&ports),
-                    None => ports,
-                };
-                out.insert((dest.clone(), p), merged);
+/// Ports as the API writes them: `PortSet::api_values`, without a string per range.
+struct ApiPorts<'a>(&'a PortSet);
+
+impl Serialize for ApiPorts<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let ranges = self.0.ranges();
+        let mut seq = s.serialize_seq(Some(ranges.len()))?;
+        for r in ranges {
+            seq.serialize_element(&ApiPort(r))?;
+        }
+        seq.end()
+    }
+}
+
+struct ApiPort<'a>(&'a PortRange);
+
+impl Serialize for ApiPort<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let r = self.0;
+        if r.is_single() {
+            s.serialize_u16(r.start)
+        } else {
+            s.collect_str(&format_args!("{}-{}", r.start, r.end))
+        }
+    }
+}
+
+/// A destination as the shrink guard walks it: a network, or a name that is exact or a
+/// wildcard (a listed one, or a `universal_domian`). Ordered as `Dest` is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Point<'a> {
+    Net(ipnet::IpNet),
+    Name { name: &'a Hostname, exact: bool },
+}
+
+impl<'a> Point<'a> {
+    fn of(dest: &'a Dest) -> Self {
+        match dest {
+            Dest::Net(n) => Point::Net(*n),
+            Dest::Exact(name) => Point::Name { name, exact: true },
+            Dest::Wildcard(name) => Point::Name { name, exact: false },
+        }
+    }
+
+    fn dest(self) -> Dest {
+        match self {
+            Point::Net(n) => Dest::Net(n),
+            Point::Name { name, exact: true } => Dest::Exact(name.clone()),
+            Point::Name { name, exact: false } => Dest::Wildcard(name.clone()),
+        }
+    }
+
+    /// True when allowing `self` allows all that `other` names: a network around it, a
+    /// wildcard of its name or of a parent, or itself.
+    fn covers(self, other: Point) -> bool {
+        match (self, other) {
+            (Point::Net(a), Point::Net(b)) => a.contains(&b),
+            (
+                Point::Name {
+                    name: a,
+                    exact: false,
+                },
+                Point::Name { name: b, .. },
+            ) => b.is_within(a),
+            (
+                Point::Name {
+                    name: a,
+                    exact: true,
+                },
+                Point::Name {
+                    name: b,
+                    exact: true,
+                },
+            ) => a == b,
+            _ => false,
+        }
+    }
+}
+
+impl Ord for Point<'_> {
+    /// `Dest`'s order: addresses numerically, names zone by zone, a wildcard first.
+    fn cmp(&self, other: &Self) -> Ordering {
+        match (self, other) {
+            (Point::Net(a), Point::Net(b)) => a.cmp(b),
+            (Point::Net(_), Point::Name { .. }) => Ordering::Less,
+            (Point::Name { .. }, Point::Net(_)) => Ordering::Greater,
+            (Point::Name { name: a, exact: x }, Point::Name { name: b, exact: y }) => {
+                a.labels_from_top().cmp(b.labels_from_top()).then(x.cmp(y))
             }
         }
     }
-    out
 }
 
-/// Every destination that allows at least what `dest` names: itself, the networks around an
-/// address (of the prefix lengths in `lens`, the ones the other list has), the wildcards of a
-/// name and of its parents.
-fn coverers(dest: &Dest, lens: &BTreeSet<(bool, u8)>) -> Vec<Dest> {
-    match dest {
-        Dest::Net(n) => {
-            let v4 = matches!(n, ipnet::IpNet::V4(_));
-            lens.range((v4, 0)..=(v4, n.prefix_len()))
-                .filter_map(|&(_, len)| ipnet::IpNet::new(n.addr(), len).ok())
-                .map(|m| Dest::Net(m.trunc()))
-                .collect()
-        }
-        Dest::Exact(h) | Dest::Wildcard(h) => {
-            let mut out = vec![dest.clone(), Dest::Wildcard(h.clone())];
-            out.extend(
-                h.parents()
-                    .filter_map(|p| Hostname::parse(p).ok())
-                    .map(Dest::Wildcard),
-            );
-            out.dedup();
-            out
+impl PartialOrd for Point<'_> {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+/// What one destination allows on one protocol.
+struct Allowance<'a> {
+    point: Point<'a>,
+    protocol: Protocol,
+    ports: Cow<'a, PortSet>,
+}
+
+/// What a destination allows on one protocol, each listed destination and each
+/// `universal_domian` wildcard (unless exact domains) on its own, as normalization sees them:
+/// in (destination, protocol) order, each pair once. The catalog's order is the destinations'
+/// order, so the sort only places the wildcards (and the other protocol of a name listed with
+/// and without a `universal_domian`).
+fn allowances(list: &List, exact_domains: bool) -> Vec<Allowance<'_>> {
+    let mut out: Vec<Allowance> = Vec::with_capacity(list.len());
+    let mut universal = Vec::new();
+    for (key, record) in list.records() {
+        // One note's services are borrowed; several are merged.
+        let services: Vec<(Protocol, Cow<PortSet>)> = match record.by_note {
+            [(_, only)] => only.iter().map(|(p, s)| (p, Cow::Borrowed(s))).collect(),
+            _ => {
+                let merged = record.services();
+                merged
+                    .iter()
+                    .map(|(p, s)| (p, Cow::Owned(s.clone())))
+                    .collect()
+            }
+        };
+        for (protocol, ports) in services {
+            if let Some(name) = key.universal.as_ref().filter(|_| !exact_domains) {
+                universal.push(Allowance {
+                    point: Point::Name { name, exact: false },
+                    protocol,
+                    ports: ports.clone(),
+                });
+            }
+            out.push(Allowance {
+                point: Point::of(&key.dest),
+                protocol,
+                ports,
+            });
         }
     }
+    out.append(&mut universal);
+    // Stable and adaptive: runs already in order cost one pass.
+    out.sort_by(|a, b| (a.point, a.protocol).cmp(&(b.point, b.protocol)));
+    out.dedup_by(|a, kept| {
+        let same = (a.point, a.protocol) == (kept.point, kept.protocol);
+        if same && !kept.ports.contains_set(&a.ports) {
+            kept.ports = Cow::Owned(kept.ports.union(&a.ports));
+        }
+        same
+    });
+    out
 }
 
 /// The ports of `old` that `new` lacks, and how many of `old`'s ports they are.
@@ -342,43 +622,85 @@ pub struct Shrinkage {
 /// around it) loses nothing, and one whose entries all move to other ports loses everything.
 pub fn shrinkage(previous: &List, next: &List, exact_domains: bool) -> Shrinkage {
     let before = allowances(previous, exact_domains);
-    let after: HashMap<(Dest, Protocol), PortSet> =
-        allowances(next, exact_domains).into_iter().collect();
-    let lens: BTreeSet<(bool, u8)> = after
-        .keys()
-        .filter_map(|(d, _)| match d {
-            Dest::Net(n) => Some((matches!(n, ipnet::IpNet::V4(_)), n.prefix_len())),
-            _ => None,
-        })
-        .collect();
+    let after = allowances(next, exact_domains);
     let mut out = Shrinkage {
         pairs: before.len(),
         ..Shrinkage::default()
     };
     let mut share = 0.0;
-    for ((dest, protocol), ports) in &before {
-        let mut still: Option<PortSet> = None;
-        for c in coverers(dest, &lens) {
-            if let Some(p) = after.get(&(c, *protocol)) {
-                still = Some(match still {
-                    Some(s) => s.union(p),
-                    None => p.clone(),
-                });
+    // One walk over both lists in order. `chain` holds the allowances of `next` seen so far
+    // that cover the current destination, each covering the one after it (networks around
+    // an address, then the network itself; wildcards of a name's zones from the top): one
+    // that no longer covers the current destination covers none of the later ones.
+    let mut chain: Vec<&Allowance> = Vec::new();
+    let mut ahead = after.iter().peekable();
+    for b in &before {
+        while let Some(a) = ahead.next_if(|a| a.point <= b.point) {
+            while chain.last().is_some_and(|c| !c.point.covers(a.point)) {
+                chain.pop();
             }
+            chain.push(a);
+        }
+        while chain.last().is_some_and(|c| !c.point.covers(b.point)) {
+            chain.pop();
+        }
+        let mut still: Option<Cow<PortSet>> = None;
+        for c in chain.iter().filter(|c| c.protocol == b.protocol) {
+            still = Some(match still {
+                Some(s) => Cow::Owned(s.union(&c.ports)),
+                None => Cow::Borrowed(&*c.ports),
+            });
         }
         let (gone, count) = match &still {
-            Some(s) => lost_ports(ports, s),
-            None => (Some(ports.clone()), ports.count()),
+            Some(s) => lost_ports(&b.ports, s),
+            None => (Some(b.ports.clone().into_owned()), b.ports.count()),
         };
         if let Some(gone) = gone {
-            share += f64::from(count) / f64::from(ports.count());
-            out.lost.push((dest.clone(), *protocol, gone));
+            share += f64::from(count) / f64::from(b.ports.count());
+            out.lost.push((b.point.dest(), b.protocol, gone));
         }
     }
     if out.pairs > 0 {
         out.percent = share * 100.0 / out.pairs as f64;
     }
     out
+}
+
+/// A writer that hashes what passes through it: the digest of `source.json` is known once the
+/// file is written, without reading it back or holding it.
+pub struct HashingWriter<W> {
+    inner: W,
+    hasher: Sha256,
+}
+
+impl<W: Write> HashingWriter<W> {
+    pub fn new(inner: W) -> Self {
+        HashingWriter {
+            inner,
+            hasher: Sha256::new(),
+        }
+    }
+
+    /// `sha256:<hex>` of everything written so far, as `digest` gives it for a text.
+    pub fn digest(&self) -> String {
+        format!("sha256:{:x}", self.hasher.clone().finalize())
+    }
+
+    pub fn into_inner(self) -> W {
+        self.inner
+    }
+}
+
+impl<W: Write> Write for HashingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
 }
 
 /// `sha256:<hex>` of a text: what headers print to tie a file to its source.json.
@@ -410,7 +732,7 @@ mod tests {
             {"ip":"192.0.2.1","protocol":"TCP","port":[80],"is_necessary":0,"description":"a"}]}"#;
         let list = List::from_entries(&parse(doc, false).unwrap().entries);
         assert_eq!(list.len(), 1);
-        let r = list.records.values().next().unwrap();
+        let r = list.record(0);
         assert_eq!(r.services_text(), "tcp 80,443; udp 3478");
         assert!(r.any_necessary());
         assert_eq!(services_text(&r.necessary_services()), "udp 3478");

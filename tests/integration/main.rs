@@ -1,6 +1,7 @@
 //! Integration tests, one binary, one module per area. They drive the real `wecom-allowlist`
 //! binary, as users and CI do.
 
+mod catalog_props;
 mod cli;
 mod endpoints;
 mod explain;
