@@ -337,16 +337,6 @@ pub fn write_plain_json(list: &List, name: ListName, out: &mut dyn Write) -> io:
     write_pretty(&doc, out)
 }
 
-/// `source.json` of the list `name`: `List::write_json` for the server list, `write_plain_json`
-/// for the others.
-pub fn write_source(list: &List, name: ListName, out: &mut dyn Write) -> io::Result<()> {
-    if name == ListName::Server {
-        list.write_json(out)
-    } else {
-        write_plain_json(list, name, out)
-    }
-}
-
 /// `source.json` as written: typed and borrowed, the entries made one at a time while they are
 /// written. The fields are in the order the file shows them.
 #[derive(Serialize)]
@@ -410,12 +400,40 @@ struct ApiDest<'a>(&'a Dest);
 impl Serialize for ApiDest<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         match self.0 {
+            Dest::Net(ipnet::IpNet::V4(n)) => {
+                let len = Some(n.prefix_len()).filter(|&len| len < 32);
+                s.serialize_str(v4_text(n.addr(), len, &mut [0; 18]))
+            }
             Dest::Net(n) if n.prefix_len() == n.max_prefix_len() => s.collect_str(&n.addr()),
             Dest::Net(n) => s.collect_str(n),
-            Dest::Exact(h) => s.collect_str(h),
+            Dest::Exact(h) => s.serialize_str(h.as_str()),
             Dest::Wildcard(h) => s.collect_str(&format_args!("*.{h}")),
         }
     }
+}
+
+/// An IPv4 address, with `/len` when given, as `Display` writes it: most of a large
+/// `source.json` is addresses, and `fmt` takes longer than the rest of an entry.
+fn v4_text(addr: std::net::Ipv4Addr, len: Option<u8>, buf: &mut [u8; 18]) -> &str {
+    let mut at = 0;
+    for (i, number) in addr.octets().into_iter().chain(len).enumerate() {
+        if i > 0 {
+            buf[at] = if i == 4 { b'/' } else { b'.' };
+            at += 1;
+        }
+        if number >= 100 {
+            buf[at] = b'0' + number / 100;
+            at += 1;
+        }
+        if number >= 10 {
+            buf[at] = b'0' + number / 10 % 10;
+            at += 1;
+        }
+        buf[at] = b'0' + number % 10;
+        at += 1;
+    }
+    // Digits, dots and a slash: ASCII.
+    std::str::from_utf8(&buf[..at]).unwrap_or_default()
 }
 
 /// Ports as the API writes them: `PortSet::api_values`, without a string per range.
@@ -666,43 +684,6 @@ pub fn shrinkage(previous: &List, next: &List, exact_domains: bool) -> Shrinkage
     out
 }
 
-/// A writer that hashes what passes through it: the digest of `source.json` is known once the
-/// file is written, without reading it back or holding it.
-pub struct HashingWriter<W> {
-    inner: W,
-    hasher: Sha256,
-}
-
-impl<W: Write> HashingWriter<W> {
-    pub fn new(inner: W) -> Self {
-        HashingWriter {
-            inner,
-            hasher: Sha256::new(),
-        }
-    }
-
-    /// `sha256:<hex>` of everything written so far, as `digest` gives it for a text.
-    pub fn digest(&self) -> String {
-        format!("sha256:{:x}", self.hasher.clone().finalize())
-    }
-
-    pub fn into_inner(self) -> W {
-        self.inner
-    }
-}
-
-impl<W: Write> Write for HashingWriter<W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.hasher.update(&buf[..n]);
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
-    }
-}
-
 /// `sha256:<hex>` of a text: what headers print to tie a file to its source.json.
 pub fn digest(text: &str) -> String {
     format!("sha256:{:x}", Sha256::digest(text.as_bytes()))
@@ -759,6 +740,25 @@ mod tests {
             ],
             "{text}"
         );
+    }
+
+    #[test]
+    fn v4_text_is_what_display_writes() {
+        let mut x: u32 = 0x9E37_79B9;
+        let mut addrs = vec![0, u32::MAX, 0x0A00_0001, 0x6400_0A09, 0x0909_6363];
+        for _ in 0..5000 {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            addrs.push(x);
+        }
+        for (i, &a) in addrs.iter().enumerate() {
+            let addr = std::net::Ipv4Addr::from(a);
+            assert_eq!(v4_text(addr, None, &mut [0; 18]), addr.to_string());
+            let len = (i % 33) as u8;
+            let net = ipnet::Ipv4Net::new(addr, len).unwrap();
+            assert_eq!(v4_text(addr, Some(len), &mut [0; 18]), net.to_string());
+        }
     }
 
     fn list(doc: &str) -> List {
