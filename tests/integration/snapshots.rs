@@ -40,3 +40,40 @@ fn ipset_address_sets_on_the_seed() {
         insta::assert_snapshot!(format!("{target}_address_sets"), text);
     }
 }
+
+/// A template of the user's that loops over the members and reads every field the README
+/// documents (and the `--dump-context` of the same list): the members reach templates lazily,
+/// and must print as the per-member maps printed them.
+#[test]
+fn custom_templates_that_loop_over_members() {
+    let dir = tempfile::tempdir().unwrap();
+    let loop_over = "{% for g in groups %}\
+# {{ g.slug }}: {{ g.members|length }} members, {{ g.members|selectattr(\"necessary\")|list|length }} necessary, first {{ g.members[0].value }}, last {{ g.members[-1].short }}\n\
+# shorts {{ g.members|map(attribute=\"short\")|join(\",\") }}\n\
+{% for m in g.members %}\
+{{ loop.index }} {{ m.value }} {{ m.short }} {{ m.wildcard }} {{ m.necessary }} \"{{ m.note }}\" \"{{ m.note|comment(20) }}\"\n\
+{% endfor %}\
+{% for part in g.members|chunks(3) %}\
+part {{ loop.index }}:{% for m in part %} {{ m.short }}{% endfor %}\n\
+{% endfor %}\
+{% for m in g.members %}{% for k, v in m|items %}{{ k }}={{ v }};{% endfor %}\n{% endfor %}\
+{% endfor %}";
+    for name in [
+        "iptables.rules",
+        "nftables.nft",
+        "pfsense.xml",
+        "squid.conf",
+    ] {
+        std::fs::write(dir.path().join(name), loop_over).unwrap();
+    }
+    let templates = dir.path().to_str().unwrap();
+    for fixture in ["hostile_notes.json", "rich.json"] {
+        let path = crate::support::fixture(fixture);
+        for target in ["iptables", "nftables", "pfsense", "squid"] {
+            let text = render(target, &path, &["--templates", templates]);
+            insta::assert_snapshot!(format!("custom_members_{target}_{fixture}"), text);
+        }
+        let context = render("iptables", &path, &["--dump-context"]);
+        insta::assert_snapshot!(format!("dump_context_{fixture}"), context);
+    }
+}
