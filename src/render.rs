@@ -4,7 +4,10 @@
 //! formatter), so forgetting a filter can't let free text break a line or a quote. Comments with
 //! a byte limit use the `comment(limit)` filter, which cuts at a character boundary.
 
-use minijinja::value::{Value, ViaDeserialize};
+mod members;
+
+use members::{LineCheck, Lines, Members};
+use minijinja::value::{ArgType, Value, ViaDeserialize};
 use minijinja::{
     AutoEscape, Environment, Error as TemplateError, ErrorKind, State, UndefinedBehavior,
 };
@@ -540,7 +543,9 @@ struct GroupContext {
     slug: String,
     /// `tcp_80_443`: unique per (protocol, ports).
     port_slug: String,
-    members: Vec<MemberContext>,
+    /// A sequence of members, each with `value`, `short`, `wildcard`, `necessary` and `note`,
+    /// made as the template reads them.
+    members: Value,
     /// pfSense only: the address alias of each chunk of `chunk` members (`WECOM_V4_TCP_443`,
     /// or `..._1`, `..._2` when the group needs several), each a valid alias name.
     aliases: Vec<String>,
@@ -569,18 +574,6 @@ struct AddressSet {
     family: &'static str,
     maxelem: usize,
     hashsize: usize,
-}
-
-#[derive(Serialize)]
-struct MemberContext {
-    /// `1.2.3.4/32`, `2001:db8::/32`, `i.work.weixin.qq.com` or `.work.weixin.qq.com`.
-    value: String,
-    /// `1.2.3.4` for a host route, else the same as `value`.
-    short: String,
-    wildcard: bool,
-    necessary: bool,
-    /// `required: 描述; other` - free text, to print only through the target's escaping.
-    note: String,
 }
 
 /// The longest slug, so that every prefixed name fits pfSense's 31 characters.
@@ -676,36 +669,6 @@ fn tracker(base: u64, identity: &str, used: &mut BTreeSet<u64>) -> u64 {
         offset = (offset + 1) % TRACKER_SPAN;
     }
     base + offset
-}
-
-fn member_context(m: &Member) -> MemberContext {
-    let necessary = m.notes.iter().any(|n| n.necessary);
-    let mut descriptions: Vec<&str> = m
-        .notes
-        .iter()
-        .map(|n| n.description.as_str())
-        .filter(|d| !d.trim().is_empty())
-        .collect();
-    descriptions.sort_unstable();
-    descriptions.dedup();
-    let mut note = String::from(if necessary { "required" } else { "optional" });
-    if !descriptions.is_empty() {
-        note.push_str(": ");
-        note.push_str(&descriptions.join("; "));
-    }
-    let (value, short) = match &m.dest {
-        Dest::Net(n) if n.prefix_len() == n.max_prefix_len() => {
-            (n.to_string(), n.addr().to_string())
-        }
-        other => (other.to_string(), other.to_string()),
-    };
-    MemberContext {
-        value,
-        short,
-        wildcard: matches!(m.dest, Dest::Wildcard(_)),
-        necessary,
-        note,
-    }
 }
 
 /// A group as a target shows it.
@@ -868,7 +831,7 @@ fn context<'a>(target: Target, policy: &Policy, settings: &'a Settings) -> Resul
             ports: g.ports.ranges().to_vec(),
             slug,
             port_slug,
-            members: g.members.iter().map(member_context).collect(),
+            members: Value::from_object(Members::new(&g.members)),
             aliases,
             port_alias,
             trackers,
@@ -882,7 +845,7 @@ fn context<'a>(target: Target, policy: &Policy, settings: &'a Settings) -> Resul
     } else {
         Vec::new()
     };
-    let table_entries = groups.iter().map(|g| g.members.len()).sum();
+    let table_entries = shown.iter().map(|g| g.members.len()).sum();
     Ok(Context {
         tool: env!("CARGO_PKG_NAME"),
         version: env!("CARGO_PKG_VERSION"),
@@ -1111,12 +1074,22 @@ fn port_chunks(ranges: Vec<PortRange>, max_weight: usize) -> Vec<Vec<PortRange>>
     chunks
 }
 
-/// `{% for part in items|chunks(5000) %}`: pfSense's GUI caps an alias at 5000 entries.
-fn chunks_filter(items: Vec<Value>, size: usize) -> Result<Vec<Vec<Value>>, TemplateError> {
+/// `{% for part in items|chunks(5000) %}`: pfSense's GUI caps an alias at 5000 entries. A
+/// group's members are cut into views of the same members, not copied.
+fn chunks_filter(items: Value, size: usize) -> Result<Value, TemplateError> {
     if size == 0 {
         return Err(TemplateError::new(ErrorKind::InvalidOperation, "chunks(0)"));
     }
-    Ok(items.chunks(size).map(<[Value]>::to_vec).collect())
+    if let Some(members) = items.downcast_object_ref::<Members>() {
+        return Ok(Value::from(members.chunks(size)));
+    }
+    let items = <Vec<Value> as ArgType>::from_value(Some(&items))?;
+    Ok(Value::from(
+        items
+            .chunks(size)
+            .map(|part| Value::from(part.to_vec()))
+            .collect::<Vec<_>>(),
+    ))
 }
 
 /// Comment lines that list destinations are wrapped at this many bytes: readable, and far
@@ -1209,6 +1182,12 @@ impl Templates {
             if value.is_safe() || value.is_none() {
                 return minijinja::escape_formatter(out, state, value);
             }
+            if value.downcast_object_ref::<Lines>().is_some() {
+                // `each` escaped every field it filled in.
+                return write!(out, "{value}").map_err(|e| {
+                    TemplateError::new(ErrorKind::WriteFailure, "write failed").with_source(e)
+                });
+            }
             let text = value.to_string();
             out.write_str(&syntax_of(state)?.escape(&text))
                 .map_err(|e| {
@@ -1219,6 +1198,7 @@ impl Templates {
         env.add_filter("ports", ports_filter);
         env.add_filter("port_chunks", port_chunks_filter);
         env.add_filter("chunks", chunks_filter);
+        env.add_filter("each", members::each_filter);
         env.add_filter("xml_comment", xml_comment_filter);
         env.add_filter("wrap", wrap_filter);
         env.add_filter("pfsense_alias", pfsense_alias_filter);
@@ -1248,35 +1228,16 @@ impl Templates {
     /// Renders one target's file. A line longer than the target's loader reads is an error
     /// here, so such a file is never written.
     pub fn render(&self, target: Target, policy: &Policy, settings: &Settings) -> Result<String> {
-        let template = target.template_for(settings.list);
-        let custom = self.custom.iter().any(|c| c == template);
-        let context = context(target, policy, settings)?;
-        let text = self
-            .env
-            .get_template(template)
-            .and_then(|t| t.render(context))
-            .map_err(|source| template_error(template, custom, source))?;
-        if let Some(max) = target.max_line_bytes() {
-            if let Some((i, line)) = text.lines().enumerate().find(|(_, l)| l.len() > max) {
-                let why = format!(
-                    "line {} is {} bytes long; {} reads at most {max}",
-                    i + 1,
-                    line.len(),
-                    target.name()
-                );
-                return Err(template_error(
-                    template,
-                    custom,
-                    TemplateError::new(ErrorKind::InvalidOperation, why),
-                ));
-            }
-        }
-        Ok(text)
+        let mut out = Vec::new();
+        self.render_to(target, policy, settings, &mut out)?;
+        // minijinja writes only `str`s.
+        Ok(String::from_utf8(out)
+            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()))
     }
 
-    /// Renders one target's file into `out`, with the same checks as `render`: on an error
-    /// `out` may hold part of the file, so the caller writes into a temporary file and commits
-    /// it only on success.
+    /// Renders one target's file into `out` as the template runs, with the same checks as
+    /// `render`. On an error `out` holds part of the file: the caller writes into a temporary
+    /// file and keeps it only on success.
     pub fn render_to(
         &self,
         target: Target,
@@ -1284,12 +1245,40 @@ impl Templates {
         settings: &Settings,
         out: &mut dyn std::io::Write,
     ) -> Result<()> {
-        let text = self.render(target, policy, settings)?;
-        out.write_all(text.as_bytes())
-            .map_err(|source| Error::Write {
+        let template = target.template_for(settings.list);
+        let custom = self.custom.iter().any(|c| c == template);
+        let context = context(target, policy, settings)?;
+        let compiled = self
+            .env
+            .get_template(template)
+            .map_err(|source| template_error(template, custom, source))?;
+        let mut check = LineCheck::new(out, target.max_line_bytes());
+        let rendered = compiled.render_captured_to(context, &mut check).map(drop);
+        // The first failure in the file's order: a line that stopped the render, the writer's
+        // own error, the template's error, and last the file's last line.
+        let too_long = match &rendered {
+            Ok(()) => check.too_long(),
+            Err(_) => check.stopped_at(),
+        };
+        if let Some((line, len)) = too_long {
+            let max = target.max_line_bytes().unwrap_or_default();
+            let why = format!(
+                "line {line} is {len} bytes long; {} reads at most {max}",
+                target.name()
+            );
+            return Err(template_error(
+                template,
+                custom,
+                TemplateError::new(ErrorKind::InvalidOperation, why),
+            ));
+        }
+        if let Some(source) = check.failed {
+            return Err(Error::Write {
                 path: target.file_name().into(),
                 source,
-            })
+            });
+        }
+        rendered.map_err(|source| template_error(template, custom, source))
     }
 }
 
@@ -1477,6 +1466,65 @@ mod tests {
                 assert!(source.to_string().contains("8001 bytes"), "{source}")
             }
             other => panic!("an overlong line passed: {:?}", other.map(|t| t.len())),
+        }
+    }
+
+    /// `each` fills in only the placeholders it knows: a misspelt one is the template's error,
+    /// and text from the members (a note holding `{value}`) is never read as a placeholder.
+    #[test]
+    fn each_fills_known_placeholders_only() {
+        let group = Group {
+            family: Family::Ipv4,
+            protocol: Protocol::Tcp,
+            ports: ports(&[443]),
+            members: ["192.0.2.1/32", "192.0.2.8/29"]
+                .iter()
+                .map(|net| Member {
+                    dest: Dest::Net(net.parse().unwrap()),
+                    notes: BTreeSet::from([crate::model::Note {
+                        necessary: true,
+                        description: "{value} \"x\"\n{short}".into(),
+                    }]),
+                })
+                .collect(),
+        };
+        let policy = Policy {
+            groups: vec![group],
+            inexpressible: vec![],
+        };
+        let render = |template: &str| -> Result<String> {
+            let dir = tempfile::tempdir().unwrap();
+            std::fs::write(dir.path().join("iptables.rules"), template).unwrap();
+            Templates::new(Some(dir.path()))?.render(
+                Target::Iptables,
+                &policy,
+                &Settings::default(),
+            )
+        };
+        let text = render(
+            "{% for g in groups %}{{ g.members|each(\"{value} {short} {note} { x } {\", \"|\") }}{% endfor %}",
+        )
+        .unwrap();
+        assert_eq!(
+            text,
+            r#"192.0.2.1/32 192.0.2.1 required: {value} \"x\" {short} { x } {|192.0.2.8/29 192.0.2.8/29 required: {value} \"x\" {short} { x } {"#
+        );
+        let text = render(
+            "{% for g in groups %}{{ g.members|each(\"{short}\", \",\", chunk=1, line=\"[{items}]\") }}{% endfor %}",
+        )
+        .unwrap();
+        assert_eq!(text, "[192.0.2.1][192.0.2.8/29]");
+        for bad in [
+            "{{ groups[0].members|each(\"{vaule}\") }}",
+            "{{ groups[0].members|each(\"{items}\") }}",
+            "{{ groups[0].members|each(\"x\", chunk=0, line=\"{items}\") }}",
+            "{{ groups[0].members|each(\"x\", colour=1) }}",
+            "{{ [1, 2]|each(\"{value}\") }}",
+        ] {
+            match render(bad) {
+                Err(Error::CustomTemplate { .. }) => {}
+                other => panic!("{bad}: {:?}", other.map(|t| t.len())),
+            }
         }
     }
 
