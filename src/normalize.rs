@@ -86,23 +86,64 @@ pub fn select(entries: Vec<Entry>, opts: &Options) -> Result<Vec<Entry>> {
         })
         .collect();
     let excluded = AddrSet::from_nets(&opts.exclude.nets);
-    let mut selected = Vec::with_capacity(entries.len());
-    for mut e in entries {
-        if opts.necessary_only && !e.necessary {
-            continue;
+    // Entries stay in place, in their order. An address split around exclusions keeps its
+    // first piece there; the others wait in `split` for their place after it.
+    let mut entries = entries;
+    let mut failed = None;
+    let mut kept = 0;
+    let mut split: Vec<(usize, Vec<IpNet>)> = Vec::new();
+    entries.retain_mut(|e| {
+        if failed.is_some() || (opts.necessary_only && !e.necessary) {
+            return false;
         }
         if !opts.protocols.is_empty() {
             e.protocols.retain(|p| opts.protocols.contains(p));
             if e.protocols.is_empty() {
-                continue;
+                return false;
             }
         }
         if !opts.families.is_empty() && !opts.families.contains(&e.dest.family()) {
-            continue;
+            return false;
         }
-        wildcard_scope(&e, opts)?;
-        exclude(e, opts, &excluded, &mut selected)?;
+        match wildcard_scope(e, opts).and_then(|()| exclude(e, opts, &excluded)) {
+            Err(error) => {
+                failed = Some(error);
+                false
+            }
+            Ok(None) => false,
+            Ok(Some(rest)) => {
+                if !rest.is_empty() {
+                    split.push((kept, rest));
+                }
+                kept += 1;
+                true
+            }
+        }
+    });
+    if let Some(error) = failed {
+        return Err(error);
     }
+    let selected = if split.is_empty() {
+        entries
+    } else {
+        let pieces: usize = split.iter().map(|(_, rest)| rest.len()).sum();
+        let mut out = Vec::with_capacity(entries.len() + pieces);
+        let mut split = split.into_iter().peekable();
+        for (i, e) in entries.into_iter().enumerate() {
+            let rest = split.next_if(|(at, _)| *at == i).map(|(_, rest)| rest);
+            let pieces: Vec<Entry> = rest
+                .unwrap_or_default()
+                .into_iter()
+                .map(|n| Entry {
+                    dest: Dest::Net(n),
+                    ..e.clone()
+                })
+                .collect();
+            out.push(e);
+            out.extend(pieces);
+        }
+        out
+    };
     if selected.is_empty() && !opts.allow_empty {
         let why = if listed == 0 {
             "the list has no entries".to_owned()
@@ -114,20 +155,20 @@ pub fn select(entries: Vec<Entry>, opts: &Options) -> Result<Vec<Entry>> {
         )));
     }
     if !opts.allow_broad {
-        if let Some(e) = selected
-            .iter()
-            .find(|e| matches!(&e.dest, Dest::Net(n) if is_broad(n)))
-        {
+        let survey = Survey::of(&selected);
+        if let Some(e) = survey.broad.map(|i| &selected[i]) {
             return Err(Error::Guard(format!(
                 "{}.ip: {} is broader than /{MIN_PREFIX_V4} (IPv4) or /{MIN_PREFIX_V6} (IPv6) (--allow-broad to proceed)",
                 e.location(),
                 e.dest
             )));
         }
-    }
-    if !opts.allow_broad {
-        too_many_ports(&selected, opts)?;
-        broad_union(&selected)?;
+        if !survey.few_ports {
+            too_many_ports(&selected, opts)?;
+        }
+        if survey.may_hold_a_block(&selected) {
+            broad_union(&selected)?;
+        }
     }
     if !opts.allow_nonpublic {
         for e in &selected {
@@ -209,22 +250,6 @@ pub const MAX_PORTS: u32 = 1024;
 /// Refuses a destination allowed on more than `MAX_PORTS` ports of one protocol, counting
 /// every entry that names it.
 fn too_many_ports(entries: &[Entry], opts: &Options) -> Result<()> {
-    // No destination can pass the limit when all the ports of the list together don't. Most
-    // entries repeat a few port sets, so the union grows only now and then.
-    let mut all: Option<PortSet> = None;
-    let within = entries.iter().all(|e| {
-        let union = match all.take() {
-            Some(a) if a.contains_set(&e.ports) => a,
-            Some(a) => a.union(&e.ports),
-            None => e.ports.clone(),
-        };
-        let within = union.count() <= MAX_PORTS;
-        all = Some(union);
-        within
-    });
-    if within {
-        return Ok(());
-    }
     let mut union: BTreeMap<(Protocol, Dest), PortSet> = BTreeMap::new();
     for e in entries {
         let universal = e
@@ -262,9 +287,6 @@ fn too_many_ports(entries: &[Entry], opts: &Options) -> Result<()> {
 /// A sweep over the ports adds and removes networks in a segment tree of covered lengths:
 /// O(n log n) for n port ranges, whatever the shape of the port sets.
 fn broad_union(entries: &[Entry]) -> Result<()> {
-    if !may_hold_a_block(entries) {
-        return Ok(());
-    }
     let mut by_key: BTreeMap<(Family, Protocol), Vec<(IpNet, &PortSet)>> = BTreeMap::new();
     for e in entries {
         if let Dest::Net(n) = &e.dest {
@@ -364,32 +386,69 @@ fn broad_union(entries: &[Entry]) -> Result<()> {
     Ok(())
 }
 
-/// Whether the networks of all entries together, whatever their protocols and ports, may hold
-/// a block one bit shorter than the minimum prefix: when they don't, no protocol's and port's
-/// networks do. First the sizes added up (no block without that many addresses), then the
-/// union, one sort per family.
-fn may_hold_a_block(entries: &[Entry]) -> bool {
-    let nets = || {
-        entries.iter().filter_map(|e| match &e.dest {
+/// What the whole-list guards need to know first, from one pass over the selected entries,
+/// so that each guard runs only when it may fire.
+struct Survey {
+    /// The first network broader than the minimum prefix.
+    broad: Option<usize>,
+    /// All the ports of the list together are at most `MAX_PORTS`: then no destination is
+    /// allowed on more.
+    few_ports: bool,
+    /// How many addresses the networks hold, counted once per entry, per family.
+    sizes: [u128; 2],
+}
+
+impl Survey {
+    fn of(entries: &[Entry]) -> Survey {
+        let mut broad = None;
+        let mut sizes = [0u128; 2];
+        // Most entries repeat a few port sets, so the union grows only now and then.
+        let mut ports: Option<PortSet> = None;
+        let mut few_ports = true;
+        for (i, e) in entries.iter().enumerate() {
+            if let Dest::Net(n) = &e.dest {
+                if broad.is_none() && is_broad(n) {
+                    broad = Some(i);
+                }
+                let (sum, host) = match n {
+                    IpNet::V4(n) => (&mut sizes[0], 32 - u32::from(n.prefix_len())),
+                    IpNet::V6(n) => (&mut sizes[1], 128 - u32::from(n.prefix_len())),
+                };
+                *sum = sum.saturating_add(1u128.checked_shl(host).unwrap_or(u128::MAX));
+            }
+            if few_ports {
+                let union = match ports.take() {
+                    Some(all) if all.contains_set(&e.ports) => all,
+                    Some(all) => all.union(&e.ports),
+                    None => e.ports.clone(),
+                };
+                few_ports = union.count() <= MAX_PORTS;
+                ports = Some(union);
+            }
+        }
+        Survey {
+            broad,
+            few_ports,
+            sizes,
+        }
+    }
+
+    /// Whether the networks of all entries together, whatever their protocols and ports, may
+    /// hold a block one bit shorter than the minimum prefix: when they don't, no protocol's
+    /// and port's networks do. First the sizes (no block without that many addresses), then
+    /// the union, one sort per family.
+    fn may_hold_a_block(&self, entries: &[Entry]) -> bool {
+        // A block the sweep finds may lack the very last address (see `holds_block`).
+        let least = |bits: u32, min: u8| (1u128 << (bits - u32::from(min) + 1)) - 1;
+        if self.sizes[0] < least(32, MIN_PREFIX_V4) && self.sizes[1] < least(128, MIN_PREFIX_V6) {
+            return false;
+        }
+        let all = AddrSet::from_nets(entries.iter().filter_map(|e| match &e.dest {
             Dest::Net(n) => Some(n),
             _ => None,
-        })
-    };
-    let (mut v4, mut v6) = (0u128, 0u128);
-    for n in nets() {
-        let (sum, host) = match n {
-            IpNet::V4(n) => (&mut v4, 32 - u32::from(n.prefix_len())),
-            IpNet::V6(n) => (&mut v6, 128 - u32::from(n.prefix_len())),
-        };
-        *sum = sum.saturating_add(1u128.checked_shl(host).unwrap_or(u128::MAX));
+        }));
+        holds_block(&all.v4, MIN_PREFIX_V4) || holds_block(&all.v6, MIN_PREFIX_V6)
     }
-    // A block the sweep finds may lack the very last address (see `holds_block`).
-    let least = |bits: u32, min: u8| (1u128 << (bits - u32::from(min) + 1)) - 1;
-    if v4 < least(32, MIN_PREFIX_V4) && v6 < least(128, MIN_PREFIX_V6) {
-        return false;
-    }
-    let all = AddrSet::from_nets(nets());
-    holds_block(&all.v4, MIN_PREFIX_V4) || holds_block(&all.v6, MIN_PREFIX_V6)
 }
 
 /// Whether `set` holds a whole block one bit shorter than `min`, aligned on its size.
@@ -484,11 +543,12 @@ impl<'a> CoverTree<'a> {
     }
 }
 
-/// Appends to `out` what is left of an entry once the exclusions are taken out: nothing, the
-/// entry, or for an address range around excluded ones, the fewest prefixes around them.
-/// `nets` holds the excluded addresses. A name can't be cut out of a wildcard in any target,
-/// so that is an error rather than a silent no-op.
-fn exclude(e: Entry, opts: &Options, nets: &AddrSet, out: &mut Vec<Entry>) -> Result<()> {
+/// What is left of an entry once the exclusions are taken out, in place: `None` when nothing
+/// is, else the entry, and for an address range around excluded ones, the fewest prefixes
+/// around them: the first in the entry, the others returned. `nets` holds the excluded
+/// addresses. A name can't be cut out of a wildcard in any target, so that is an error rather
+/// than a silent no-op.
+fn exclude(e: &mut Entry, opts: &Options, nets: &AddrSet) -> Result<Option<Vec<IpNet>>> {
     let ex = &opts.exclude;
     let carve_error = |inside: &Dest, wildcard: &Hostname, universal: bool| {
         Error::Option(format!(
@@ -500,22 +560,23 @@ fn exclude(e: Entry, opts: &Options, nets: &AddrSet, out: &mut Vec<Entry>) -> Re
     match &e.dest {
         Dest::Net(n) => {
             if !nets.intersects(n) {
-                out.push(e);
-            } else if !nets.covers(n) {
-                let left = AddrSet::from_nets([n]).subtract(nets);
-                out.extend(left.prefixes().map(|n| Entry {
-                    dest: Dest::Net(n),
-                    ..e.clone()
-                }));
+                return Ok(Some(Vec::new()));
             }
-            Ok(())
+            let left = AddrSet::from_nets([n]).subtract(nets);
+            let mut pieces = left.prefixes();
+            let Some(first) = pieces.next() else {
+                return Ok(None);
+            };
+            let rest = pieces.collect();
+            e.dest = Dest::Net(first);
+            Ok(Some(rest))
         }
         Dest::Exact(_) | Dest::Wildcard(_) => {
             let universal = match (&e.universal, opts.exact_domains) {
                 (Some(u), false) => {
-                    exclude_wildcard(u, &ex.names).map_err(|x| carve_error(&x, u, true))?
+                    Some(exclude_wildcard(u, &ex.names).map_err(|x| carve_error(&x, u, true))?)
                 }
-                (u, _) => u.clone(),
+                _ => None,
             };
             let kept = match &e.dest {
                 Dest::Wildcard(h) => exclude_wildcard(h, &ex.names)
@@ -530,10 +591,13 @@ fn exclude(e: Entry, opts: &Options, nets: &AddrSet, out: &mut Vec<Entry>) -> Re
             };
             // A universal wildcard is the domain or a parent of it (checked before), so when
             // the domain is out, its wildcard is either out too or was a carve error above.
-            if kept {
-                out.push(Entry { universal, ..e });
+            if !kept {
+                return Ok(None);
             }
-            Ok(())
+            if let Some(universal) = universal {
+                e.universal = universal;
+            }
+            Ok(Some(Vec::new()))
         }
     }
 }
