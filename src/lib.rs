@@ -137,11 +137,10 @@ impl Prepared {
     }
 
     fn write_source_json(&self, out: &mut dyn Write) -> std::io::Result<()> {
-        let text = match self.base.list {
-            ListName::Server => self.list.to_json(),
-            name => list::plain_json(&self.list, name),
-        };
-        out.write_all(text.as_bytes())
+        match self.base.list {
+            ListName::Server => self.list.write_json(out),
+            name => list::write_plain_json(&self.list, name, out),
+        }
     }
 
     /// `source.json`, whole.

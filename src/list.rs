@@ -298,14 +298,6 @@ fn write_pretty(value: &impl Serialize, out: &mut dyn Write) -> io::Result<()> {
 /// `source.json` of a plain list (api, callback): its answer's own shape, an `ip_list` of
 /// addresses and CIDRs, with the mark that says which list it is. The ports are options of the
 /// build (`[callback] ports`), like the chain names, so they are not part of the list.
-pub fn plain_json(list: &List, name: ListName) -> String {
-    let mut bytes = Vec::new();
-    // Writing into memory can't fail, and serde_json writes UTF-8.
-    let _ = write_plain_json(list, name, &mut bytes);
-    String::from_utf8(bytes).unwrap_or_default()
-}
-
-/// `plain_json`, written as it is made.
 pub fn write_plain_json(list: &List, name: ListName, out: &mut dyn Write) -> io::Result<()> {
     #[derive(Serialize)]
     struct PlainDoc<'a> {
