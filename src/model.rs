@@ -349,6 +349,30 @@ pub struct Note {
     pub description: String,
 }
 
+/// An IPv4 address, with `/len` when given, as `Display` writes it: most of a large output is
+/// addresses, and `fmt` takes longer than the rest of an entry or a member's line.
+pub fn ipv4_text(addr: std::net::Ipv4Addr, len: Option<u8>, buf: &mut [u8; 18]) -> &str {
+    let mut at = 0;
+    for (i, number) in addr.octets().into_iter().chain(len).enumerate() {
+        if i > 0 {
+            buf[at] = if i == 4 { b'/' } else { b'.' };
+            at += 1;
+        }
+        if number >= 100 {
+            buf[at] = b'0' + number / 100;
+            at += 1;
+        }
+        if number >= 10 {
+            buf[at] = b'0' + number / 10 % 10;
+            at += 1;
+        }
+        buf[at] = b'0' + number % 10;
+        at += 1;
+    }
+    // Digits, dots and a slash: ASCII.
+    std::str::from_utf8(&buf[..at]).unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -373,5 +397,24 @@ mod tests {
         assert!(!big.contains_set(&set(&[(1, 1), (444, 444)])));
         assert!(!set(&[(3, 5)]).contains_set(&set(&[(1, 1), (3, 3)])));
         assert!(set(&[(1, 65535)]).contains_set(&big));
+    }
+
+    #[test]
+    fn ipv4_text_is_what_display_writes() {
+        let mut x: u32 = 0x9E37_79B9;
+        let mut addrs = vec![0, u32::MAX, 0x0A00_0001, 0x6400_0A09, 0x0909_6363];
+        for _ in 0..5000 {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            addrs.push(x);
+        }
+        for (i, &a) in addrs.iter().enumerate() {
+            let addr = std::net::Ipv4Addr::from(a);
+            assert_eq!(ipv4_text(addr, None, &mut [0; 18]), addr.to_string());
+            let len = (i % 33) as u8;
+            let net = ipnet::Ipv4Net::new(addr, len).unwrap();
+            assert_eq!(ipv4_text(addr, Some(len), &mut [0; 18]), net.to_string());
+        }
     }
 }

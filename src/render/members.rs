@@ -10,7 +10,6 @@
 use std::collections::{BTreeSet, HashMap};
 use std::fmt::{self, Write as _};
 use std::io;
-use std::net::Ipv4Addr;
 use std::sync::Arc;
 
 use ipnet::IpNet;
@@ -18,7 +17,7 @@ use ipnet::IpNet;
 use minijinja::value::{Enumerator, Kwargs, Object, ObjectRepr, Value};
 use minijinja::{Error as TemplateError, ErrorKind, State};
 
-use crate::model::{Dest, Note};
+use crate::model::{ipv4_text, Dest, Note};
 use crate::normalize::Member;
 use crate::target::Syntax;
 
@@ -192,11 +191,8 @@ impl Object for MemberView {
 fn push_dest(out: &mut String, dest: &Dest, short: bool) {
     match dest {
         Dest::Net(IpNet::V4(n)) => {
-            push_ipv4(out, n.addr());
-            if !(short && n.prefix_len() == 32) {
-                out.push('/');
-                push_decimal(out, n.prefix_len());
-            }
+            let len = Some(n.prefix_len()).filter(|&len| !(short && len == 32));
+            out.push_str(ipv4_text(n.addr(), len, &mut [0; 18]));
         }
         // Writing to a String can't fail.
         Dest::Net(n) if short && n.prefix_len() == n.max_prefix_len() => {
@@ -206,27 +202,6 @@ fn push_dest(out: &mut String, dest: &Dest, short: bool) {
             let _ = write!(out, "{other}");
         }
     }
-}
-
-/// `1.2.3.4`, as `Ipv4Addr`'s `Display` writes it, without the formatting machinery, which
-/// costs more than the rest of a member's line.
-fn push_ipv4(out: &mut String, addr: Ipv4Addr) {
-    for (i, octet) in addr.octets().into_iter().enumerate() {
-        if i > 0 {
-            out.push('.');
-        }
-        push_decimal(out, octet);
-    }
-}
-
-fn push_decimal(out: &mut String, n: u8) {
-    if n >= 100 {
-        out.push(char::from(b'0' + n / 100));
-    }
-    if n >= 10 {
-        out.push(char::from(b'0' + n / 10 % 10));
-    }
-    out.push(char::from(b'0' + n % 10));
 }
 
 /// A piece of an `each` format.
@@ -548,6 +523,7 @@ impl io::Write for LineCheck<'_> {
 mod tests {
     use super::*;
     use std::io::Write as _;
+    use std::net::Ipv4Addr;
 
     #[test]
     fn addresses_are_written_as_their_display_writes_them() {
