@@ -42,7 +42,8 @@ use render::{Settings, Templates};
 /// caller can refuse to write anything when any target fails. It is shared by the threads
 /// that render targets side by side.
 pub struct Prepared {
-    entries: Vec<Entry>,
+    /// `None` once `release_entries` let them go: no policy can be made any more.
+    entries: Option<Vec<Entry>>,
     options: normalize::Options,
     pub list: List,
     /// How the files are made, but for the digest of `source.json`, which waits for it.
@@ -55,8 +56,6 @@ pub struct Prepared {
     /// The policies, made on first use: a policy depends on the list and on whether the
     /// target can express wildcards, not on the target, so `build` makes at most two.
     policies: [OnceLock<Policy>; 2],
-    /// `entries` are gone (`release_entries`): no policy can be made any more.
-    released: bool,
 }
 
 /// Merges the config's extra entries into the response's, applies filters, exclusions and the
@@ -106,14 +105,13 @@ pub fn prepare_list(
         callback_ports: config.callback_ports.ranges().to_vec(),
     };
     Ok(Prepared {
-        entries,
+        entries: Some(entries),
         options,
         list,
         base,
         settings: OnceLock::new(),
         unused_exclusions,
         policies: Default::default(),
-        released: false,
     })
 }
 
@@ -177,12 +175,12 @@ impl Prepared {
         if let Some(policy) = cell.get() {
             return Ok(policy);
         }
-        if self.released {
+        let Some(entries) = &self.entries else {
             return Err(Error::Option(
                 "internal error: a policy was asked for after the entries were let go".into(),
             ));
-        }
-        let policy = normalize::normalize(&self.entries, &self.options, wildcards)?;
+        };
+        let policy = normalize::normalize(entries, &self.options, wildcards)?;
         Ok(cell.get_or_init(|| policy))
     }
 
@@ -190,8 +188,7 @@ impl Prepared {
     /// `lists`): the rendering that comes next can use their memory. `explain` and a policy
     /// not made by then need them.
     pub fn release_entries(&mut self) {
-        self.entries = Vec::new();
-        self.released = true;
+        self.entries = None;
     }
 
     /// `policy`, borrowed from the one its capability shares.
@@ -257,7 +254,7 @@ impl Prepared {
         targets: &[Target],
     ) -> Result<Vec<explain::Answer>> {
         let cx = explain::Context {
-            entries: &self.entries,
+            entries: self.entries.as_deref().unwrap_or_default(),
             exact_domains: self.options.exact_domains,
             dns_sets: self.base.dnsmasq.sets,
             pfsense_source_family: self.base.rules.pfsense_source.family,
