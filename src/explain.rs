@@ -477,7 +477,7 @@ fn sources(
             let source = Source {
                 location: e.location(),
                 necessary: e.necessary,
-                description: e.description.clone(),
+                description: e.description.to_string(),
             };
             if !out.contains(&source) {
                 out.push(source);

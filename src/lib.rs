@@ -85,10 +85,11 @@ pub fn prepare_list(
     let list = if name == ListName::Server {
         List::from_entries(&entries)
     } else {
+        let api_ports = wecom::api_ports();
         let canonical: Vec<Entry> = entries
             .iter()
             .map(|e| Entry {
-                ports: wecom::api_ports(),
+                ports: api_ports.clone(),
                 ..e.clone()
             })
             .collect();

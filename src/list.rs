@@ -220,7 +220,7 @@ impl List {
                 list.notes.push((note, Services::default()));
             }
             if let Some((_, services)) = list.notes.last_mut() {
-                for &p in &e.protocols {
+                for p in e.protocols {
                     services.add(p, &e.ports);
                 }
             }
@@ -699,7 +699,13 @@ mod tests {
         let back = parse(text.as_bytes(), false).unwrap().entries;
         let mut seen: Vec<(bool, &str, Vec<Protocol>)> = back
             .iter()
-            .map(|e| (e.necessary, e.description.as_str(), e.protocols.clone()))
+            .map(|e| {
+                (
+                    e.necessary,
+                    e.description.as_str(),
+                    e.protocols.iter().collect(),
+                )
+            })
             .collect();
         seen.sort();
         assert_eq!(

@@ -1,10 +1,14 @@
 //! Validated values. Once a value is one of these types it is safe to print into any target:
 //! templates never see a raw string from the input except free-text descriptions.
 
+use std::borrow::Borrow;
+use std::collections::HashSet;
 use std::fmt;
+use std::ops::Deref;
+use std::sync::Arc;
 
 use ipnet::IpNet;
-use serde::Serialize;
+use serde::{Serialize, Serializer};
 
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, serde::Deserialize,
@@ -16,11 +20,131 @@ pub enum Protocol {
 }
 
 impl Protocol {
+    /// Every protocol, in protocol order.
+    pub const ALL: [Protocol; 2] = [Protocol::Tcp, Protocol::Udp];
+
+    fn bit(self) -> u8 {
+        match self {
+            Protocol::Tcp => 1,
+            Protocol::Udp => 2,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Protocol::Tcp => "tcp",
             Protocol::Udp => "udp",
         }
+    }
+}
+
+/// A set of protocols in one byte, iterated in protocol order: an entry's protocols, kept
+/// without a heap allocation per entry.
+#[derive(Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct Protocols(u8);
+
+impl Protocols {
+    pub fn contains(&self, p: &Protocol) -> bool {
+        self.0 & p.bit() != 0
+    }
+
+    pub fn insert(&mut self, p: Protocol) {
+        self.0 |= p.bit();
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0 == 0
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.count_ones() as usize
+    }
+
+    /// Keeps the protocols `keep` says yes to.
+    pub fn retain(&mut self, mut keep: impl FnMut(&Protocol) -> bool) {
+        for p in Protocol::ALL {
+            if !keep(&p) {
+                self.0 &= !p.bit();
+            }
+        }
+    }
+
+    /// The protocols, in protocol order.
+    pub fn iter(&self) -> ProtocolsIter {
+        self.into_iter()
+    }
+}
+
+impl FromIterator<Protocol> for Protocols {
+    fn from_iter<I: IntoIterator<Item = Protocol>>(iter: I) -> Self {
+        let mut set = Protocols::default();
+        for p in iter {
+            set.insert(p);
+        }
+        set
+    }
+}
+
+impl IntoIterator for Protocols {
+    type Item = Protocol;
+    type IntoIter = ProtocolsIter;
+
+    fn into_iter(self) -> ProtocolsIter {
+        ProtocolsIter { bits: self.0 }
+    }
+}
+
+impl IntoIterator for &Protocols {
+    type Item = Protocol;
+    type IntoIter = ProtocolsIter;
+
+    fn into_iter(self) -> ProtocolsIter {
+        (*self).into_iter()
+    }
+}
+
+/// The protocols of a `Protocols`, in protocol order.
+#[derive(Debug, Clone)]
+pub struct ProtocolsIter {
+    /// The protocols not yet yielded.
+    bits: u8,
+}
+
+impl Iterator for ProtocolsIter {
+    type Item = Protocol;
+
+    fn next(&mut self) -> Option<Protocol> {
+        let p = Protocol::ALL
+            .into_iter()
+            .find(|p| self.bits & p.bit() != 0)?;
+        self.bits &= !p.bit();
+        Some(p)
+    }
+}
+
+impl fmt::Debug for Protocols {
+    /// As the list it stands for: `[Tcp, Udp]`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
+    }
+}
+
+impl PartialEq<[Protocol]> for Protocols {
+    /// Equal to a list of the same protocols in protocol order, each once.
+    fn eq(&self, other: &[Protocol]) -> bool {
+        self.iter().eq(other.iter().copied())
+    }
+}
+
+impl<const N: usize> PartialEq<[Protocol; N]> for Protocols {
+    fn eq(&self, other: &[Protocol; N]) -> bool {
+        *self == other[..]
+    }
+}
+
+impl PartialEq<Vec<Protocol>> for Protocols {
+    fn eq(&self, other: &Vec<Protocol>) -> bool {
+        *self == other[..]
     }
 }
 
@@ -73,10 +197,34 @@ pub enum PortValue {
 }
 
 /// A non-empty set of ports kept as sorted, merged (non-overlapping, non-adjacent) ranges,
-/// so that equal sets compare equal whatever order or overlap the input used.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-#[serde(transparent)]
-pub struct PortSet(Vec<PortRange>);
+/// so that equal sets compare equal whatever order or overlap the input used. Shared: the
+/// entries of a list that have the same ports hold one set (see `Interner`).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PortSet(Arc<[PortRange]>);
+
+impl Serialize for PortSet {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.ranges().serialize(s)
+    }
+}
+
+impl Borrow<[PortRange]> for PortSet {
+    fn borrow(&self) -> &[PortRange] {
+        &self.0
+    }
+}
+
+/// Sorts and merges `ranges` in place into a set's canonical form.
+fn canonical(ranges: &mut Vec<PortRange>) {
+    ranges.sort_unstable();
+    ranges.dedup_by(|r, last| {
+        let joins = u32::from(r.start) <= u32::from(last.end) + 1;
+        if joins {
+            last.end = last.end.max(r.end);
+        }
+        joins
+    });
+}
 
 impl PortSet {
     /// Builds the canonical set; `None` when `ranges` is empty (an empty port list would mean
@@ -85,16 +233,8 @@ impl PortSet {
         if ranges.is_empty() {
             return None;
         }
-        ranges.sort_unstable();
-        // Merged in place: a set is built for every entry of a list.
-        ranges.dedup_by(|r, last| {
-            let joins = u32::from(r.start) <= u32::from(last.end) + 1;
-            if joins {
-                last.end = last.end.max(r.end);
-            }
-            joins
-        });
-        Some(PortSet(ranges))
+        canonical(&mut ranges);
+        Some(PortSet(ranges.into()))
     }
 
     pub fn ranges(&self) -> &[PortRange] {
@@ -125,7 +265,7 @@ impl PortSet {
     }
 
     pub fn union(&self, other: &PortSet) -> PortSet {
-        let all = self.0.iter().chain(&other.0).copied().collect();
+        let all = self.0.iter().chain(other.0.iter()).copied().collect();
         PortSet::new(all).unwrap_or_else(|| self.clone())
     }
 
@@ -166,7 +306,7 @@ pub fn join_ranges(ranges: &[PortRange], sep: &str, range_sep: &str) -> String {
 
 /// A lowercase DNS name of at least two labels, letters, digits and inner hyphens only.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Hostname(String);
+pub struct Hostname(Box<str>);
 
 impl Hostname {
     /// Validates `raw`; the error says why in a few words.
@@ -205,7 +345,7 @@ impl Hostname {
         {
             return Err("ends in a numeric label (an IP address belongs in ip_list)");
         }
-        Ok(Hostname(name))
+        Ok(Hostname(name.into_boxed_str()))
     }
 
     pub fn as_str(&self) -> &str {
@@ -216,7 +356,7 @@ impl Hostname {
     pub fn is_within(&self, parent: &Hostname) -> bool {
         self.0 == parent.0
             || (self.0.len() > parent.0.len()
-                && self.0.ends_with(parent.0.as_str())
+                && self.0.ends_with(&*parent.0)
                 && self.0.as_bytes()[self.0.len() - parent.0.len() - 1] == b'.')
     }
 
@@ -311,20 +451,21 @@ impl ListKind {
     }
 }
 
-/// One validated entry of the response. `dests` holds the entry's own destination, then the
-/// wildcard of its `universal_domian` if it has one.
+/// One validated entry of the response. Small and without a heap allocation of its own for
+/// an address: a list may hold a million of them, and the texts and port sets its entries
+/// repeat are shared.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
     pub list: ListKind,
     /// From the config file's `extra` lists rather than from the response.
     pub extra: bool,
-    pub index: usize,
+    pub necessary: bool,
+    pub protocols: Protocols,
+    pub index: u32,
     pub dest: Dest,
     pub universal: Option<Hostname>,
-    pub protocols: Vec<Protocol>,
     pub ports: PortSet,
-    pub necessary: bool,
-    pub description: String,
+    pub description: Text,
 }
 
 /// Where an entry stands, as messages name it: `ip_list[3]` or `extra.domain_list[0]`.
@@ -338,7 +479,7 @@ pub fn location(list: ListKind, extra: bool, index: usize) -> String {
 
 impl Entry {
     pub fn location(&self) -> String {
-        location(self.list, self.extra, self.index)
+        location(self.list, self.extra, self.index as usize)
     }
 }
 
@@ -346,7 +487,152 @@ impl Entry {
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Note {
     pub necessary: bool,
-    pub description: String,
+    pub description: Text,
+}
+
+/// Free text from the input (a description), shared by everything that holds it: a list
+/// repeats a few texts over many entries.
+#[derive(Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Text(Arc<str>);
+
+impl Text {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Deref for Text {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Borrow<str> for Text {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+impl AsRef<str> for Text {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<&str> for Text {
+    fn from(s: &str) -> Self {
+        Text(s.into())
+    }
+}
+
+impl From<String> for Text {
+    fn from(s: String) -> Self {
+        Text(s.into())
+    }
+}
+
+impl fmt::Debug for Text {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&*self.0, f)
+    }
+}
+
+impl fmt::Display for Text {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl Serialize for Text {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+impl PartialEq<str> for Text {
+    fn eq(&self, other: &str) -> bool {
+        *self.0 == *other
+    }
+}
+
+impl PartialEq<&str> for Text {
+    fn eq(&self, other: &&str) -> bool {
+        *self.0 == **other
+    }
+}
+
+impl PartialEq<String> for Text {
+    fn eq(&self, other: &String) -> bool {
+        *self.0 == **other
+    }
+}
+
+/// One `Text` per distinct description and one `PortSet` per distinct port set, for the
+/// entries of one read. Neighbours mostly repeat the last one, which is checked first,
+/// without hashing.
+#[derive(Debug, Default)]
+pub struct Interner {
+    texts: HashSet<Text>,
+    sets: HashSet<PortSet>,
+    last_text: Option<Text>,
+    last_set: Option<PortSet>,
+    /// The buffer `ports` was last given, for the next set to be read into.
+    spare: Vec<PortRange>,
+}
+
+impl Interner {
+    /// The shared text equal to `s`.
+    pub fn text(&mut self, s: &str) -> Text {
+        if let Some(last) = self.last_text.as_ref().filter(|t| t.as_str() == s) {
+            return last.clone();
+        }
+        let text = match self.texts.get(s) {
+            Some(text) => text.clone(),
+            None => {
+                let text = Text::from(s);
+                self.texts.insert(text.clone());
+                text
+            }
+        };
+        self.last_text = Some(text.clone());
+        text
+    }
+
+    /// An empty buffer to read a port list into, then given to `ports`: reading a list of a
+    /// million entries allocates no buffer per entry.
+    pub fn buffer(&mut self) -> Vec<PortRange> {
+        let mut buffer = std::mem::take(&mut self.spare);
+        buffer.clear();
+        buffer
+    }
+
+    /// The shared set of `ranges` (any order, overlaps allowed); `None` when empty, as
+    /// `PortSet::new`. Keeps `ranges` as the next buffer.
+    pub fn ports(&mut self, mut ranges: Vec<PortRange>) -> Option<PortSet> {
+        if ranges.is_empty() {
+            return None;
+        }
+        canonical(&mut ranges);
+        let set = match &self.last_set {
+            Some(last) if *last.0 == *ranges => last.clone(),
+            _ => {
+                let set = match self.sets.get(&ranges[..]) {
+                    Some(set) => set.clone(),
+                    None => {
+                        let set = PortSet(ranges[..].into());
+                        self.sets.insert(set.clone());
+                        set
+                    }
+                };
+                self.last_set = Some(set.clone());
+                set
+            }
+        };
+        self.spare = ranges;
+        Some(set)
+    }
 }
 
 /// An IPv4 address, with `/len` when given, as `Display` writes it: most of a large output is
@@ -397,6 +683,77 @@ mod tests {
         assert!(!big.contains_set(&set(&[(1, 1), (444, 444)])));
         assert!(!set(&[(3, 5)]).contains_set(&set(&[(1, 1), (3, 3)])));
         assert!(set(&[(1, 65535)]).contains_set(&big));
+    }
+
+    #[test]
+    fn protocols_are_a_set_iterated_in_protocol_order() {
+        let both: Protocols = [Protocol::Udp, Protocol::Tcp, Protocol::Udp]
+            .into_iter()
+            .collect();
+        assert_eq!(
+            both.iter().collect::<Vec<_>>(),
+            [Protocol::Tcp, Protocol::Udp]
+        );
+        assert_eq!(both, vec![Protocol::Tcp, Protocol::Udp]);
+        assert_ne!(both, [Protocol::Udp, Protocol::Tcp]);
+        assert_ne!(both, [Protocol::Tcp]);
+        assert_eq!(both.len(), 2);
+        assert_eq!(format!("{both:?}"), "[Tcp, Udp]");
+        let udp: Protocols = [Protocol::Udp].into_iter().collect();
+        assert!(udp.contains(&Protocol::Udp) && !udp.contains(&Protocol::Tcp));
+        assert_eq!(udp, [Protocol::Udp]);
+        let mut kept = both;
+        kept.retain(|p| *p == Protocol::Udp);
+        assert_eq!(kept, udp);
+        kept.retain(|p| *p == Protocol::Udp);
+        assert_eq!(kept, udp);
+        kept.retain(|p| *p == Protocol::Tcp);
+        assert!(kept.is_empty() && kept.iter().next().is_none());
+        assert_eq!(kept, Vec::new());
+        let mut tcp = Protocols::default();
+        tcp.insert(Protocol::Tcp);
+        assert_eq!((&tcp).into_iter().collect::<Vec<_>>(), [Protocol::Tcp]);
+    }
+
+    #[test]
+    fn the_interner_shares_equal_values_and_only_those() {
+        let mut i = Interner::default();
+        let a = i.text("core");
+        let b = i.text("calls");
+        // Not the last one: found by hashing.
+        let a2 = i.text("core");
+        assert!(std::ptr::eq(a.as_str(), a2.as_str()));
+        // Right after it, a text as long.
+        assert_eq!(i.text("cord"), "cord");
+        assert!(!std::ptr::eq(a.as_str(), b.as_str()));
+        assert_eq!((a2.as_str(), i.text("calls").as_str()), ("core", "calls"));
+        assert_eq!(i.text(""), "");
+
+        let r = |a, b| PortRange::new(a, b).unwrap();
+        let mut ports = |ranges: &[PortRange]| {
+            let mut buffer = i.buffer();
+            assert!(buffer.is_empty());
+            buffer.extend_from_slice(ranges);
+            i.ports(buffer)
+        };
+        let web = ports(&[r(443, 443), r(80, 80)]).unwrap();
+        let same = ports(&[r(80, 80), r(443, 443), r(80, 80)]).unwrap();
+        assert!(std::ptr::eq(web.ranges(), same.ranges()));
+        assert_eq!(web, set(&[(80, 80), (443, 443)]));
+        // Right after it, a set of as many ranges.
+        assert_eq!(
+            ports(&[r(80, 80), r(8443, 8443)]).unwrap(),
+            set(&[(80, 80), (8443, 8443)])
+        );
+        // A subset, a superset and a merge are sets of their own.
+        assert_eq!(ports(&[r(80, 80)]).unwrap(), set(&[(80, 80)]));
+        let more = ports(&[r(80, 80), r(443, 443), r(8080, 8080)]).unwrap();
+        assert_eq!(more, set(&[(80, 80), (443, 443), (8080, 8080)]));
+        let merged = ports(&[r(3, 8), r(1, 5), r(9, 9)]).unwrap();
+        assert_eq!(merged.ranges(), [r(1, 9)]);
+        let again = ports(&[r(443, 443), r(80, 80)]).unwrap();
+        assert!(std::ptr::eq(web.ranges(), again.ranges()));
+        assert_eq!(ports(&[]), None);
     }
 
     #[test]

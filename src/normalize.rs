@@ -258,7 +258,7 @@ fn too_many_ports(entries: &[Entry], opts: &Options) -> Result<()> {
             .filter(|_| !opts.exact_domains)
             .map(|u| Dest::Wildcard(u.clone()));
         for dest in std::iter::once(e.dest.clone()).chain(universal) {
-            for &p in &e.protocols {
+            for p in e.protocols {
                 let ports = match union.get(&(p, dest.clone())) {
                     Some(ports) => ports.union(&e.ports),
                     None => e.ports.clone(),
@@ -290,7 +290,7 @@ fn broad_union(entries: &[Entry]) -> Result<()> {
     let mut by_key: BTreeMap<(Family, Protocol), Vec<(IpNet, &PortSet)>> = BTreeMap::new();
     for e in entries {
         if let Dest::Net(n) = &e.dest {
-            for &p in &e.protocols {
+            for p in e.protocols {
                 by_key
                     .entry((e.dest.family(), p))
                     .or_default()
@@ -703,7 +703,7 @@ pub fn normalize(entries: &[Entry], opts: &Options, wildcards: bool) -> Result<P
         let universal = universal
             .filter(|_| wildcards)
             .map(|h| Dest::Wildcard(h.clone()));
-        for &protocol in &e.protocols {
+        for protocol in e.protocols {
             match &e.dest {
                 // The address, not the network: the same order as `IpNet`'s.
                 Dest::Net(IpNet::V4(n)) => nets.push((
@@ -952,7 +952,7 @@ impl<'a> Interned<'a> {
             let (necessary, description) = self.note_list[id as usize];
             Note {
                 necessary,
-                description: description.to_owned(),
+                description: description.into(),
             }
         };
         let mut set = BTreeSet::new();

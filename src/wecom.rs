@@ -13,6 +13,7 @@
 //! of the keys.
 
 use std::borrow::Cow;
+use std::cell::RefCell;
 use std::collections::HashSet;
 use std::net::IpAddr;
 use std::str::FromStr;
@@ -23,7 +24,9 @@ use serde_json::{Map, Number, Value};
 
 use crate::endpoint::{ListName, MARK};
 use crate::error::{Error, Result};
-use crate::model::{Dest, Entry, Hostname, ListKind, PortRange, PortSet, Protocol};
+use crate::model::{
+    Dest, Entry, Hostname, Interner, ListKind, PortRange, PortSet, Protocol, Protocols,
+};
 use crate::text::quote;
 
 /// A response that passed validation.
@@ -346,10 +349,12 @@ pub fn validate_as(
     ports: &PortSet,
     skip_invalid: bool,
 ) -> Result<Response> {
+    let interner = RefCell::default();
     let seed = DocSeed {
         want: Want::Is(want),
         ports,
         skip_invalid,
+        interner: &interner,
     };
     let top = seed.deserialize(doc).map_err(not_json)?;
     finish(top, Want::Is(want)).map(|(_, r)| r)
@@ -374,10 +379,12 @@ fn read(
         return Err(Error::Input("the input is empty".into()));
     }
     let mut de = serde_json::Deserializer::from_slice(bytes);
+    let interner = RefCell::default();
     let seed = DocSeed {
         want,
         ports,
         skip_invalid,
+        interner: &interner,
     };
     let top = seed
         .deserialize(&mut de)
@@ -484,6 +491,7 @@ struct DocSeed<'p> {
     want: Want,
     ports: &'p PortSet,
     skip_invalid: bool,
+    interner: &'p RefCell<Interner>,
 }
 
 impl<'de> DeserializeSeed<'de> for DocSeed<'_> {
@@ -537,6 +545,7 @@ impl<'de> Visitor<'de> for DocSeed<'_> {
                 list,
                 how,
                 skip_invalid: self.skip_invalid,
+                interner: self.interner,
             };
             match key.as_ref() {
                 "errcode" => doc.errcode = Some(map.next_value()?),
@@ -617,6 +626,7 @@ struct ListSeed<'p> {
     list: ListKind,
     how: How<'p>,
     skip_invalid: bool,
+    interner: &'p RefCell<Interner>,
 }
 
 impl<'de> DeserializeSeed<'de> for ListSeed<'_> {
@@ -667,6 +677,7 @@ impl<'de> Visitor<'de> for ListSeed<'_> {
                 extra: false,
                 index,
                 how,
+                interner: self.interner,
             };
             let Some((kind, entry)) = seq.next_element_seed(seed)? else {
                 return Ok(read);
@@ -724,6 +735,8 @@ struct ItemSeed<'p> {
     index: usize,
     /// `Skip` never comes here; `Any` reads a string as a plain address, the rest as objects.
     how: How<'p>,
+    /// Where the entries' descriptions and port sets are shared.
+    interner: &'p RefCell<Interner>,
 }
 
 type Checked = (Kind, Result<Entry, String>);
@@ -740,9 +753,13 @@ impl ItemSeed<'_> {
     }
 
     fn text(self, raw: &str) -> Checked {
+        let plain = |ports, description| {
+            let description = self.interner.borrow_mut().text(description);
+            plain_entry(self.index, raw, ports, description)
+        };
         let entry = match self.how {
-            How::Plain { ports, description } => plain_entry(self.index, raw, ports, description),
-            How::Any { ports } => plain_entry(self.index, raw, ports, ""),
+            How::Plain { ports, description } => plain(ports, description),
+            How::Any { ports } => plain(ports, ""),
             How::Server | How::Skip => return self.wrong(Kind::String),
         };
         (Kind::String, entry)
@@ -808,7 +825,8 @@ impl<'de> Visitor<'de> for ItemSeed<'_> {
                     if raw.port.is_some() {
                         return Err(twice(&key, Some(self.location())));
                     }
-                    raw.port = Some(map.next_value_seed(PortsSeed)?);
+                    let buffer = self.interner.borrow_mut().buffer();
+                    raw.port = Some(map.next_value_seed(PortsSeed(buffer))?);
                     continue;
                 }
                 _ => {
@@ -827,7 +845,13 @@ impl<'de> Visitor<'de> for ItemSeed<'_> {
             }
             *slot = Some(map.next_value()?);
         }
-        Ok((Kind::Object, raw.entry(self.list, self.extra, self.index)))
+        let entry = raw.entry(
+            self.list,
+            self.extra,
+            self.index,
+            &mut self.interner.borrow_mut(),
+        );
+        Ok((Kind::Object, entry))
     }
 }
 
@@ -860,7 +884,13 @@ struct RawEntry<'de> {
 
 impl RawEntry<'_> {
     /// Validates the entry. Its location is only spelled out for an error.
-    fn entry(self, list: ListKind, extra: bool, index: usize) -> Result<Entry, String> {
+    fn entry(
+        self,
+        list: ListKind,
+        extra: bool,
+        index: usize,
+        interner: &mut Interner,
+    ) -> Result<Entry, String> {
         let location = || crate::model::location(list, extra, index);
         let at = |field: &str| format!("{}.{field}", location());
         // The user's own entries are held to the config's rule: a misspelt key (`descripton`)
@@ -894,12 +924,12 @@ impl RawEntry<'_> {
         };
         let protocols = parse_protocols(self.protocol.as_ref().unwrap_or(&Json::Null))
             .map_err(|w| format!("{}: {w}", at("protocol")))?;
-        let ports = ports_of(self.port).map_err(|w| format!("{}: {w}", at("port")))?;
+        let ports = ports_of(self.port, interner).map_err(|w| format!("{}: {w}", at("port")))?;
         let necessary = parse_necessary(self.necessary.as_ref().unwrap_or(&Json::Null))
             .map_err(|w| format!("{}: {w}", at("is_necessary")))?;
         let description = match self.description {
-            None | Some(Json::Null) => String::new(),
-            Some(Json::Str(s)) => s.into_owned(),
+            None | Some(Json::Null) => interner.text(""),
+            Some(Json::Str(s)) => interner.text(&s),
             Some(other) => {
                 return Err(format!(
                     "{}: must be a string, found {}",
@@ -911,7 +941,7 @@ impl RawEntry<'_> {
         Ok(Entry {
             list,
             extra,
-            index,
+            index: entry_index(index, location)?,
             dest,
             universal,
             protocols,
@@ -928,23 +958,27 @@ fn plain_entry(
     index: usize,
     raw: &str,
     ports: &PortSet,
-    description: &str,
+    description: crate::model::Text,
 ) -> Result<Entry, String> {
-    let net = parse_ip(raw).map_err(|w| {
-        let location = crate::model::location(ListKind::Ip, false, index);
-        format!("{location}: {} {w}", quote(raw))
-    })?;
+    let location = || crate::model::location(ListKind::Ip, false, index);
+    let net = parse_ip(raw).map_err(|w| format!("{}: {} {w}", location(), quote(raw)))?;
     Ok(Entry {
         list: ListKind::Ip,
         extra: false,
-        index,
+        index: entry_index(index, location)?,
         dest: Dest::Net(net),
         universal: None,
-        protocols: vec![Protocol::Tcp],
+        protocols: Protocols::from_iter([Protocol::Tcp]),
         ports: ports.clone(),
         necessary: true,
-        description: description.to_owned(),
+        description,
     })
+}
+
+/// An entry's index as `Entry` keeps it: a list of more than 4,294,967,295 entries (a
+/// document of tens of gigabytes) is refused rather than numbered wrong.
+fn entry_index(index: usize, location: impl Fn() -> String) -> Result<u32, String> {
+    u32::try_from(index).map_err(|_| format!("{}: the list has too many entries", location()))
 }
 
 /// Validates the entries of one list into `out`. `extra` marks entries that come from the
@@ -956,12 +990,14 @@ pub fn parse_list(
     skip_invalid: bool,
     out: &mut Response,
 ) -> Result<()> {
+    let interner = RefCell::default();
     for (index, item) in items.iter().enumerate() {
         let seed = ItemSeed {
             list,
             extra,
             index,
             how: How::Server,
+            interner: &interner,
         };
         let (_, entry) = seed.deserialize(item).map_err(not_json)?;
         match entry {
@@ -1079,7 +1115,7 @@ fn parse_universal(v: Option<&Json>) -> Result<Option<Hostname>, String> {
 }
 
 /// `TCP`, `udp`, `TCP/UDP`, `tcp,udp` or a list of those.
-fn parse_protocols(v: &Json) -> Result<Vec<Protocol>, String> {
+fn parse_protocols(v: &Json) -> Result<Protocols, String> {
     let words = match v {
         Json::Str(_) => std::slice::from_ref(v),
         Json::List(items) => {
@@ -1091,7 +1127,7 @@ fn parse_protocols(v: &Json) -> Result<Vec<Protocol>, String> {
         Json::Null => return Err("is missing".into()),
         other => return Err(format!("must be a string, found {}", other.kind().text())),
     };
-    let mut protocols = Vec::with_capacity(2);
+    let mut protocols = Protocols::default();
     for word in words.iter().filter_map(Json::as_str) {
         for token in word.split(['/', ',']) {
             let p = if token.eq_ignore_ascii_case("tcp") {
@@ -1101,12 +1137,9 @@ fn parse_protocols(v: &Json) -> Result<Vec<Protocol>, String> {
             } else {
                 return Err(format!("{} is not TCP or UDP", quote(word)));
             };
-            if !protocols.contains(&p) {
-                protocols.push(p);
-            }
+            protocols.insert(p);
         }
     }
-    protocols.sort_unstable();
     if protocols.is_empty() {
         return Err("is empty".into());
     }
@@ -1116,11 +1149,14 @@ fn parse_protocols(v: &Json) -> Result<Vec<Protocol>, String> {
 /// A list of ports: integers, numeric strings or `"a-b"` ranges, each within 1-65535.
 /// An empty list is refused: to several targets no port means every port.
 pub fn parse_ports(v: &Value) -> Result<PortSet, String> {
-    ports_of(Some(PortsSeed.deserialize(v).map_err(|e| e.to_string())?))
+    let read = PortsSeed(Vec::new())
+        .deserialize(v)
+        .map_err(|e| e.to_string())?;
+    ports_of(Some(read), &mut Interner::default())
 }
 
 /// A `port` field's set, or why it is none (`None`: the field is missing).
-fn ports_of(read: Option<PortsRead>) -> Result<PortSet, String> {
+fn ports_of(read: Option<PortsRead>, interner: &mut Interner) -> Result<PortSet, String> {
     match read {
         None | Some(PortsRead::Not(Kind::Null)) => Err("is missing".into()),
         Some(PortsRead::Not(kind)) => {
@@ -1130,7 +1166,8 @@ fn ports_of(read: Option<PortsRead>) -> Result<PortSet, String> {
             "{} is not a port (1-65535, or \"a-b\" for a range)",
             item.shown()
         )),
-        Some(PortsRead::Ranges(ranges)) => PortSet::new(ranges)
+        Some(PortsRead::Ranges(ranges)) => interner
+            .ports(ranges)
             .ok_or_else(|| "is empty (an empty port list would allow every port)".into()),
     }
 }
@@ -1145,7 +1182,8 @@ enum PortsRead<'de> {
     Not(Kind),
 }
 
-struct PortsSeed;
+/// Reads a `port` field into the buffer it holds (see `Interner::buffer`).
+struct PortsSeed(Vec<PortRange>);
 
 impl<'de> DeserializeSeed<'de> for PortsSeed {
     type Value = PortsRead<'de>;
@@ -1197,7 +1235,7 @@ impl<'de> Visitor<'de> for PortsSeed {
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<PortsRead<'de>, A::Error> {
-        let mut ranges = Vec::new();
+        let mut ranges = self.0;
         while let Some(port) = seq.next_element_seed(PortSeed)? {
             match port {
                 Ok(range) => ranges.push(range),
