@@ -166,6 +166,18 @@ fn sort_prefix(e: &Entry) -> (u8, u128, u8) {
     }
 }
 
+/// `sort_prefix` in one integer, in the same order, where it fits: the class (list and
+/// family), then for IPv4 the address and the prefix length. An IPv6 network or a name gets
+/// its class alone and is placed among its class by `sort_prefix` and `entry_order`.
+fn sort_word(e: &Entry) -> u64 {
+    let (class, number, len) = sort_prefix(e);
+    let v4 = match &e.dest {
+        Dest::Net(ipnet::IpNet::V4(_)) => (number as u64) << 8 | u64::from(len),
+        Dest::Net(ipnet::IpNet::V6(_)) | Dest::Exact(_) | Dest::Wildcard(_) => 0,
+    };
+    u64::from(class) << 40 | v4
+}
+
 /// The catalog's order of entries: `Key`'s, then `Note`'s.
 fn entry_order(a: &Entry, b: &Entry) -> Ordering {
     (a.list, &a.dest, &a.universal, a.necessary, &a.description).cmp(&(
@@ -177,26 +189,51 @@ fn entry_order(a: &Entry, b: &Entry) -> Ordering {
     ))
 }
 
+/// The entries' indexes in the catalog's order. Most of a large list is IPv4 addresses, each
+/// placed by its `sort_word` alone: one sort of small integers, without reading an entry
+/// (the entries of a million-entry list are scattered over memory). Entries of one word (the
+/// same IPv4 network, or the IPv6 networks and names of one list) are then ordered among
+/// themselves by the whole order.
+fn catalog_order(entries: &[Entry]) -> Vec<usize> {
+    let mut words: Vec<u128> = entries
+        .iter()
+        .enumerate()
+        .map(|(i, e)| u128::from(sort_word(e)) << 64 | i as u128)
+        .collect();
+    words.sort_unstable();
+    let mut order: Vec<usize> = words.iter().map(|&w| w as u64 as usize).collect();
+    let mut start = 0;
+    while start < words.len() {
+        let word = words[start] >> 64;
+        let mut end = start + 1;
+        while words.get(end).is_some_and(|&w| w >> 64 == word) {
+            end += 1;
+        }
+        if end - start > 1 {
+            order[start..end].sort_unstable_by(|&a, &b| {
+                let (a, b) = (&entries[a], &entries[b]);
+                sort_prefix(a)
+                    .cmp(&sort_prefix(b))
+                    .then_with(|| entry_order(a, b))
+            });
+        }
+        start = end;
+    }
+    order
+}
+
 impl List {
     /// One sort of the entries, then one walk that merges those of the same destination and
     /// note.
     pub fn from_entries(entries: &[Entry]) -> List {
-        let mut order: Vec<((u8, u128, u8), usize)> = entries
-            .iter()
-            .enumerate()
-            .map(|(i, e)| (sort_prefix(e), i))
-            .collect();
-        order.sort_unstable_by(|a, b| {
-            a.0.cmp(&b.0)
-                .then_with(|| entry_order(&entries[a.1], &entries[b.1]))
-        });
+        let order = catalog_order(entries);
         let mut list = List {
             keys: Vec::with_capacity(entries.len()),
             starts: Vec::with_capacity(entries.len()),
             notes: Vec::with_capacity(entries.len()),
         };
         let mut previous: Option<&Entry> = None;
-        for (_, i) in order {
+        for i in order {
             let e = &entries[i];
             let same_key = previous.is_some_and(|p| {
                 p.list == e.list && p.dest == e.dest && p.universal == e.universal
@@ -663,6 +700,72 @@ pub fn digest(text: &str) -> String {
 mod tests {
     use super::*;
     use crate::wecom::parse;
+
+    #[test]
+    fn catalog_order_is_the_whole_order() {
+        let mut x: u32 = 0x2545_F491;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x
+        };
+        let mut items = Vec::new();
+        for _ in 0..3000 {
+            let r = next();
+            // Few addresses, so that networks repeat with other lengths, notes and ports.
+            let addr =
+                std::net::Ipv4Addr::from((r & 0x0F0F_0003) | [0, 0x8000_0000][r as usize >> 31]);
+            let len = [32, 32, 31, 24, 16, 8, 1][(r >> 4) as usize % 7];
+            let net = ipnet::Ipv4Net::new(addr, len).unwrap().trunc();
+            let ip = match (r >> 8) % 9 {
+                0 => format!("2001:db8::{:x}", r % 5),
+                1 => "::".into(),
+                _ => net.to_string(),
+            };
+            items.push(format!(
+                r#"{{"ip":"{ip}","protocol":"{}","port":[{}],"is_necessary":{},"description":"{}"}}"#,
+                ["TCP", "UDP"][(r >> 12) as usize % 2],
+                1 + (r >> 13) % 3,
+                (r >> 16) % 2,
+                ["", "a", "b"][(r >> 17) as usize % 3]
+            ));
+        }
+        let domains = r#"{"domain":"b.example.com","protocol":"TCP","port":[443],"is_necessary":1},
+            {"domain":"*.example.com","protocol":"TCP","port":[443],"is_necessary":0},
+            {"domain":"a.example.com","universal_domian":"example.org","protocol":"TCP","port":[443],"is_necessary":1},
+            {"domain":"a.example.com","protocol":"TCP","port":[80],"is_necessary":1}"#;
+        let doc = format!(
+            r#"{{"errcode":0,"ip_list":[{}],"domain_list":[{domains}]}}"#,
+            items.join(",")
+        );
+        let entries = parse(doc.as_bytes(), false).unwrap().entries;
+        let mut expected: Vec<&Entry> = entries.iter().collect();
+        expected.sort_by(|a, b| {
+            sort_prefix(a)
+                .cmp(&sort_prefix(b))
+                .then_with(|| entry_order(a, b))
+        });
+        let got: Vec<&Entry> = catalog_order(&entries)
+            .iter()
+            .map(|&i| &entries[i])
+            .collect();
+        assert_eq!(got.len(), entries.len());
+        // Entries equal in the order may come in any order among themselves.
+        let place = |e: &&Entry| {
+            (
+                sort_prefix(e),
+                e.list,
+                e.dest.clone(),
+                e.universal.clone(),
+                e.necessary,
+                e.description.clone(),
+            )
+        };
+        let got: Vec<_> = got.iter().map(place).collect();
+        let expected: Vec<_> = expected.iter().map(place).collect();
+        assert_eq!(got, expected);
+    }
 
     #[test]
     fn source_json_reads_back_as_the_same_list() {

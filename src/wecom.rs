@@ -378,7 +378,6 @@ fn read(
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Err(Error::Input("the input is empty".into()));
     }
-    let mut de = serde_json::Deserializer::from_slice(bytes);
     let interner = RefCell::default();
     let seed = DocSeed {
         want,
@@ -386,11 +385,23 @@ fn read(
         skip_invalid,
         interner: &interner,
     };
-    let top = seed
-        .deserialize(&mut de)
-        .and_then(|top| de.end().map(|()| top))
-        .map_err(not_json)?;
-    finish(top, want)
+    // UTF-8 is checked once for the whole document rather than string by string. A document
+    // that is not UTF-8 is read as bytes, for serde_json's own message naming where.
+    let top = match std::str::from_utf8(bytes) {
+        Ok(text) => read_all(serde_json::Deserializer::from_str(text), seed),
+        Err(_) => read_all(serde_json::Deserializer::from_slice(bytes), seed),
+    };
+    finish(top.map_err(not_json)?, want)
+}
+
+/// The whole document through `seed`, and nothing after it.
+fn read_all<'de, R: serde_json::de::Read<'de>>(
+    mut de: serde_json::Deserializer<R>,
+    seed: DocSeed,
+) -> serde_json::Result<Top<'de>> {
+    let top = seed.deserialize(&mut de)?;
+    de.end()?;
+    Ok(top)
 }
 
 fn not_json(e: serde_json::Error) -> Error {
