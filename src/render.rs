@@ -991,17 +991,13 @@ fn dns_lines(policy: &Policy, groups: &[GroupContext], settings: &Settings) -> V
     by_name
         .keys()
         .map(|&domain| {
-            // Every listed name equal to or above this one; names are validated host names,
-            // so a suffix that starts at a dot is a parent domain.
-            let covering: BTreeSet<usize> = by_name
-                .iter()
-                .filter(|(d, _)| {
-                    domain == **d
-                        || domain
-                            .strip_suffix(**d)
-                            .is_some_and(|rest| rest.ends_with('.'))
-                })
-                .flat_map(|(_, gs)| gs.iter().copied())
+            // Every listed name equal to or above this one: the name and each suffix that
+            // starts after a dot (names are validated host names), looked up, not searched.
+            let covering: BTreeSet<usize> = std::iter::once(domain)
+                .chain(domain.match_indices('.').map(|(i, _)| &domain[i + 1..]))
+                .filter_map(|d| by_name.get(d))
+                .flatten()
+                .copied()
                 .collect();
             let sets: Vec<String> = covering
                 .into_iter()
