@@ -348,27 +348,40 @@ fn dnsmasq_ipset_block_loads_sets_then_rules() {
         "{block}\n{block}\necho '--- sets'; ipset list -n | sort\n\
          echo '--- rules'; iptables -S WECOM_ALLOW; ip6tables -S WECOM_ALLOW\n"
     ));
-    // The sets ipset.rules creates, as its `create` lines name them.
-    let created: Vec<String> = lab
-        .read("build/ipset.rules")
-        .lines()
-        .filter_map(|l| l.strip_prefix("create "))
-        .filter_map(|l| l.split_whitespace().next())
-        .map(str::to_owned)
-        .collect();
+    let created = created_sets(&lab);
     assert_eq!(
         created.len(),
         2,
         "the seed has one name group, two families"
     );
     assert_eq!(section(&out, "sets"), created);
-    let rules = section(&out, "rules");
-    for set in &created {
+    assert_sets_matched(&section(&out, "rules"), created.iter());
+}
+
+/// The sets ipset.rules creates, as its `create` lines name them, but the temporary sets a
+/// reload fills and swaps; sorted, once each.
+fn created_sets(lab: &Lab) -> Vec<String> {
+    let mut created: Vec<String> = lab
+        .read("build/ipset.rules")
+        .lines()
+        .filter_map(|l| l.strip_prefix("create "))
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|name| !name.contains("_t_"))
+        .map(str::to_owned)
+        .collect();
+    created.sort();
+    created.dedup();
+    created
+}
+
+/// Every one of `sets` is matched (as destination) by some rule of `rules`.
+fn assert_sets_matched<'a>(rules: &[&str], sets: impl Iterator<Item = &'a String>) {
+    for set in sets {
         assert!(
             rules
                 .iter()
                 .any(|l| l.contains(&format!("--match-set {set} dst"))),
-            "{rules:#?}"
+            "{set}: {rules:#?}"
         );
     }
 }
@@ -386,16 +399,7 @@ fn ipset_groups_block_loads_sets_then_rules() {
         "{block}\n{block}\necho '--- sets'; ipset list -n | sort\n\
          echo '--- rules'; iptables -S WECOM_ALLOW; ip6tables -S WECOM_ALLOW\n"
     ));
-    let mut created: Vec<String> = lab
-        .read("build/ipset.rules")
-        .lines()
-        .filter_map(|l| l.strip_prefix("create "))
-        .filter_map(|l| l.split_whitespace().next())
-        .filter(|name| !name.contains("_t_"))
-        .map(str::to_owned)
-        .collect();
-    created.sort();
-    created.dedup();
+    let created = created_sets(&lab);
     assert!(!created.is_empty(), "ipset.rules creates no set");
     assert_eq!(section(&out, "sets"), created, "{out}");
     let rules = section(&out, "rules");
@@ -403,14 +407,7 @@ fn ipset_groups_block_loads_sets_then_rules() {
         rules.iter().all(|l| !l.contains("115.238.203.110")),
         "an address outside the sets: {rules:#?}"
     );
-    for set in created.iter().filter(|n| n.contains("_n_")) {
-        assert!(
-            rules
-                .iter()
-                .any(|l| l.contains(&format!("--match-set {set} dst"))),
-            "{set}: {rules:#?}"
-        );
-    }
+    assert_sets_matched(&rules, created.iter().filter(|n| n.contains("_n_")));
 }
 
 /// The Import helper prints the alias's addresses, one a line: the seed's two TCP 80,443 hosts.
