@@ -56,6 +56,9 @@ pub struct Prepared {
     /// The policies, made on first use: a policy depends on the list and on whether the
     /// target can express wildcards, not on the target, so `build` makes at most two.
     policies: [OnceLock<Policy>; 2],
+    /// No wildcard counts in the list, so both capabilities get the same policy: the first
+    /// slot serves both, and it is made once.
+    one_policy: bool,
 }
 
 /// Merges the config's extra entries into the response's, applies filters, exclusions and the
@@ -82,6 +85,7 @@ pub fn prepare_list(
     }
     let unused_exclusions = normalize::unused_exclusions(&entries, &options.exclude);
     let entries = normalize::select(entries, &options)?;
+    let one_policy = !normalize::wildcards_matter(&entries, &options);
     let list = if name == ListName::Server {
         List::from_entries(&entries)
     } else {
@@ -113,6 +117,7 @@ pub fn prepare_list(
         settings: OnceLock::new(),
         unused_exclusions,
         policies: Default::default(),
+        one_policy,
     })
 }
 
@@ -172,7 +177,7 @@ impl Prepared {
 
     /// The policy for targets that can (or can't) express wildcards, made once.
     fn capability_policy(&self, wildcards: bool) -> Result<&Policy> {
-        let cell = &self.policies[usize::from(wildcards)];
+        let cell = &self.policies[usize::from(wildcards && !self.one_policy)];
         if let Some(policy) = cell.get() {
             return Ok(policy);
         }
@@ -273,5 +278,48 @@ impl Prepared {
     /// What `target`'s template receives, as JSON, for writing custom templates.
     pub fn context_json(&self, target: Target) -> Result<String> {
         render::context_json(target, self.shared_policy(target)?, self.settings())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn prepared(doc: &str) -> Prepared {
+        let response = wecom::parse(doc.as_bytes(), false).unwrap();
+        prepare(response, &Config::default()).unwrap()
+    }
+
+    /// Both capabilities share one policy when no wildcard counts, and get their own when one
+    /// does.
+    #[test]
+    fn a_list_without_wildcards_makes_one_policy_for_both_capabilities() {
+        let entry = |dest: &str| {
+            format!(r#"{{{dest}, "protocol": "TCP", "port": [443], "is_necessary": 1}}"#)
+        };
+        let doc = |ips: &[&str], domains: &[&str]| {
+            format!(
+                r#"{{"errcode": 0, "ip_list": [{}], "domain_list": [{}]}}"#,
+                ips.join(","),
+                domains.join(",")
+            )
+        };
+        let ip = entry(r#""ip": "101.91.0.0/24""#);
+        let name = entry(r#""domain": "a.example.com""#);
+        let wildcard = entry(r#""domain": "*.example.com""#);
+        let universal = entry(r#""domain": "b.example.com", "universal_domian": "example.com""#);
+        let cases = [
+            (doc(&[&ip], &[]), true),
+            (doc(&[&ip], &[&name]), true),
+            (doc(&[&ip], &[&name, &wildcard]), false),
+            (doc(&[], &[&name, &universal]), false),
+        ];
+        for (doc, shared) in cases {
+            let p = prepared(&doc);
+            let with = p.capability_policy(true).unwrap();
+            let without = p.capability_policy(false).unwrap();
+            assert_eq!(std::ptr::eq(with, without), shared, "{doc}");
+            assert_eq!(with == without, shared, "{doc}");
+        }
     }
 }

@@ -674,6 +674,15 @@ fn is_broad(net: &IpNet) -> bool {
     }
 }
 
+/// Whether the policies with and without wildcards may differ for `entries` (selected, under
+/// `opts`): only a wildcard tells them apart, the entry's own or its universal domain's.
+/// Without one, both are the same, and a caller needs to make only one.
+pub fn wildcards_matter(entries: &[Entry], opts: &Options) -> bool {
+    entries.iter().any(|e| {
+        matches!(e.dest, Dest::Wildcard(_)) || (e.universal.is_some() && !opts.exact_domains)
+    })
+}
+
 /// Builds the policy for a target. `wildcards` says whether the target can match a name and
 /// all its subdomains; where it can't, no exact name may be dropped in favour of a wildcard.
 pub fn normalize(entries: &[Entry], opts: &Options, wildcards: bool) -> Result<Policy> {

@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 
 use wecom_allowlist::config::Config;
 use wecom_allowlist::model::{Dest, Family as F, Protocol};
-use wecom_allowlist::normalize::Policy;
+use wecom_allowlist::normalize::{self, Policy};
 use wecom_allowlist::Target;
 
 use crate::oracle::{
@@ -267,5 +267,28 @@ proptest! {
         if let (Ok(a), Ok(b)) = (a, b) {
             prop_assert_eq!(a, b);
         }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 400, ..ProptestConfig::default() })]
+
+    /// A list in which no wildcard counts (no names at all, or only exact ones) gives the same
+    /// policy, or the same refusal, to targets with and without wildcards: the tool then makes
+    /// only one. Compared on the two policies made separately.
+    #[test]
+    fn without_wildcards_both_capabilities_get_the_same_policy(doc in document(), sel in selection()) {
+        let Ok(mut config) = Config::parse(&config_toml(&sel)) else { return Ok(()) };
+        config.options.allow_empty = true;
+        let Ok(response) = wecom_allowlist::wecom::parse(doc.as_bytes(), false) else { return Ok(()) };
+        let Ok(entries) = normalize::select(response.entries, &config.options) else { return Ok(()) };
+        let made = |wildcards| {
+            normalize::normalize(&entries, &config.options, wildcards).map_err(|e| e.to_string())
+        };
+        let (with, without) = (made(true), made(false));
+        if normalize::wildcards_matter(&entries, &config.options) {
+            return Ok(());
+        }
+        prop_assert_eq!(with, without);
     }
 }
