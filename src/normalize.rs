@@ -6,13 +6,14 @@
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
 use crate::error::{Error, Result};
-use crate::model::{Dest, Entry, Family, Hostname, Note, PortSet, Protocol};
+use crate::model::{Dest, Entry, Family, Hostname, Note, PortSet, Protocol, Text};
 
 pub mod ranges;
 
@@ -56,7 +57,66 @@ pub struct Group {
 pub struct Member {
     pub dest: Dest,
     /// Every entry that contributed, for comments and pfSense details.
-    pub notes: BTreeSet<Note>,
+    pub notes: Notes,
+}
+
+/// A member's notes, sorted, each once. A list has few distinct sets of notes and many
+/// members, so each set is made once per policy and its members share it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
+pub struct Notes(Arc<[Note]>);
+
+impl Notes {
+    pub fn iter(&self) -> std::slice::Iter<'_, Note> {
+        self.0.iter()
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The same set as `other`, shared (not merely equal): a reader may keep what it makes of
+    /// a set by this identity.
+    pub fn same(&self, other: &Notes) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+
+    /// An identity for `same`, to key a map with while the set lives.
+    pub fn id(&self) -> usize {
+        Arc::as_ptr(&self.0).cast::<Note>() as usize
+    }
+
+    /// The notes of both.
+    pub fn union(&self, other: &Notes) -> Notes {
+        if self.same(other) || other.is_empty() {
+            return self.clone();
+        }
+        if self.is_empty() {
+            return other.clone();
+        }
+        self.iter().chain(other.iter()).cloned().collect()
+    }
+}
+
+impl FromIterator<Note> for Notes {
+    fn from_iter<I: IntoIterator<Item = Note>>(notes: I) -> Notes {
+        let mut notes: Vec<Note> = notes.into_iter().collect();
+        notes.sort_unstable();
+        notes.dedup();
+        Notes(notes.into())
+    }
+}
+
+impl<'a> IntoIterator for &'a Notes {
+    type Item = &'a Note;
+    type IntoIter = std::slice::Iter<'a, Note>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter()
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -816,6 +876,7 @@ pub fn normalize(entries: &[Entry], opts: &Options, wildcards: bool) -> Result<P
 
     // Step 3: inside each group, aggregate addresses and drop names a wildcard covers.
     let mut groups: Vec<Group> = Vec::with_capacity(keys.len());
+    let mut scratch = Vec::new();
     for k in order {
         let (family, protocol, ports) = keys[k];
         let same = &in_key[k];
@@ -824,11 +885,11 @@ pub fn normalize(entries: &[Entry], opts: &Options, wildcards: bool) -> Result<P
                 same.iter()
                     .map(|r| Member {
                         dest: r.dest.clone().into_owned(),
-                        notes: table.notes(notes[r.notes.clone()].iter().copied()),
+                        notes: table.notes(notes[r.notes.clone()].iter().copied(), &mut scratch),
                     })
                     .collect(),
             ),
-            Family::Ipv4 | Family::Ipv6 => aggregate_runs(&table, &notes, same),
+            Family::Ipv4 | Family::Ipv6 => aggregate_runs(&mut table, &notes, same),
         };
         groups.push(Group {
             family,
@@ -880,7 +941,11 @@ struct Interned<'a> {
     port_of: Vec<u32>,
     note_of: Vec<u32>,
     /// The distinct notes, as (necessary, description).
-    note_list: Vec<(bool, &'a str)>,
+    note_list: Vec<(bool, &'a Text)>,
+    /// The sets of notes members hold, each made once: of one note, by the note's number;
+    /// of more, by their sorted numbers.
+    one_note: Vec<Option<Notes>>,
+    note_sets: HashMap<Box<[u32]>, Notes>,
 }
 
 impl<'a> Interned<'a> {
@@ -891,6 +956,8 @@ impl<'a> Interned<'a> {
             port_of: Vec::with_capacity(entries.len()),
             note_of: Vec::with_capacity(entries.len()),
             note_list: Vec::new(),
+            one_note: Vec::new(),
+            note_sets: HashMap::new(),
         };
         let mut note_ids: HashMap<(bool, &str), u32> = HashMap::new();
         let mut last: Option<(&Entry, u32, u32)> = None;
@@ -930,7 +997,7 @@ impl<'a> Interned<'a> {
     fn note_id(&mut self, ids: &mut HashMap<(bool, &'a str), u32>, e: &'a Entry) -> u32 {
         let key = (e.necessary, e.description.as_str());
         *ids.entry(key).or_insert_with(|| {
-            self.note_list.push(key);
+            self.note_list.push((e.necessary, &e.description));
             (self.note_list.len() - 1) as u32
         })
     }
@@ -954,30 +1021,47 @@ impl<'a> Interned<'a> {
         }
     }
 
-    /// The notes `ids` (any order, repeats allowed) as a member holds them: each distinct
-    /// one made once.
-    fn notes(&self, mut ids: impl Iterator<Item = u32>) -> BTreeSet<Note> {
-        let note = |id: u32| {
-            let (necessary, description) = self.note_list[id as usize];
-            Note {
-                necessary,
-                description: description.into(),
-            }
-        };
-        let mut set = BTreeSet::new();
+    /// The notes `ids` (any order, repeats allowed) as a member holds them: the set shared
+    /// by every member with the same notes. `scratch` is room for the numbers.
+    fn notes(&mut self, mut ids: impl Iterator<Item = u32>, scratch: &mut Vec<u32>) -> Notes {
         let Some(first) = ids.next() else {
-            return set;
+            return Notes::default();
         };
-        set.insert(note(first));
-        let mut others = Vec::new();
-        others.extend(ids.filter(|&id| id != first));
-        if !others.is_empty() {
-            others.sort_unstable();
-            others.dedup();
-            set.extend(others.into_iter().map(note));
+        scratch.clear();
+        scratch.extend(ids.filter(|&id| id != first));
+        if scratch.is_empty() {
+            if self.one_note.len() <= first as usize {
+                self.one_note.resize(self.note_list.len(), None);
+            }
+            let note_list = &self.note_list;
+            return self.one_note[first as usize]
+                .get_or_insert_with(|| notes_of(note_list, &[first]))
+                .clone();
         }
+        scratch.push(first);
+        scratch.sort_unstable();
+        scratch.dedup();
+        if let Some(set) = self.note_sets.get(scratch.as_slice()) {
+            return set.clone();
+        }
+        let set = notes_of(&self.note_list, scratch);
+        self.note_sets
+            .insert(scratch.as_slice().into(), set.clone());
         set
     }
+}
+
+/// The notes numbered `ids` in `note_list`, as a set.
+fn notes_of(note_list: &[(bool, &Text)], ids: &[u32]) -> Notes {
+    ids.iter()
+        .map(|&id| {
+            let (necessary, description) = note_list[id as usize];
+            Note {
+                necessary,
+                description: description.clone(),
+            }
+        })
+        .collect()
 }
 
 /// The fewest prefixes that match exactly the same addresses, sorted: the addresses as
@@ -989,7 +1073,7 @@ pub fn aggregate(nets: &[IpNet]) -> Vec<IpNet> {
 /// One group's members from its runs (one family, in address order): the runs' networks
 /// aggregated, each prefix with the notes of every entry inside it. A run's network lies in
 /// exactly one prefix and both come in address order, so one walk pairs them.
-fn aggregate_runs(table: &Interned<'_>, notes: &[u32], runs: &[&Run<'_>]) -> Vec<Member> {
+fn aggregate_runs(table: &mut Interned<'_>, notes: &[u32], runs: &[&Run<'_>]) -> Vec<Member> {
     let nets: Vec<(IpNet, std::ops::Range<usize>)> = runs
         .iter()
         .filter_map(|r| match &*r.dest {
@@ -1000,6 +1084,7 @@ fn aggregate_runs(table: &Interned<'_>, notes: &[u32], runs: &[&Run<'_>]) -> Vec
     let set = AddrSet::from_nets(nets.iter().map(|(n, _)| n));
     let mut out = Vec::with_capacity(nets.len());
     let mut next = 0;
+    let mut scratch = Vec::new();
     for prefix in set.prefixes() {
         let from = next;
         while nets.get(next).is_some_and(|(n, _)| prefix.contains(n)) {
@@ -1010,7 +1095,7 @@ fn aggregate_runs(table: &Interned<'_>, notes: &[u32], runs: &[&Run<'_>]) -> Vec
             .flat_map(|(_, r)| notes[r.clone()].iter().copied());
         out.push(Member {
             dest: Dest::Net(prefix),
-            notes: table.notes(ids),
+            notes: table.notes(ids, &mut scratch),
         });
     }
     out
@@ -1304,6 +1389,71 @@ mod tests {
                 ("443".into(), "10.0.1.5/32".into())
             ]
         );
+    }
+
+    proptest! {
+        /// Each member holds the notes of every entry inside it, sorted and each once (what a
+        /// `BTreeSet` of them holds), and members with the same notes share one set.
+        #[test]
+        fn members_hold_their_entries_notes_and_share_equal_sets(
+            rows in prop::collection::vec((0u32..64, 28u8..=32, 0usize..4, any::<bool>()), 1..40)
+        ) {
+            let descriptions = ["a", "b", "", "c; d"];
+            let items: Vec<String> = rows
+                .iter()
+                .map(|&(host, len, d, necessary)| {
+                    let addr = Ipv4Addr::from(0x6500_0000 | host);
+                    let net = ipnet::Ipv4Net::new(addr, len).unwrap().trunc();
+                    format!(
+                        r#"{{"ip":"{net}","protocol":"TCP","port":[443],"is_necessary":{},"description":"{}"}}"#,
+                        u8::from(necessary),
+                        descriptions[d]
+                    )
+                })
+                .collect();
+            let doc = format!(r#"{{"ip_list":[{}]}}"#, items.join(","));
+            let entries = crate::wecom::parse(doc.as_bytes(), false).unwrap().entries;
+            let p = normalize(&entries, &Options::default(), true).unwrap();
+            let members: Vec<&Member> = p.groups.iter().flat_map(|g| &g.members).collect();
+            for m in &members {
+                let Dest::Net(outer) = m.dest else { unreachable!("addresses only") };
+                let expected: BTreeSet<Note> = entries
+                    .iter()
+                    .filter(|e| matches!(e.dest, Dest::Net(n) if outer.contains(&n)))
+                    .map(|e| Note {
+                        necessary: e.necessary,
+                        description: e.description.clone(),
+                    })
+                    .collect();
+                let held: Vec<&Note> = m.notes.iter().collect();
+                prop_assert_eq!(held, expected.iter().collect::<Vec<_>>());
+            }
+            for a in &members {
+                for b in &members {
+                    prop_assert_eq!(a.notes == b.notes, a.notes.same(&b.notes));
+                }
+            }
+        }
+
+        /// `union` and `collect` hold what a `BTreeSet` of the same notes holds, in its order.
+        #[test]
+        fn notes_union_is_the_sorted_set_union(
+            a in prop::collection::vec((any::<bool>(), 0usize..4), 0..6),
+            b in prop::collection::vec((any::<bool>(), 0usize..4), 0..6),
+        ) {
+            let note = |&(necessary, d): &(bool, usize)| Note {
+                necessary,
+                description: ["x", "a", "", "b"][d].into(),
+            };
+            let sa: Notes = a.iter().map(note).collect();
+            let sb: Notes = b.iter().map(note).collect();
+            let model: BTreeSet<Note> = a.iter().chain(&b).map(note).collect();
+            let union = sa.union(&sb);
+            prop_assert_eq!(union.iter().collect::<Vec<_>>(), model.iter().collect::<Vec<_>>());
+            let only_a: BTreeSet<Note> = a.iter().map(note).collect();
+            prop_assert_eq!(sa.iter().collect::<Vec<_>>(), only_a.iter().collect::<Vec<_>>());
+            prop_assert!(sa.union(&sa).same(&sa));
+        }
     }
 
     #[test]

@@ -737,7 +737,7 @@ fn shown_groups<'a>(
                             .zip(&h.members)
                             .map(|(a, b)| Member {
                                 dest: a.dest.clone(),
-                                notes: a.notes.union(&b.notes).cloned().collect(),
+                                notes: a.notes.union(&b.notes),
                             })
                             .collect(),
                     ),
@@ -1477,7 +1477,7 @@ mod tests {
                 .iter()
                 .map(|net| Member {
                     dest: Dest::Net(net.parse().unwrap()),
-                    notes: BTreeSet::from([crate::model::Note {
+                    notes: crate::normalize::Notes::from_iter([crate::model::Note {
                         necessary: true,
                         description: "{value} \"x\"\n{short}".into(),
                     }]),
@@ -1577,7 +1577,7 @@ mod tests {
                     dest: Dest::Exact(
                         crate::model::Hostname::parse(&format!("h{i}.example.com")).unwrap(),
                     ),
-                    notes: BTreeSet::new(),
+                    notes: Default::default(),
                 })
                 .collect(),
         }

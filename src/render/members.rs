@@ -7,7 +7,7 @@
 //! the line's text, and Rust fills in each member's fields, escaped for the target, and writes
 //! the lines straight into the output.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::fmt::{self, Write as _};
 use std::io;
 use std::sync::Arc;
@@ -17,8 +17,8 @@ use ipnet::IpNet;
 use minijinja::value::{Enumerator, Kwargs, Object, ObjectRepr, Value};
 use minijinja::{Error as TemplateError, ErrorKind, State};
 
-use crate::model::{ipv4_text, Dest, Note};
-use crate::normalize::Member;
+use crate::model::{ipv4_text, Dest};
+use crate::normalize::{Member, Notes};
 use crate::target::Syntax;
 
 /// A member's note, kept once for every member with the same notes: notes repeat a lot.
@@ -30,7 +30,7 @@ struct NoteText {
 }
 
 impl NoteText {
-    fn of(notes: &BTreeSet<Note>) -> NoteText {
+    fn of(notes: &Notes) -> NoteText {
         let necessary = notes.iter().any(|n| n.necessary);
         let mut descriptions: Vec<&str> = notes
             .iter()
@@ -72,14 +72,16 @@ impl Members {
         let mut dests = Vec::with_capacity(members.len());
         let mut note_ids = Vec::with_capacity(members.len());
         let mut notes = Vec::new();
-        let mut ids: HashMap<&BTreeSet<Note>, u32> = HashMap::new();
+        // By the set's identity: members share their set of notes (see `Notes`), and an
+        // equal set that is not shared only costs its text twice.
+        let mut ids: HashMap<usize, u32> = HashMap::new();
         // Neighbours often share their notes (a run of addresses from one entry).
-        let mut last: Option<(&BTreeSet<Note>, u32)> = None;
+        let mut last: Option<(&Notes, u32)> = None;
         for m in members {
             let id = match last {
-                Some((set, id)) if *set == m.notes => id,
+                Some((set, id)) if set.same(&m.notes) => id,
                 _ => {
-                    let id = *ids.entry(&m.notes).or_insert_with(|| {
+                    let id = *ids.entry(m.notes.id()).or_insert_with(|| {
                         notes.push(NoteText::of(&m.notes));
                         // Fewer notes than members, and a group holds far fewer than 2^32.
                         u32::try_from(notes.len() - 1).unwrap_or(u32::MAX)
