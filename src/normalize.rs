@@ -8,9 +8,7 @@ use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
-use std::net::{Ipv4Addr, Ipv6Addr};
-
-use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+use ipnet::IpNet;
 
 use crate::error::{Error, Result};
 use crate::model::{Dest, Entry, Family, Hostname, Note, PortSet, Protocol, Text};
@@ -754,10 +752,11 @@ pub fn normalize(entries: &[Entry], opts: &Options, wildcards: bool) -> Result<P
     };
     let mut table = Interned::new(entries);
     // Step 1: every (destination, protocol) an entry lists, sorted once: addresses by their
-    // integers, names (borrowed; only a universal wildcard is made) by `Dest`'s order. An
-    // address carries its entry's port set and note, so that no entry is read in address
-    // order, all over memory.
-    let mut nets: Vec<(Family, Protocol, u128, u8, u32, u32)> = Vec::with_capacity(entries.len());
+    // integers (an IPv4 row is one u64 key), names (borrowed; only a universal wildcard is
+    // made) by `Dest`'s order. An address carries its entry's port set and note, so that no
+    // entry is read in address order, all over memory.
+    let mut v4: Vec<(u64, u32, u32)> = Vec::new();
+    let mut v6: Vec<(Protocol, u128, u8, u32, u32)> = Vec::new();
     let mut names: Vec<(Protocol, Cow<'_, Dest>, usize)> = Vec::new();
     for (i, e) in entries.iter().enumerate() {
         let universal = e.universal.as_ref().filter(|_| !opts.exact_domains);
@@ -774,19 +773,18 @@ pub fn normalize(entries: &[Entry], opts: &Options, wildcards: bool) -> Result<P
             .map(|h| Dest::Wildcard(h.clone()));
         for protocol in e.protocols {
             match &e.dest {
-                // The address, not the network: the same order as `IpNet`'s.
-                Dest::Net(IpNet::V4(n)) => nets.push((
-                    Family::Ipv4,
+                Dest::Net(IpNet::V4(n)) => {
+                    if v4.capacity() == 0 {
+                        v4.reserve(entries.len());
+                    }
+                    let key = (protocol as u64) << 40
+                        | u64::from(u32::from(n.network())) << 8
+                        | u64::from(n.prefix_len());
+                    v4.push((key, table.port_of[i], table.note_of[i]));
+                }
+                Dest::Net(IpNet::V6(n)) => v6.push((
                     protocol,
-                    u128::from(u32::from(n.addr())),
-                    n.prefix_len(),
-                    table.port_of[i],
-                    table.note_of[i],
-                )),
-                Dest::Net(IpNet::V6(n)) => nets.push((
-                    Family::Ipv6,
-                    protocol,
-                    u128::from(n.addr()),
+                    u128::from(n.network()),
                     n.prefix_len(),
                     table.port_of[i],
                     table.note_of[i],
@@ -799,38 +797,35 @@ pub fn normalize(entries: &[Entry], opts: &Options, wildcards: bool) -> Result<P
             }
         }
     }
-    nets.sort_unstable();
+    v4.sort_unstable_by_key(|r| r.0);
+    v6.sort_unstable();
     names.sort_unstable_by(|a, b| (a.0, &*a.1, a.2).cmp(&(b.0, &*b.1, b.2)));
 
-    // Step 2: one port set per (family, protocol, destination), from each run of equal keys.
-    // `notes` holds the notes of every run's entries, run after run.
-    let mut notes: Vec<u32> = Vec::with_capacity(nets.len() + names.len());
-    let mut runs: Vec<Run<'_>> = Vec::with_capacity(nets.len() + names.len());
-    let mut k = 0;
-    while let Some(&(family, protocol, addr, len, ..)) = nets.get(k) {
-        let same = nets[k..]
-            .iter()
-            .take_while(|r| (r.0, r.1, r.2, r.3) == (family, protocol, addr, len))
-            .count();
-        let rows = &nets[k..k + same];
-        let from = notes.len();
-        notes.extend(rows.iter().map(|r| r.5));
-        let net = match family {
-            Family::Ipv4 => Ipv4Net::new(Ipv4Addr::from(addr as u32), len).map(IpNet::V4),
-            _ => Ipv6Net::new(Ipv6Addr::from(addr), len).map(IpNet::V6),
-        };
-        // The address and length came from a valid network.
-        if let Ok(net) = net {
-            runs.push(Run {
-                family,
-                protocol,
-                ports: table.union(rows.iter().map(|r| r.4)),
-                dest: Cow::Owned(Dest::Net(net)),
-                notes: from..notes.len(),
-            });
+    // Step 2: one port set per (family, protocol, destination), from each run of equal keys,
+    // and the runs of each (family, protocol, ports), in address order.
+    let protocol_of = |bits: u64| {
+        if bits & 1 == 0 {
+            Protocol::Tcp
+        } else {
+            Protocol::Udp
         }
-        k += same;
-    }
+    };
+    let v4 = net_runs(
+        &mut table,
+        v4.into_iter().map(|(key, port, note)| {
+            (
+                protocol_of(key >> 40),
+                (key >> 8) as u32,
+                key as u8,
+                port,
+                note,
+            )
+        }),
+    );
+    let v6 = net_runs(&mut table, v6.into_iter());
+    // Names: `notes` holds the notes of every run's entries, run after run.
+    let mut notes: Vec<u32> = Vec::with_capacity(names.len());
+    let mut runs: Vec<Run<'_>> = Vec::with_capacity(names.len());
     let mut names = names.into_iter().peekable();
     while let Some((protocol, dest, first)) = names.next() {
         let mut rows = vec![first];
@@ -852,8 +847,16 @@ pub fn normalize(entries: &[Entry], opts: &Options, wildcards: bool) -> Result<P
     // The runs of each (family, protocol, ports), in the runs' order. Neighbours mostly share
     // their key, so a key is looked up only when it changes.
     let mut keys: Vec<(Family, Protocol, u32)> = Vec::new();
+    let mut bodies: Vec<Body<'_, '_>> = Vec::new();
+    for (protocol, ports, runs) in v4 {
+        keys.push((Family::Ipv4, protocol, ports));
+        bodies.push(Body::V4(runs));
+    }
+    for (protocol, ports, runs) in v6 {
+        keys.push((Family::Ipv6, protocol, ports));
+        bodies.push(Body::V6(runs));
+    }
     let mut key_index: HashMap<(Family, Protocol, u32), usize> = HashMap::new();
-    let mut in_key: Vec<Vec<&Run<'_>>> = Vec::new();
     let mut last: Option<usize> = None;
     for r in &runs {
         let key = (r.family, r.protocol, r.ports);
@@ -861,11 +864,13 @@ pub fn normalize(entries: &[Entry], opts: &Options, wildcards: bool) -> Result<P
             Some(k) if keys[k] == key => k,
             _ => *key_index.entry(key).or_insert_with(|| {
                 keys.push(key);
-                in_key.push(Vec::new());
+                bodies.push(Body::Names(Vec::new()));
                 keys.len() - 1
             }),
         };
-        in_key[k].push(r);
+        if let Body::Names(in_key) = &mut bodies[k] {
+            in_key.push(r);
+        }
         last = Some(k);
     }
     let mut order: Vec<usize> = (0..keys.len()).collect();
@@ -877,11 +882,11 @@ pub fn normalize(entries: &[Entry], opts: &Options, wildcards: bool) -> Result<P
     // Step 3: inside each group, aggregate addresses and drop names a wildcard covers.
     let mut groups: Vec<Group> = Vec::with_capacity(keys.len());
     let mut scratch = Vec::new();
+    let mut bodies: Vec<Option<Body<'_, '_>>> = bodies.into_iter().map(Some).collect();
     for k in order {
         let (family, protocol, ports) = keys[k];
-        let same = &in_key[k];
-        let members = match family {
-            Family::Dns => drop_covered_names(
+        let members = match bodies[k].take() {
+            Some(Body::Names(same)) => drop_covered_names(
                 same.iter()
                     .map(|r| Member {
                         dest: r.dest.clone().into_owned(),
@@ -889,7 +894,9 @@ pub fn normalize(entries: &[Entry], opts: &Options, wildcards: bool) -> Result<P
                     })
                     .collect(),
             ),
-            Family::Ipv4 | Family::Ipv6 => aggregate_runs(&mut table, &notes, same),
+            Some(Body::V4(runs)) => aggregate_runs(&mut table, &runs),
+            Some(Body::V6(runs)) => aggregate_runs(&mut table, &runs),
+            None => Vec::new(),
         };
         groups.push(Group {
             family,
@@ -1070,33 +1077,123 @@ pub fn aggregate(nets: &[IpNet]) -> Vec<IpNet> {
     AddrSet::from_nets(nets).prefixes().collect()
 }
 
-/// One group's members from its runs (one family, in address order): the runs' networks
-/// aggregated, each prefix with the notes of every entry inside it. A run's network lies in
-/// exactly one prefix and both come in address order, so one walk pairs them.
-fn aggregate_runs(table: &mut Interned<'_>, notes: &[u32], runs: &[&Run<'_>]) -> Vec<Member> {
-    let nets: Vec<(IpNet, std::ops::Range<usize>)> = runs
-        .iter()
-        .filter_map(|r| match &*r.dest {
-            Dest::Net(n) => Some((*n, r.notes.clone())),
-            _ => None,
-        })
-        .collect();
-    let set = AddrSet::from_nets(nets.iter().map(|(n, _)| n));
-    let mut out = Vec::with_capacity(nets.len());
-    let mut next = 0;
-    let mut scratch = Vec::new();
-    for prefix in set.prefixes() {
-        let from = next;
-        while nets.get(next).is_some_and(|(n, _)| prefix.contains(n)) {
-            next += 1;
+/// The addresses of one (family, protocol, ports), in address order: each distinct network
+/// (address, prefix length) once, with where its entries' notes end in `notes` (they start
+/// where the previous network's end).
+struct NetRuns<A> {
+    runs: Vec<(A, u8, u32)>,
+    notes: Vec<u32>,
+}
+
+/// A key's runs, before they become a group's members.
+enum Body<'r, 'a> {
+    Names(Vec<&'r Run<'a>>),
+    V4(NetRuns<u32>),
+    V6(NetRuns<u128>),
+}
+
+/// The networks of one family from its rows (protocol, address, length, port set, note),
+/// sorted: one run per distinct (protocol, network), its port set the union of its rows', put
+/// in the runs of its (protocol, port set). Neighbours mostly share their key, so a key is
+/// looked up only when it changes.
+fn net_runs<A: ranges::Addr>(
+    table: &mut Interned<'_>,
+    rows: impl Iterator<Item = (Protocol, A, u8, u32, u32)>,
+) -> Vec<(Protocol, u32, NetRuns<A>)> {
+    let mut out: Vec<(Protocol, u32, NetRuns<A>)> = Vec::new();
+    let mut index: HashMap<(Protocol, u32), usize> = HashMap::new();
+    let mut last: Option<usize> = None;
+    let mut rows = rows.peekable();
+    let (mut ports, mut notes) = (Vec::new(), Vec::new());
+    while let Some((protocol, addr, len, port, note)) = rows.next() {
+        ports.clear();
+        notes.clear();
+        ports.push(port);
+        notes.push(note);
+        while let Some((.., port, note)) =
+            rows.next_if(|r| (r.0, r.1, r.2) == (protocol, addr, len))
+        {
+            if port != ports[0] {
+                ports.push(port);
+            }
+            notes.push(note);
         }
-        let ids = nets[from..next]
-            .iter()
-            .flat_map(|(_, r)| notes[r.clone()].iter().copied());
-        out.push(Member {
-            dest: Dest::Net(prefix),
-            notes: table.notes(ids, &mut scratch),
-        });
+        let port = table.union(ports.iter().copied());
+        let k = match last {
+            Some(k) if (out[k].0, out[k].1) == (protocol, port) => k,
+            _ => *index.entry((protocol, port)).or_insert_with(|| {
+                out.push((
+                    protocol,
+                    port,
+                    NetRuns {
+                        runs: Vec::new(),
+                        notes: Vec::new(),
+                    },
+                ));
+                out.len() - 1
+            }),
+        };
+        let key = &mut out[k].2;
+        key.notes.extend_from_slice(&notes);
+        // A list holds far fewer than 2^32 notes (an entry's index is a u32).
+        let end = u32::try_from(key.notes.len()).unwrap_or(u32::MAX);
+        key.runs.push((addr, len, end));
+        last = Some(k);
+    }
+    out
+}
+
+/// The last address of the network at `start` with prefix length `len`.
+fn last_address<A: ranges::Addr>(start: A, len: u8) -> u128 {
+    let host = A::BITS - u32::from(len);
+    let start = start.widen();
+    if host >= 128 {
+        u128::MAX
+    } else {
+        start | ((1u128 << host) - 1)
+    }
+}
+
+/// One group's members from its runs (in address order): the runs' networks aggregated, each
+/// prefix with the notes of every entry inside it. Networks in address order (a network
+/// before those inside it) are merged into ranges as they come, and a run's network lies in
+/// exactly one of its range's prefixes, which come in address order too: one walk, no sort.
+fn aggregate_runs<A: ranges::Addr>(table: &mut Interned<'_>, key: &NetRuns<A>) -> Vec<Member> {
+    let runs = &key.runs;
+    let notes_of = |i: usize| {
+        let from = if i == 0 { 0 } else { runs[i - 1].2 as usize };
+        &key.notes[from..runs[i].2 as usize]
+    };
+    let mut out = Vec::with_capacity(runs.len());
+    let mut scratch = Vec::new();
+    let mut i = 0;
+    while let Some(&(start, len, _)) = runs.get(i) {
+        // The range from this run on: every following network that overlaps or touches it.
+        let mut end = last_address(start, len);
+        let mut j = i + 1;
+        while let Some(&(next, len, _)) = runs.get(j) {
+            if end != u128::MAX && next.widen() > end + 1 {
+                break;
+            }
+            end = end.max(last_address(next, len));
+            j += 1;
+        }
+        for prefix in ranges::prefixes_between::<A>(start.widen(), end) {
+            let last = match prefix {
+                IpNet::V4(n) => u128::from(ranges::v4_span(&n).1),
+                IpNet::V6(n) => ranges::v6_span(&n).1,
+            };
+            let from = i;
+            while runs.get(i).is_some_and(|r| i < j && r.0.widen() <= last) {
+                i += 1;
+            }
+            let ids = (from..i).flat_map(|r| notes_of(r).iter().copied());
+            out.push(Member {
+                dest: Dest::Net(prefix),
+                notes: table.notes(ids, &mut scratch),
+            });
+        }
+        i = j;
     }
     out
 }

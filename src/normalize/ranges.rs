@@ -192,6 +192,16 @@ impl<A: Addr> RangeSet<A> {
     }
 }
 
+/// The prefixes of the range from `start` to `end` (inclusive, addresses of family `A`,
+/// widened), first to last.
+pub fn prefixes_between<A: Addr>(start: u128, end: u128) -> impl Iterator<Item = IpNet> {
+    Prefixes::<A> {
+        next: Some(start),
+        end,
+        _family: std::marker::PhantomData,
+    }
+}
+
 /// The prefixes of one range, first to last.
 struct Prefixes<A> {
     next: Option<u128>,
