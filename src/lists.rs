@@ -7,11 +7,13 @@
 //! A file's name is its group's slug (`v4_tcp_443.txt`, `dns_tcp_80_443.txt`), the same in
 //! every build of a list whose group keeps its protocol and ports.
 
+use std::fmt::Write as _;
 use std::io::Write;
 
+use ipnet::IpNet;
 use serde_json::json;
 
-use crate::model::{Dest, Family};
+use crate::model::{ipv4_text, Dest, Family};
 use crate::normalize::{Group, Policy};
 
 /// The folder, inside a build folder, that holds the lists and their index.
@@ -103,16 +105,34 @@ impl<'a> Files<'a> {
     }
 }
 
-/// A group's file: one value a line.
+/// A group's file: one value a line, written in pieces of about 64 KiB. Most of a large list
+/// is IPv4 networks, written without `fmt` (see `ipv4_text`).
 fn write_group(g: &Group, out: &mut dyn Write) -> std::io::Result<()> {
+    const PIECE: usize = 1 << 16;
+    let mut text = String::with_capacity(PIECE + 512);
     for m in &g.members {
         match &m.dest {
-            Dest::Net(n) => writeln!(out, "{n}")?,
-            Dest::Exact(h) => writeln!(out, "{h}")?,
-            Dest::Wildcard(h) => writeln!(out, "{h}\n*.{h}")?,
+            Dest::Net(IpNet::V4(n)) => {
+                text.push_str(ipv4_text(n.addr(), Some(n.prefix_len()), &mut [0; 18]));
+            }
+            // Writing into a String can't fail.
+            Dest::Net(n) => {
+                let _ = write!(text, "{n}");
+            }
+            Dest::Exact(h) => text.push_str(h.as_str()),
+            Dest::Wildcard(h) => {
+                text.push_str(h.as_str());
+                text.push_str("\n*.");
+                text.push_str(h.as_str());
+            }
+        }
+        text.push('\n');
+        if text.len() >= PIECE {
+            out.write_all(text.as_bytes())?;
+            text.clear();
         }
     }
-    Ok(())
+    out.write_all(text.as_bytes())
 }
 
 /// How many lines `write_group` writes: a wildcard takes two.
@@ -129,6 +149,60 @@ fn line_count(g: &Group) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::{Hostname, PortRange, PortSet, Protocol};
+    use crate::normalize::Member;
+
+    /// Each member's line(s) as `Display` writes the value, in pieces or not.
+    #[test]
+    fn a_group_file_is_what_display_writes() {
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut members = Vec::new();
+        for i in 0..20_000u32 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let dest = match i % 5 {
+                0..=2 => {
+                    let len = (x >> 32) as u8 % 33;
+                    let n = ipnet::Ipv4Net::new(std::net::Ipv4Addr::from(x as u32), len).unwrap();
+                    Dest::Net(IpNet::V4(n.trunc()))
+                }
+                3 => {
+                    let len = (x >> 40) as u8 % 129;
+                    let addr = std::net::Ipv6Addr::from(u128::from(x) << 64 | u128::from(i));
+                    Dest::Net(IpNet::V6(ipnet::Ipv6Net::new(addr, len).unwrap().trunc()))
+                }
+                _ => {
+                    let h = Hostname::parse(&format!("h{}.example.com", x % 1000)).unwrap();
+                    if x.is_multiple_of(2) {
+                        Dest::Exact(h)
+                    } else {
+                        Dest::Wildcard(h)
+                    }
+                }
+            };
+            members.push(Member {
+                dest,
+                notes: Default::default(),
+            });
+        }
+        let group = Group {
+            family: Family::Ipv4,
+            protocol: Protocol::Tcp,
+            ports: PortSet::new(vec![PortRange::new(443, 443).unwrap()]).unwrap(),
+            members,
+        };
+        let mut expected = String::new();
+        for m in &group.members {
+            match &m.dest {
+                Dest::Wildcard(h) => expected.push_str(&format!("{h}\n*.{h}\n")),
+                d => expected.push_str(&format!("{d}\n")),
+            }
+        }
+        let mut written = Vec::new();
+        write_group(&group, &mut written).unwrap();
+        assert_eq!(String::from_utf8(written).unwrap(), expected);
+    }
 
     #[test]
     fn group_files_are_told_from_other_files() {
