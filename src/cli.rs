@@ -762,7 +762,7 @@ fn build_into(
         || {
             prepared
                 .check_policies(targets)
-                .map(|()| prepared.lists().is_ok())
+                .map(|()| prepared.check_lists())
         },
     );
     let (previous, source) = guarded?;

@@ -245,6 +245,13 @@ impl Prepared {
             .try_for_each(|&t| self.shared_policy(t).map(|_| ()))
     }
 
+    /// Makes the policy of `lists/`; false when it can't be made (the error is `lists`'s).
+    /// Unlike `lists`, it doesn't wait for the digest: a build makes the policies while
+    /// `source.json`, and with it the digest, is written beside them.
+    pub fn check_lists(&self) -> bool {
+        self.capability_policy(true).is_ok()
+    }
+
     /// The files of `lists/`. Names are matched with their subdomains where a wildcard says
     /// so, as Squid does, so a name a wildcard covers is left out.
     pub fn lists(&self) -> Result<lists::Files<'_>> {
@@ -284,6 +291,7 @@ impl Prepared {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sha2::Digest;
 
     fn prepared(doc: &str) -> Prepared {
         let response = wecom::parse(doc.as_bytes(), false).unwrap();
@@ -321,5 +329,23 @@ mod tests {
             assert_eq!(std::ptr::eq(with, without), shared, "{doc}");
             assert_eq!(with == without, shared, "{doc}");
         }
+    }
+
+    /// `build` checks the lists' policy while `source.json` is written on another core: the
+    /// check must not serialize and hash the whole list a second time for the digest.
+    #[test]
+    fn checking_the_lists_policy_leaves_the_digest_to_source_json() {
+        let p = prepared(
+            r#"{"errcode": 0, "ip_list": [{"ip": "101.91.0.0/24", "protocol": "TCP", "port": [443], "is_necessary": 1}]}"#,
+        );
+        assert!(p.check_lists());
+        assert!(p.settings.get().is_none(), "the digest was made");
+        let mut source = Vec::new();
+        p.write_source(&mut source).unwrap();
+        assert_eq!(
+            p.digest(),
+            format!("sha256:{:x}", sha2::Sha256::digest(&source)),
+            "the digest is source.json's"
+        );
     }
 }
