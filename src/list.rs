@@ -364,7 +364,7 @@ impl List {
                 Dest::Net(ipnet::IpNet::V4(n)) => {
                     let len = Some(n.prefix_len()).filter(|&len| len < 32);
                     dest.push(b'"');
-                    dest.extend_from_slice(ipv4_text(n.addr(), len, &mut [0; 18]).as_bytes());
+                    dest.extend_from_slice(ipv4_text(n.addr(), len, &mut [0; 20]).as_bytes());
                     dest.push(b'"');
                 }
                 _ => serde_json::to_writer(&mut dest, &ApiDest(&key.dest))?,
@@ -494,7 +494,7 @@ impl Serialize for ApiDest<'_> {
         match self.0 {
             Dest::Net(ipnet::IpNet::V4(n)) => {
                 let len = Some(n.prefix_len()).filter(|&len| len < 32);
-                s.serialize_str(ipv4_text(n.addr(), len, &mut [0; 18]))
+                s.serialize_str(ipv4_text(n.addr(), len, &mut [0; 20]))
             }
             Dest::Net(n) if n.prefix_len() == n.max_prefix_len() => s.collect_str(&n.addr()),
             Dest::Net(n) => s.collect_str(n),

@@ -113,7 +113,7 @@ fn write_group(g: &Group, out: &mut dyn Write) -> std::io::Result<()> {
     for m in &g.members {
         match &m.dest {
             Dest::Net(IpNet::V4(n)) => {
-                text.push_str(ipv4_text(n.addr(), Some(n.prefix_len()), &mut [0; 18]));
+                text.push_str(ipv4_text(n.addr(), Some(n.prefix_len()), &mut [0; 20]));
             }
             // Writing into a String can't fail.
             Dest::Net(n) => {

@@ -194,7 +194,7 @@ fn push_dest(out: &mut String, dest: &Dest, short: bool) {
     match dest {
         Dest::Net(IpNet::V4(n)) => {
             let len = Some(n.prefix_len()).filter(|&len| !(short && len == 32));
-            out.push_str(ipv4_text(n.addr(), len, &mut [0; 18]));
+            out.push_str(ipv4_text(n.addr(), len, &mut [0; 20]));
         }
         // Writing to a String can't fail.
         Dest::Net(n) if short && n.prefix_len() == n.max_prefix_len() => {
