@@ -1179,10 +1179,7 @@ fn aggregate_runs<A: ranges::Addr>(table: &mut Interned<'_>, key: &NetRuns<A>) -
             j += 1;
         }
         for prefix in ranges::prefixes_between::<A>(start.widen(), end) {
-            let last = match prefix {
-                IpNet::V4(n) => u128::from(ranges::v4_span(&n).1),
-                IpNet::V6(n) => ranges::v6_span(&n).1,
-            };
+            let last = ranges::span(&prefix).1;
             let from = i;
             while runs.get(i).is_some_and(|r| i < j && r.0.widen() <= last) {
                 i += 1;
@@ -1280,14 +1277,8 @@ fn covered_nets(groups: &[Group], flags: &mut [Vec<bool>]) {
     let mut items: Vec<(u128, u128, usize, usize)> = Vec::new();
     for (gi, g) in groups.iter().enumerate() {
         for (mi, m) in g.members.iter().enumerate() {
-            let span = match &m.dest {
-                Dest::Net(IpNet::V4(n)) => {
-                    let (s, e) = ranges::v4_span(n);
-                    (u128::from(s), u128::from(e))
-                }
-                Dest::Net(IpNet::V6(n)) => ranges::v6_span(n),
-                _ => continue,
-            };
+            let Dest::Net(n) = &m.dest else { continue };
+            let span = ranges::span(n);
             items.push((span.0, span.1, gi, mi));
         }
     }

@@ -247,6 +247,17 @@ pub fn v6_span(n: &Ipv6Net) -> (u128, u128) {
     (u128::from(n.network()), u128::from(n.broadcast()))
 }
 
+/// The first and last address of `n`, widened: for a walk over both families at once.
+pub fn span(n: &IpNet) -> (u128, u128) {
+    match n {
+        IpNet::V4(n) => {
+            let (s, e) = v4_span(n);
+            (u128::from(s), u128::from(e))
+        }
+        IpNet::V6(n) => v6_span(n),
+    }
+}
+
 /// Addresses of both families.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AddrSet {
