@@ -362,9 +362,8 @@ impl List {
             match &key.dest {
                 // Digits, dots and a slash: nothing to escape.
                 Dest::Net(ipnet::IpNet::V4(n)) => {
-                    let len = Some(n.prefix_len()).filter(|&len| len < 32);
                     dest.push(b'"');
-                    dest.extend_from_slice(ipv4_text(n.addr(), len, &mut [0; 20]).as_bytes());
+                    dest.extend_from_slice(api_ipv4(n, &mut [0; 20]).as_bytes());
                     dest.push(b'"');
                 }
                 _ => serde_json::to_writer(&mut dest, &ApiDest(&key.dest))?,
@@ -485,6 +484,11 @@ pub fn write_plain_json(list: &List, name: ListName, out: &mut dyn Write) -> io:
     write_pretty(&doc, out)
 }
 
+/// An IPv4 network as the API spells it: an address without `/32`.
+fn api_ipv4<'b>(n: &ipnet::Ipv4Net, buf: &'b mut [u8; 20]) -> &'b str {
+    ipv4_text(n.addr(), Some(n.prefix_len()).filter(|&len| len < 32), buf)
+}
+
 /// A destination as the API spells it: an address without `/32`, a network as CIDR, a
 /// wildcard as `*.name`. Written by serde_json's escaping, without a string of its own.
 struct ApiDest<'a>(&'a Dest);
@@ -492,10 +496,7 @@ struct ApiDest<'a>(&'a Dest);
 impl Serialize for ApiDest<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         match self.0 {
-            Dest::Net(ipnet::IpNet::V4(n)) => {
-                let len = Some(n.prefix_len()).filter(|&len| len < 32);
-                s.serialize_str(ipv4_text(n.addr(), len, &mut [0; 20]))
-            }
+            Dest::Net(ipnet::IpNet::V4(n)) => s.serialize_str(api_ipv4(n, &mut [0; 20])),
             Dest::Net(n) if n.prefix_len() == n.max_prefix_len() => s.collect_str(&n.addr()),
             Dest::Net(n) => s.collect_str(n),
             Dest::Exact(h) => s.serialize_str(h.as_str()),
