@@ -497,6 +497,34 @@ struct Doc<'de> {
     ip: Option<Read>,
 }
 
+/// The visitor methods for JSON's scalars but strings (booleans, numbers, null), of a seed
+/// that takes none of them: each returns `$not` with the value's `Kind`, for the caller to
+/// report with its place.
+macro_rules! wrong_scalars {
+    ($value:ty, |$this:pat, $kind:ident| $not:expr) => {
+        fn visit_bool<E>(self, _: bool) -> Result<$value, E> {
+            let ($this, $kind) = (self, Kind::Bool);
+            Ok($not)
+        }
+        fn visit_i64<E>(self, _: i64) -> Result<$value, E> {
+            let ($this, $kind) = (self, Kind::Number);
+            Ok($not)
+        }
+        fn visit_u64<E>(self, _: u64) -> Result<$value, E> {
+            let ($this, $kind) = (self, Kind::Number);
+            Ok($not)
+        }
+        fn visit_f64<E>(self, _: f64) -> Result<$value, E> {
+            let ($this, $kind) = (self, Kind::Number);
+            Ok($not)
+        }
+        fn visit_unit<E>(self) -> Result<$value, E> {
+            let ($this, $kind) = (self, Kind::Null);
+            Ok($not)
+        }
+    };
+}
+
 /// Reads a document's top level; each list is validated as it streams by.
 struct DocSeed<'p> {
     want: Want,
@@ -520,23 +548,9 @@ impl<'de> Visitor<'de> for DocSeed<'_> {
         f.write_str("any JSON value")
     }
 
-    fn visit_bool<E>(self, _: bool) -> Result<Top<'de>, E> {
-        Ok(Top::Not(Kind::Bool))
-    }
-    fn visit_i64<E>(self, _: i64) -> Result<Top<'de>, E> {
-        Ok(Top::Not(Kind::Number))
-    }
-    fn visit_u64<E>(self, _: u64) -> Result<Top<'de>, E> {
-        Ok(Top::Not(Kind::Number))
-    }
-    fn visit_f64<E>(self, _: f64) -> Result<Top<'de>, E> {
-        Ok(Top::Not(Kind::Number))
-    }
+    wrong_scalars!(Top<'de>, |_, kind| Top::Not(kind));
     fn visit_str<E>(self, _: &str) -> Result<Top<'de>, E> {
         Ok(Top::Not(Kind::String))
-    }
-    fn visit_unit<E>(self) -> Result<Top<'de>, E> {
-        Ok(Top::Not(Kind::Null))
     }
     fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Top<'de>, A::Error> {
         UniqueKeys.visit_seq(seq)?;
@@ -655,23 +669,9 @@ impl<'de> Visitor<'de> for ListSeed<'_> {
         f.write_str("any JSON value")
     }
 
-    fn visit_bool<E>(self, _: bool) -> Result<Read, E> {
-        Ok(Read::not(Kind::Bool))
-    }
-    fn visit_i64<E>(self, _: i64) -> Result<Read, E> {
-        Ok(Read::not(Kind::Number))
-    }
-    fn visit_u64<E>(self, _: u64) -> Result<Read, E> {
-        Ok(Read::not(Kind::Number))
-    }
-    fn visit_f64<E>(self, _: f64) -> Result<Read, E> {
-        Ok(Read::not(Kind::Number))
-    }
+    wrong_scalars!(Read, |_, kind| Read::not(kind));
     fn visit_str<E>(self, _: &str) -> Result<Read, E> {
         Ok(Read::not(Kind::String))
-    }
-    fn visit_unit<E>(self) -> Result<Read, E> {
-        Ok(Read::not(Kind::Null))
     }
     fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Read, A::Error> {
         UniqueKeys.visit_map(map)?;
@@ -792,23 +792,9 @@ impl<'de> Visitor<'de> for ItemSeed<'_> {
         f.write_str("any JSON value")
     }
 
-    fn visit_bool<E>(self, _: bool) -> Result<Checked, E> {
-        Ok(self.wrong(Kind::Bool))
-    }
-    fn visit_i64<E>(self, _: i64) -> Result<Checked, E> {
-        Ok(self.wrong(Kind::Number))
-    }
-    fn visit_u64<E>(self, _: u64) -> Result<Checked, E> {
-        Ok(self.wrong(Kind::Number))
-    }
-    fn visit_f64<E>(self, _: f64) -> Result<Checked, E> {
-        Ok(self.wrong(Kind::Number))
-    }
+    wrong_scalars!(Checked, |this, kind| this.wrong(kind));
     fn visit_str<E>(self, s: &str) -> Result<Checked, E> {
         Ok(self.text(s))
-    }
-    fn visit_unit<E>(self) -> Result<Checked, E> {
-        Ok(self.wrong(Kind::Null))
     }
     fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Checked, A::Error> {
         UniqueKeys.visit_seq(seq)?;
