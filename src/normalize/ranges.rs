@@ -25,43 +25,32 @@ pub trait Addr: Copy + Ord + std::fmt::Debug {
     fn net(self, len: u8) -> IpNet;
 }
 
-impl Addr for u32 {
-    const BITS: u32 = 32;
-    fn next(self) -> Option<Self> {
-        self.checked_add(1)
-    }
-    fn prev(self) -> Option<Self> {
-        self.checked_sub(1)
-    }
-    fn widen(self) -> u128 {
-        u128::from(self)
-    }
-    fn narrow(x: u128) -> Self {
-        x as u32
-    }
-    fn net(self, len: u8) -> IpNet {
-        IpNet::V4(Ipv4Net::new(Ipv4Addr::from(self), len).unwrap_or_default())
-    }
+/// The families' integers differ only in their types.
+macro_rules! addr {
+    ($int:ty, $family:ident, $net:ident, $addr:ident) => {
+        impl Addr for $int {
+            const BITS: u32 = <$int>::BITS;
+            fn next(self) -> Option<Self> {
+                self.checked_add(1)
+            }
+            fn prev(self) -> Option<Self> {
+                self.checked_sub(1)
+            }
+            fn widen(self) -> u128 {
+                u128::from(self)
+            }
+            fn narrow(x: u128) -> Self {
+                x as $int
+            }
+            fn net(self, len: u8) -> IpNet {
+                IpNet::$family($net::new($addr::from(self), len).unwrap_or_default())
+            }
+        }
+    };
 }
 
-impl Addr for u128 {
-    const BITS: u32 = 128;
-    fn next(self) -> Option<Self> {
-        self.checked_add(1)
-    }
-    fn prev(self) -> Option<Self> {
-        self.checked_sub(1)
-    }
-    fn widen(self) -> u128 {
-        self
-    }
-    fn narrow(x: u128) -> Self {
-        x
-    }
-    fn net(self, len: u8) -> IpNet {
-        IpNet::V6(Ipv6Net::new(Ipv6Addr::from(self), len).unwrap_or_default())
-    }
-}
+addr!(u32, V4, Ipv4Net, Ipv4Addr);
+addr!(u128, V6, Ipv6Net, Ipv6Addr);
 
 /// True when a range that ends at `end` and one that starts at `start` (not before the first's
 /// start) overlap or touch, so that they merge into one.
@@ -288,30 +277,28 @@ impl AddrSet {
 
     /// True when every address of `n` is in the set.
     pub fn covers(&self, n: &IpNet) -> bool {
-        match n {
-            IpNet::V4(n) => {
-                let (s, e) = v4_span(n);
-                self.v4.covers(s, e)
-            }
-            IpNet::V6(n) => {
-                let (s, e) = v6_span(n);
-                self.v6.covers(s, e)
-            }
-        }
+        let ((start, end), held) = self.holder(n);
+        held.is_some_and(|r| r.0 <= start && end <= r.1)
     }
 
     /// True when some address of `n` is in the set.
     pub fn intersects(&self, n: &IpNet) -> bool {
-        match n {
-            IpNet::V4(n) => {
-                let (s, e) = v4_span(n);
-                self.v4.intersects(s, e)
-            }
-            IpNet::V6(n) => {
-                let (s, e) = v6_span(n);
-                self.v6.intersects(s, e)
-            }
+        let ((_, end), held) = self.holder(n);
+        held.is_some_and(|r| r.0 <= end)
+    }
+
+    /// `n`'s first and last address, and the one range of its family that can hold the first
+    /// (see `first_ending_from`), all widened: both families answer with one comparison.
+    fn holder(&self, n: &IpNet) -> ((u128, u128), Option<(u128, u128)>) {
+        fn widened<A: Addr>(set: &RangeSet<A>, start: A) -> Option<(u128, u128)> {
+            let r = set.ranges.get(set.first_ending_from(start))?;
+            Some((r.0.widen(), r.1.widen()))
         }
+        let held = match n {
+            IpNet::V4(n) => widened(&self.v4, v4_span(n).0),
+            IpNet::V6(n) => widened(&self.v6, v6_span(n).0),
+        };
+        (span(n), held)
     }
 
     pub fn subtract(&self, other: &AddrSet) -> AddrSet {
@@ -423,6 +410,7 @@ mod tests {
         a: &[(bool, u8, u8)],
         b: &[(bool, u8, u8)],
         probe: (bool, u8, u8),
+        (high, at, host): (bool, u8, u32),
     ) -> Result<(), TestCaseError> {
         let (x, mx) = set_of::<A>(a);
         let (y, my) = set_of::<A>(b);
@@ -436,18 +424,39 @@ mod tests {
         prop_assert_eq!(x.covers(s, e), probe.iter().all(|a| mx.contains(a)));
         prop_assert_eq!(x.intersects(s, e), probe.iter().any(|a| mx.contains(a)));
         prop_assert_eq!(prefixes_of(&x), model_prefixes::<A>(&mx));
+        // The same questions asked of a prefix, of a set of both families.
+        let block = 1u128 << host;
+        let start = range::<A>((high, at, at)).0.widen() & !(block - 1);
+        let net = A::narrow(start).net((A::BITS - host) as u8);
+        let other: IpNet = if A::BITS == 32 { "::/0" } else { "0.0.0.0/0" }
+            .parse()
+            .unwrap();
+        let both = AddrSet::from_nets(x.prefixes().chain([other]).collect::<Vec<_>>().iter());
+        let addrs: Vec<u128> = (0..block).map(|k| start + k).collect();
+        prop_assert_eq!(
+            both.covers(&net),
+            addrs.iter().all(|a| mx.contains(a)),
+            "{}",
+            net
+        );
+        prop_assert_eq!(
+            both.intersects(&net),
+            addrs.iter().any(|a| mx.contains(a)),
+            "{}",
+            net
+        );
         Ok(())
     }
 
     proptest! {
         #[test]
-        fn ipv4_ranges_match_the_model(a in ranges_strategy(), b in ranges_strategy(), p in (any::<bool>(), 0u8..64, 0u8..64)) {
-            check_all::<u32>(&a, &b, p)?;
+        fn ipv4_ranges_match_the_model(a in ranges_strategy(), b in ranges_strategy(), p in (any::<bool>(), 0u8..64, 0u8..64), q in (any::<bool>(), 0u8..64, 0u32..7)) {
+            check_all::<u32>(&a, &b, p, q)?;
         }
 
         #[test]
-        fn ipv6_ranges_match_the_model(a in ranges_strategy(), b in ranges_strategy(), p in (any::<bool>(), 0u8..64, 0u8..64)) {
-            check_all::<u128>(&a, &b, p)?;
+        fn ipv6_ranges_match_the_model(a in ranges_strategy(), b in ranges_strategy(), p in (any::<bool>(), 0u8..64, 0u8..64), q in (any::<bool>(), 0u8..64, 0u32..7)) {
+            check_all::<u128>(&a, &b, p, q)?;
         }
     }
 
