@@ -139,7 +139,7 @@ pub struct GroupMatch {
     pub sources: Vec<Source>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub struct Answer {
     pub target: Target,
     pub verdict: Verdict,
