@@ -328,11 +328,7 @@ impl Summary<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wecom::parse;
-
-    fn list(doc: &str) -> List {
-        List::from_entries(&parse(doc.as_bytes(), false).unwrap().entries)
-    }
+    use crate::list::tests::list;
 
     #[test]
     fn added_removed_and_changed() {

@@ -732,7 +732,7 @@ pub fn digest(text: &str) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::wecom::parse;
 
@@ -885,7 +885,8 @@ mod tests {
         );
     }
 
-    fn list(doc: &str) -> List {
+    /// The catalog of a response document (shared with `diff`'s tests).
+    pub(crate) fn list(doc: &str) -> List {
         List::from_entries(&parse(doc.as_bytes(), false).unwrap().entries)
     }
 

@@ -883,14 +883,16 @@ mod tests {
         assert_eq!(mode, 0o600);
     }
 
+    /// A new empty folder, and the paths of `names` in it.
+    fn folder_with<const N: usize>(names: [&str; N]) -> (tempfile::TempDir, [PathBuf; N]) {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = names.map(|name| dir.path().join(name));
+        (dir, paths)
+    }
+
     #[test]
     fn a_failed_rename_puts_back_every_file_already_renamed() {
-        let dir = tempfile::tempdir().unwrap();
-        let (a, b, c) = (
-            dir.path().join("a.txt"),
-            dir.path().join("b.txt"),
-            dir.path().join("c.txt"),
-        );
+        let (dir, [a, b, c]) = folder_with(["a.txt", "b.txt", "c.txt"]);
         fs::write(&a, "old a").unwrap();
         // A folder that appears after the check: only the rename can fail on it.
         fs::create_dir(&c).unwrap();
@@ -922,12 +924,7 @@ mod tests {
 
     #[test]
     fn a_failed_rename_puts_back_a_file_already_removed() {
-        let dir = tempfile::tempdir().unwrap();
-        let (a, gone, c) = (
-            dir.path().join("a.txt"),
-            dir.path().join("gone.txt"),
-            dir.path().join("c.txt"),
-        );
+        let (dir, [a, gone, c]) = folder_with(["a.txt", "gone.txt", "c.txt"]);
         fs::write(&gone, "old").unwrap();
         // Succeeds: the file is removed along with the write.
         write_and_remove(&[(a.clone(), b"a".to_vec())], std::slice::from_ref(&gone)).unwrap();
