@@ -348,4 +348,35 @@ mod tests {
             "the digest is source.json's"
         );
     }
+
+    /// A `source.json` made in many pieces, on two cores, is hashed whole: the digest is that
+    /// of every byte written, in the order written, and those bytes are `source_json`'s.
+    #[test]
+    fn the_digest_of_a_large_source_json_is_its_bytes() {
+        let rows: Vec<String> = (0..20_000u32)
+            .map(|i| {
+                format!(
+                    r#"{{"ip": "{}", "protocol": "TCP", "port": [443], "is_necessary": 1, "description": "d{}"}}"#,
+                    std::net::Ipv4Addr::from(0x6500_0000 + i * 3),
+                    i / 1000
+                )
+            })
+            .collect();
+        let p = prepared(&format!(
+            r#"{{"errcode": 0, "ip_list": [{}]}}"#,
+            rows.join(",")
+        ));
+        let mut source = Vec::new();
+        p.write_source(&mut source).unwrap();
+        assert!(source.len() > 2_000_000, "{}", source.len());
+        assert!(
+            source == p.source_json().as_bytes(),
+            "not the bytes of source.json"
+        );
+        assert_eq!(
+            p.digest(),
+            format!("sha256:{:x}", sha2::Sha256::digest(&source)),
+            "the digest is source.json's"
+        );
+    }
 }

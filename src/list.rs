@@ -20,6 +20,7 @@ use sha2::{Digest, Sha256};
 
 use crate::endpoint::{ListName, MARK};
 use crate::model::{ipv4_text, Dest, Entry, Hostname, ListKind, Note, PortSet, Protocol, Text};
+use crate::output;
 
 /// What identifies a destination across two lists.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -325,33 +326,74 @@ impl List {
         String::from_utf8(bytes).unwrap_or_default()
     }
 
-    /// `to_json`, written as it is made: nothing but a buffer is held in memory.
+    /// `to_json`, written as it is made: nothing but a few buffers is held in memory.
     ///
     /// Written by hand in serde_json's pretty layout (two-space indents, `": "`, `[]` for an
     /// empty list), its strings escaped by serde_json itself: this file is most of the bytes
     /// `build` writes for a large list, and serde's pretty serializer took a tenth of the
     /// time. `source_json_is_serde_jsons_pretty_layout` holds it to serde_json's own output.
+    ///
+    /// The entries are made in pieces of `PIECE` records, on two cores when there are many
+    /// (`output::pieces_in_order`), and written in order: the bytes are the same either way.
     pub fn write_json(&self, out: &mut dyn Write) -> io::Result<()> {
-        // Ip sorts before Domain: the ip_list is the front of the catalog.
+        // Ip sorts before Domain: the ip_list is the front of the catalog; domain_list is
+        // written first.
         let split = self.keys.partition_point(|k| k.list == ListKind::Ip);
+        let lists = [split..self.len(), 0..split];
+        let mut pieces = Vec::new();
+        for (list, range) in lists.iter().enumerate() {
+            for start in range.clone().step_by(PIECE) {
+                pieces.push((list, start..(start + PIECE).min(range.end)));
+            }
+        }
         let mut w = io::BufWriter::with_capacity(1 << 16, out);
         w.write_all(b"{\n  \"errcode\": 0,\n  \"errmsg\": \"ok\",\n  \"generator\": ")?;
         json_str(&mut w, GENERATOR)?;
-        w.write_all(b",\n  \"domain_list\": ")?;
-        self.write_entries(&mut w, split..self.len())?;
-        w.write_all(b",\n  \"ip_list\": ")?;
-        self.write_entries(&mut w, 0..split)?;
+        w.write_all(b",\n  \"domain_list\": [")?;
+        // The list being written, and whether it has an entry yet.
+        let mut at = 0;
+        let mut any = false;
+        let close = |w: &mut io::BufWriter<_>, any: bool| -> io::Result<()> {
+            w.write_all(if any { b"\n  ]" } else { b"]" })
+        };
+        output::pieces_in_order(
+            pieces.len(),
+            4,
+            |i, buf| self.write_rows(buf, pieces[i].1.clone()),
+            |i, rows| {
+                if pieces[i].0 != at {
+                    close(&mut w, any)?;
+                    w.write_all(b",\n  \"ip_list\": [")?;
+                    (at, any) = (pieces[i].0, false);
+                }
+                if !rows.is_empty() {
+                    if any {
+                        w.write_all(b",")?;
+                    }
+                    w.write_all(rows)?;
+                    any = true;
+                }
+                Ok(())
+            },
+        )?;
+        if at == 0 {
+            close(&mut w, any)?;
+            w.write_all(b",\n  \"ip_list\": [")?;
+            any = false;
+        }
+        close(&mut w, any)?;
         w.write_all(b"\n}\n")?;
         w.flush()
     }
 
-    /// The entries of the records `range`, as a list at the top level's depth.
-    fn write_entries(&self, w: &mut impl Write, range: std::ops::Range<usize>) -> io::Result<()> {
+    /// The entries of the records `range`, a comma between two, each on its own lines at the
+    /// depth of a top-level list's items (without the comma before the first, nor the list's
+    /// brackets).
+    fn write_rows(&self, w: &mut Vec<u8>, range: std::ops::Range<usize>) -> io::Result<()> {
         let mut first = true;
         // The last description and its JSON: neighbours mostly share one.
         let mut described: Option<(&Text, Vec<u8>)> = None;
         let mut dest = Vec::new();
-        w.write_all(b"[")?;
         for i in range {
             let key = &self.keys[i];
             dest.clear();
@@ -384,40 +426,43 @@ impl List {
                 let description = described.as_ref().map_or(&[][..], |(_, json)| json);
                 for (ports, protocol) in services.api_rows() {
                     if !first {
-                        w.write_all(b",")?;
+                        w.push(b',');
                     }
                     first = false;
-                    w.write_all(&dest)?;
-                    w.write_all(b",\n      \"protocol\": \"")?;
-                    w.write_all(protocol.as_bytes())?;
-                    w.write_all(b"\",\n      \"port\": [")?;
+                    w.extend_from_slice(&dest);
+                    w.extend_from_slice(b",\n      \"protocol\": \"");
+                    w.extend_from_slice(protocol.as_bytes());
+                    w.extend_from_slice(b"\",\n      \"port\": [");
                     for (k, r) in ports.ranges().iter().enumerate() {
-                        w.write_all(if k == 0 {
+                        w.extend_from_slice(if k == 0 {
                             b"\n        "
                         } else {
                             b",\n        "
-                        })?;
+                        });
                         if r.is_single() {
-                            w.write_all(number_text(r.start, &mut [0; 5]))?;
+                            w.extend_from_slice(number_text(r.start, &mut [0; 5]));
                         } else {
-                            w.write_all(b"\"")?;
-                            w.write_all(number_text(r.start, &mut [0; 5]))?;
-                            w.write_all(b"-")?;
-                            w.write_all(number_text(r.end, &mut [0; 5]))?;
-                            w.write_all(b"\"")?;
+                            w.push(b'"');
+                            w.extend_from_slice(number_text(r.start, &mut [0; 5]));
+                            w.push(b'-');
+                            w.extend_from_slice(number_text(r.end, &mut [0; 5]));
+                            w.push(b'"');
                         }
                     }
-                    w.write_all(b"\n      ],\n      \"is_necessary\": ")?;
-                    w.write_all(if note.necessary { b"1" } else { b"0" })?;
-                    w.write_all(b",\n      \"description\": ")?;
-                    w.write_all(description)?;
-                    w.write_all(b"\n    }")?;
+                    w.extend_from_slice(b"\n      ],\n      \"is_necessary\": ");
+                    w.push(if note.necessary { b'1' } else { b'0' });
+                    w.extend_from_slice(b",\n      \"description\": ");
+                    w.extend_from_slice(description);
+                    w.extend_from_slice(b"\n    }");
                 }
             }
         }
-        w.write_all(if first { b"]" } else { b"\n  ]" })
+        Ok(())
     }
 }
+
+/// How many records `write_json` makes at a time: a piece of a few hundred KiB.
+const PIECE: usize = 2048;
 
 /// `s` as a JSON string, escaped as serde_json escapes it.
 fn json_str(w: &mut impl Write, s: &str) -> io::Result<()> {
@@ -762,6 +807,79 @@ pub(crate) mod tests {
             assert_eq!(serde_json::to_string_pretty(&value).unwrap() + "\n", text);
             let again = List::from_entries(&parse(text.as_bytes(), false).unwrap().entries);
             assert_eq!(again, list);
+        }
+    }
+
+    /// A list of many pieces, in one list or both, comes out as its catalog in order: each
+    /// record's entry where the catalog puts it (an oracle of its own: the input's entry of
+    /// that destination, as serde_json prints it), commas and brackets where serde_json puts
+    /// them.
+    #[test]
+    fn source_json_in_pieces_is_the_catalog_in_order() {
+        for (ips, names) in [
+            (3 * PIECE + 17, PIECE + 5),
+            (4 * PIECE, 0),
+            (0, 2 * PIECE + 1),
+        ] {
+            let mut by_dest = std::collections::BTreeMap::new();
+            let mut ip_list = Vec::new();
+            let mut domain_list = Vec::new();
+            for i in 0..ips.max(names) {
+                let row = |dest_field: &str, dest: String| {
+                    let mut row = serde_json::Map::new();
+                    row.insert(dest_field.into(), dest.into());
+                    row.insert("protocol".into(), ["TCP", "UDP"][i % 2].into());
+                    row.insert(
+                        "port".into(),
+                        [
+                            serde_json::json!([443]),
+                            serde_json::json!([80, "8000-8100"]),
+                        ][i % 3 / 2]
+                            .clone(),
+                    );
+                    row.insert("is_necessary".into(), (i % 5 / 3).into());
+                    row.insert("description".into(), format!("d{}", i / 700).into());
+                    serde_json::Value::Object(row)
+                };
+                if i < ips {
+                    // Given out of order: the catalog sorts them.
+                    let addr =
+                        std::net::Ipv4Addr::from(0x0A00_0000 + ((i as u32 * 7919) % 100_003));
+                    let net = ipnet::IpNet::from(std::net::IpAddr::V4(addr));
+                    let row = row("ip", addr.to_string());
+                    by_dest.insert(Dest::Net(net), row.clone());
+                    ip_list.push(row);
+                }
+                if i < names {
+                    let name = format!("h{i}.example.com");
+                    let row = row("domain", name.clone());
+                    by_dest.insert(Dest::Exact(Hostname::parse(&name).unwrap()), row.clone());
+                    domain_list.push(row);
+                }
+            }
+            let doc =
+                serde_json::json!({"errcode": 0, "ip_list": ip_list, "domain_list": domain_list});
+            let list = list(&doc.to_string());
+            assert_eq!(list.len(), ips + names);
+            let rows = |kind: ListKind| -> Vec<serde_json::Value> {
+                list.keys()
+                    .iter()
+                    .filter(|k| k.list == kind)
+                    .map(|k| by_dest[&k.dest].clone())
+                    .collect()
+            };
+            let expected = serde_json::json!({
+                "errcode": 0,
+                "errmsg": "ok",
+                "generator": GENERATOR,
+                "domain_list": rows(ListKind::Domain),
+                "ip_list": rows(ListKind::Ip),
+            });
+            let text = list.to_json();
+            assert!(
+                text == serde_json::to_string_pretty(&expected).unwrap() + "\n",
+                "{ips} addresses, {names} names"
+            );
         }
     }
 

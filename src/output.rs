@@ -741,6 +741,192 @@ impl Write for Digesting<'_> {
     }
 }
 
+/// How many pieces `pieces_in_order` lets wait for their turn: enough to keep both cores busy,
+/// few enough that the buffers stay small and are used again (each is a few hundred KiB).
+const AHEAD: usize = 8;
+
+/// Makes pieces `0..n` of a file with `make`, each into a buffer, and hands them to `take` in
+/// order, once each. With a second core, a thread of its own makes pieces ahead (at most
+/// `AHEAD` wait) while this one takes them, and this one makes pieces too whenever the next
+/// to take isn't ready: a file that one core serializes while it hashes and writes it costs
+/// about its hashing and writing alone. The first error (a piece's or `take`'s) in the order
+/// of the pieces stops it, and is the one returned. One core, or fewer than `min` pieces (a
+/// thread costs tens of microseconds), makes them here one by one.
+pub fn pieces_in_order(
+    n: usize,
+    min: usize,
+    make: impl Fn(usize, &mut Vec<u8>) -> std::io::Result<()> + Sync,
+    take: impl FnMut(usize, &[u8]) -> std::io::Result<()>,
+) -> std::io::Result<()> {
+    let two = n >= min.max(2)
+        && std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get) >= 2;
+    pieces_with(two, n, &make, take)
+}
+
+fn pieces_with(
+    two: bool,
+    n: usize,
+    make: &(dyn Fn(usize, &mut Vec<u8>) -> std::io::Result<()> + Sync),
+    take: impl FnMut(usize, &[u8]) -> std::io::Result<()>,
+) -> std::io::Result<()> {
+    if two {
+        pieces_on_two_threads(n, make, take)
+    } else {
+        pieces_one_by_one(n, make, take)
+    }
+}
+
+fn pieces_one_by_one(
+    n: usize,
+    make: &dyn Fn(usize, &mut Vec<u8>) -> std::io::Result<()>,
+    mut take: impl FnMut(usize, &[u8]) -> std::io::Result<()>,
+) -> std::io::Result<()> {
+    let mut buf = Vec::new();
+    for i in 0..n {
+        buf.clear();
+        make(i, &mut buf)?;
+        take(i, &buf)?;
+    }
+    Ok(())
+}
+
+/// What the two threads of `pieces_on_two_threads` share.
+struct Shelf {
+    /// The first piece no thread has begun.
+    next: usize,
+    /// The next piece to take: pieces from `taken + AHEAD` on wait to be begun.
+    taken: usize,
+    /// Pieces made by the helper thread, or by this one ahead of its turn.
+    ready: Vec<Option<std::io::Result<Vec<u8>>>>,
+    /// Buffers taken, to be used again.
+    spare: Vec<Vec<u8>>,
+    /// The taking ended (done, or failed): the helper stops.
+    stop: bool,
+    /// The helper has ended (perhaps by a panic, which its join passes on).
+    helper_gone: bool,
+}
+
+impl Shelf {
+    /// Claims the next piece to begin, if it may be begun now.
+    fn claim(&mut self, n: usize) -> Option<(usize, Vec<u8>)> {
+        if self.stop || self.next >= n || self.next >= self.taken + AHEAD {
+            return None;
+        }
+        self.next += 1;
+        let mut buf = self.spare.pop().unwrap_or_default();
+        buf.clear();
+        Some((self.next - 1, buf))
+    }
+}
+
+fn lock(shelf: &std::sync::Mutex<Shelf>) -> std::sync::MutexGuard<'_, Shelf> {
+    // The lock is only held to move buffers and numbers, which can't panic halfway.
+    shelf
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn pieces_on_two_threads(
+    n: usize,
+    make: &(dyn Fn(usize, &mut Vec<u8>) -> std::io::Result<()> + Sync),
+    mut take: impl FnMut(usize, &[u8]) -> std::io::Result<()>,
+) -> std::io::Result<()> {
+    use std::sync::{Condvar, Mutex};
+    let shelf = Mutex::new(Shelf {
+        next: 0,
+        taken: 0,
+        ready: (0..n).map(|_| None).collect(),
+        spare: Vec::new(),
+        stop: false,
+        helper_gone: false,
+    });
+    let changed = Condvar::new();
+    let helper = || {
+        /// Says the helper is gone however it ends, so that nothing waits for it.
+        struct Gone<'a>(&'a Mutex<Shelf>, &'a Condvar);
+        impl Drop for Gone<'_> {
+            fn drop(&mut self) {
+                lock(self.0).helper_gone = true;
+                self.1.notify_all();
+            }
+        }
+        let _gone = Gone(&shelf, &changed);
+        loop {
+            let mut s = lock(&shelf);
+            let (i, mut buf) = loop {
+                if s.stop || s.next >= n {
+                    return;
+                }
+                match s.claim(n) {
+                    Some(claimed) => break claimed,
+                    None => {
+                        s = changed
+                            .wait(s)
+                            .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    }
+                }
+            };
+            drop(s);
+            let made = make(i, &mut buf).map(|()| buf);
+            lock(&shelf).ready[i] = Some(made);
+            changed.notify_all();
+        }
+    };
+    let mut taker = || -> std::io::Result<()> {
+        for i in 0..n {
+            let buf = loop {
+                let mut s = lock(&shelf);
+                if let Some(made) = s.ready[i].take() {
+                    break made?;
+                }
+                if let Some((j, mut buf)) = s.claim(n) {
+                    drop(s);
+                    let made = make(j, &mut buf).map(|()| buf);
+                    if j == i {
+                        break made?;
+                    }
+                    lock(&shelf).ready[j] = Some(made);
+                    continue;
+                }
+                if s.helper_gone {
+                    return Err(std::io::Error::other("a piece was never made"));
+                }
+                // The helper is making piece `i`, or the pieces ahead wait for it.
+                drop(
+                    changed
+                        .wait(s)
+                        .unwrap_or_else(std::sync::PoisonError::into_inner),
+                );
+            };
+            take(i, &buf)?;
+            let mut s = lock(&shelf);
+            s.spare.push(buf);
+            s.taken = i + 1;
+            drop(s);
+            changed.notify_all();
+        }
+        Ok(())
+    };
+    /// Stops the helper however the taking ends (a panic too), so that the join doesn't wait.
+    struct Stop<'a>(&'a Mutex<Shelf>, &'a Condvar);
+    impl Drop for Stop<'_> {
+        fn drop(&mut self) {
+            lock(self.0).stop = true;
+            self.1.notify_all();
+        }
+    }
+    std::thread::scope(|scope| {
+        let helper = scope.spawn(helper);
+        let stop = Stop(&shelf, &changed);
+        let taken = taker();
+        drop(stop);
+        match helper.join() {
+            Ok(()) => taken,
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
+    })
+}
+
 /// Reads a file, or standard input for `-`.
 pub fn read_input(path: &Path) -> Result<Vec<u8>> {
     let err = |source| Error::Read {
@@ -841,6 +1027,93 @@ mod tests {
             1,
             "temporary files left"
         );
+    }
+
+    /// Every piece reaches `take` once, in order, with the bytes `make` gives it, on two
+    /// threads as on one (buffers are used again: a piece never starts with another's
+    /// bytes). The first error in the order of the pieces is the one returned, whichever
+    /// thread met it first, and no piece after it is taken.
+    #[test]
+    fn pieces_are_taken_in_order_once_each() {
+        // Pieces of uneven sizes, so that the threads overtake each other.
+        let make = |i: usize, buf: &mut Vec<u8>| {
+            for k in 0..(i * 7919) % 23 * 300 {
+                buf.extend_from_slice(format!("{i}.{k} ").as_bytes());
+            }
+            buf.extend_from_slice(format!("end of {i}").as_bytes());
+            Ok(())
+        };
+        let alone = |i: usize| {
+            let mut buf = Vec::new();
+            make(i, &mut buf).unwrap();
+            buf
+        };
+        for two in [false, true] {
+            for n in [0, 1, 2, AHEAD, AHEAD + 1, 3 * AHEAD + 5] {
+                for _ in 0..5 {
+                    let mut got = Vec::new();
+                    pieces_with(two, n, &make, |i, piece| {
+                        got.push((i, piece.to_vec()));
+                        Ok(())
+                    })
+                    .unwrap();
+                    let expected: Vec<_> = (0..n).map(|i| (i, alone(i))).collect();
+                    assert!(got == expected, "{n} pieces, two threads: {two}");
+                }
+            }
+            // A piece that fails, a piece after it that fails, and a `take` that fails.
+            let n = 4 * AHEAD;
+            for (bad_piece, late_piece, bad_take) in [
+                (0, n - 1, n),
+                (AHEAD + 1, AHEAD + 2, n),
+                (n - 1, n, n),
+                (2 * AHEAD, 2 * AHEAD + 1, AHEAD),
+                (n, n, 5),
+            ] {
+                let failing = |i: usize, buf: &mut Vec<u8>| {
+                    if i == bad_piece || i == late_piece {
+                        return Err(std::io::Error::other(format!("piece {i}")));
+                    }
+                    make(i, buf)
+                };
+                let mut taken = Vec::new();
+                let err = pieces_with(two, n, &failing, |i, _| {
+                    if i == bad_take {
+                        return Err(std::io::Error::other(format!("take {i}")));
+                    }
+                    taken.push(i);
+                    Ok(())
+                })
+                .unwrap_err();
+                let first = bad_piece.min(bad_take);
+                let what = if bad_piece < bad_take {
+                    "piece"
+                } else {
+                    "take"
+                };
+                assert_eq!(err.to_string(), format!("{what} {first}"), "two: {two}");
+                assert_eq!(taken, (0..first).collect::<Vec<_>>(), "two: {two}");
+            }
+        }
+    }
+
+    /// A piece that panics (a bug) ends the call with that panic, whichever thread made it,
+    /// instead of leaving the other thread waiting for ever.
+    #[test]
+    fn a_panicking_piece_is_passed_on() {
+        for two in [false, true] {
+            for bad in [0, 1, AHEAD + 3] {
+                let made = std::panic::catch_unwind(|| {
+                    let make = |i: usize, buf: &mut Vec<u8>| {
+                        assert!(i != bad, "piece {bad}");
+                        buf.push(b'x');
+                        Ok(())
+                    };
+                    pieces_with(two, 2 * AHEAD, &make, |_, _| Ok(()))
+                });
+                assert!(made.is_err(), "piece {bad}, two threads: {two}");
+            }
+        }
     }
 
     #[test]
