@@ -13,10 +13,12 @@
 //! of the keys.
 
 use std::borrow::Cow;
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashSet;
+use std::marker::PhantomData;
 use std::net::IpAddr;
 use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use ipnet::IpNet;
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
@@ -355,6 +357,7 @@ pub fn validate_as(
         ports,
         skip_invalid,
         interner: &interner,
+        half: None,
     };
     let top = seed.deserialize(doc).map_err(not_json)?;
     finish(top, Want::Is(want)).map(|(_, r)| r)
@@ -384,11 +387,15 @@ fn read(
         ports,
         skip_invalid,
         interner: &interner,
+        half: None,
     };
     // UTF-8 is checked once for the whole document rather than string by string. A document
     // that is not UTF-8 is read as bytes, for serde_json's own message naming where.
     let top = match std::str::from_utf8(bytes) {
-        Ok(text) => read_all(serde_json::Deserializer::from_str(text), seed),
+        Ok(text) => match find_cut(text, want).and_then(|cut| read_split(text, cut, seed)) {
+            Some(top) => Ok(top),
+            None => read_all(serde_json::Deserializer::from_str(text), seed),
+        },
         Err(_) => read_all(serde_json::Deserializer::from_slice(bytes), seed),
     };
     finish(top.map_err(not_json)?, want)
@@ -397,11 +404,230 @@ fn read(
 /// The whole document through `seed`, and nothing after it.
 fn read_all<'de, R: serde_json::de::Read<'de>>(
     mut de: serde_json::Deserializer<R>,
-    seed: DocSeed,
+    seed: DocSeed<'_, 'de>,
 ) -> serde_json::Result<Top<'de>> {
     let top = seed.deserialize(&mut de)?;
     de.end()?;
     Ok(top)
+}
+
+/// Documents smaller than this are read on one thread: a thread costs more than it saves.
+const SPLIT_MIN: usize = 512 * 1024;
+
+/// A guess at where a large document may be read in two halves at once: between two objects
+/// of the list `list`, at the comma `at`, the next one starting at `next`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Cut {
+    at: usize,
+    next: usize,
+    list: ListKind,
+}
+
+/// What the first half of a split read left when its input ran out at the cut.
+#[derive(Default)]
+struct Half<'de> {
+    /// The list being read, and what it had read.
+    reached: RefCell<Option<Reached>>,
+    /// The top level read so far (without that list).
+    doc: RefCell<Option<Doc<'de>>>,
+}
+
+/// A list whose read ran out of input between two items.
+struct Reached {
+    list: ListKind,
+    read: Read,
+    /// How many items it had read.
+    items: usize,
+    /// Its items were read as objects.
+    server: bool,
+}
+
+/// Where to cut a document of a server list, when it is worth two threads: near the middle,
+/// between two objects (`}`, `,`, `{` with only whitespace between), in the list whose key
+/// comes last before there, that list being the document's last value (`...]}`). All of
+/// this is only a guess from the bytes (the comma may stand in a string, or in a list of
+/// some other key): `read_split` checks it.
+fn find_cut(text: &str, want: Want) -> Option<Cut> {
+    let bytes = text.as_bytes();
+    if bytes.len() < SPLIT_MIN || !matches!(want, Want::Is(ListName::Server) | Want::Any) {
+        return None;
+    }
+    let end = before_ws(bytes, bytes.len())?;
+    if bytes[end] != b'}' || before_ws(bytes, end).map(|b| bytes[b]) != Some(b']') {
+        return None;
+    }
+    if std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get) < 2 {
+        return None;
+    }
+    let mid = bytes.len() / 2;
+    memchr::memchr_iter(b'{', &bytes[mid..])
+        .take(64)
+        .find_map(|i| cut_at(bytes, mid + i))
+}
+
+/// The cut before the `{` at `next`, if whitespace, a comma and whitespace stand between it
+/// and a `}`.
+fn cut_at(bytes: &[u8], next: usize) -> Option<Cut> {
+    let at = before_ws(bytes, next)?;
+    if bytes[at] != b',' || bytes[before_ws(bytes, at)?] != b'}' {
+        return None;
+    }
+    let head = &bytes[..at];
+    let ip = memchr::memmem::find(head, b"\"ip_list\"");
+    let domain = memchr::memmem::find(head, b"\"domain_list\"");
+    let list = match (ip, domain) {
+        (Some(ip), Some(domain)) if domain > ip => ListKind::Domain,
+        (Some(_), _) => ListKind::Ip,
+        (None, Some(_)) => ListKind::Domain,
+        (None, None) => return None,
+    };
+    Some(Cut { at, next, list })
+}
+
+/// JSON's whitespace, as serde_json skips it.
+fn is_ws(b: u8) -> bool {
+    matches!(b, b' ' | b'\n' | b'\t' | b'\r')
+}
+
+/// The last byte before `end` that is not whitespace.
+fn before_ws(bytes: &[u8], end: usize) -> Option<usize> {
+    bytes[..end].iter().rposition(|&b| !is_ws(b))
+}
+
+/// Reads `text` on two threads, cut at `cut`: this one reads the document up to the cut as
+/// `seed` would, another the items after it to the end. The result is the one a read in one
+/// pass gives, or `None` (then the caller reads in one pass) when the guess was wrong or
+/// either half found anything amiss but a bad entry: then which problem wins, and where
+/// serde_json says it stands, are the one pass's to say.
+fn read_split<'de>(text: &'de str, cut: Cut, seed: DocSeed<'_, 'de>) -> Option<Top<'de>> {
+    let stop = AtomicBool::new(false);
+    let skip_invalid = seed.skip_invalid;
+    std::thread::scope(|s| {
+        let rest = s.spawn(|| read_rest(text, cut.next, cut.list, skip_invalid, &stop));
+        let half = Half::default();
+        let first = read_all(
+            serde_json::Deserializer::from_str(&text[..cut.at]),
+            DocSeed {
+                half: Some(&half),
+                ..seed
+            },
+        );
+        let reached = half.reached.into_inner();
+        let doc = half.doc.into_inner();
+        let reached = match (first, reached, doc) {
+            (Err(e), Some(r), Some(doc))
+                if e.is_eof() && r.list == cut.list && r.server && r.items > 0 =>
+            {
+                (r, doc)
+            }
+            _ => {
+                stop.store(true, Ordering::Relaxed);
+                return None;
+            }
+        };
+        let rest = rest
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))?;
+        join_halves(reached, rest).map(|doc| Top::Object(Box::new(doc)))
+    })
+}
+
+/// The top level of a split read: the first half's, with its list's items followed by the
+/// second half's (whose indexes, in entries and in messages, start at 0).
+fn join_halves<'de>((first, mut doc): (Reached, Doc<'de>), rest: Rest) -> Option<Doc<'de>> {
+    let (list, offset) = (first.list, first.items);
+    let mut read = first.read;
+    let renumber = |(index, msg): (usize, String)| {
+        let tail = msg.strip_prefix(&crate::model::location(list, false, index))?;
+        Some(format!(
+            "{}{tail}",
+            crate::model::location(list, false, offset + index)
+        ))
+    };
+    u32::try_from(offset.checked_add(rest.items)?).ok()?;
+    read.entries.reserve(rest.entries.len());
+    for mut entry in rest.entries {
+        entry.index = u32::try_from(offset + entry.index as usize).ok()?;
+        read.entries.push(entry);
+    }
+    for skipped in rest.skipped {
+        read.skipped.push(renumber(skipped)?);
+    }
+    if let Some(error) = rest.error.filter(|_| read.error.is_none()) {
+        read.error = Some(renumber(error)?);
+    }
+    match list {
+        ListKind::Domain => doc.domain = Some(read),
+        ListKind::Ip => doc.ip = Some(read),
+    }
+    Some(doc)
+}
+
+/// What the second half of a split read found: its items numbered from 0.
+#[derive(Default)]
+struct Rest {
+    entries: Vec<Entry>,
+    skipped: Vec<(usize, String)>,
+    error: Option<(usize, String)>,
+    items: usize,
+}
+
+/// The second half of a split read: the objects of `list` from `next` on, as `ListSeed`
+/// reads them, then the end of the list and of the document. `None` when anything but an
+/// entry is wrong (bad JSON, the list or the document going on otherwise), or when `stop`
+/// says the first half found the cut was no cut.
+fn read_rest(
+    text: &str,
+    mut next: usize,
+    list: ListKind,
+    skip_invalid: bool,
+    stop: &AtomicBool,
+) -> Option<Rest> {
+    let interner = RefCell::default();
+    let mut rest = Rest::default();
+    let bytes = text.as_bytes();
+    loop {
+        if stop.load(Ordering::Relaxed) {
+            return None;
+        }
+        // Each item on its own deserializer (serde_json reads no list from its middle),
+        // which says where the item ended.
+        let mut de = serde_json::Deserializer::from_str(&text[next..]);
+        if rest.error.is_none() || skip_invalid {
+            let seed = ItemSeed {
+                list,
+                extra: false,
+                index: rest.items,
+                how: How::Server,
+                interner: &interner,
+            };
+            match seed.deserialize(&mut de).ok()?.1 {
+                Ok(entry) => rest.entries.push(entry),
+                Err(msg) if skip_invalid => rest.skipped.push((rest.items, msg)),
+                Err(msg) => rest.error = Some((rest.items, msg)),
+            }
+        } else {
+            <UniqueKeys as serde::Deserialize>::deserialize(&mut de).ok()?;
+        }
+        let end = next + de.into_iter::<de::IgnoredAny>().byte_offset();
+        // In the document an item stands two levels deeper than here, nearer serde_json's
+        // limit of nesting: an item that could come near it is left to the one pass.
+        let item = &bytes[next..end];
+        if item.len() > 200 && memchr::memchr2_iter(b'[', b'{', item).count() > 100 {
+            return None;
+        }
+        rest.items += 1;
+        let after = end + bytes[end..].iter().position(|&b| !is_ws(b))?;
+        match bytes[after] {
+            b',' => next = after + 1,
+            b']' => {
+                let close = after + 1 + bytes[after + 1..].iter().position(|&b| !is_ws(b))?;
+                let tail = &bytes[close..];
+                return (tail[0] == b'}' && tail[1..].iter().all(|&b| is_ws(b))).then_some(rest);
+            }
+            _ => return None,
+        }
+    }
 }
 
 fn not_json(e: serde_json::Error) -> Error {
@@ -497,56 +723,81 @@ struct Doc<'de> {
     ip: Option<Read>,
 }
 
+/// A seed that reads any JSON value through its own visitor.
+macro_rules! any_value_seed {
+    ($de:lifetime, $seed:ty, $value:ty) => {
+        impl<$de> DeserializeSeed<$de> for $seed {
+            type Value = $value;
+
+            fn deserialize<D: Deserializer<$de>>(self, d: D) -> Result<$value, D::Error> {
+                d.deserialize_any(self)
+            }
+        }
+    };
+}
+
 /// The visitor methods for JSON's scalars but strings (booleans, numbers, null), of a seed
 /// that takes none of them: each returns `$not` with the value's `Kind`, for the caller to
-/// report with its place.
+/// report with its place. (And `expecting`, which serde_json never calls: such a seed takes
+/// any value.)
 macro_rules! wrong_scalars {
     ($value:ty, |$this:pat, $kind:ident| $not:expr) => {
-        fn visit_bool<E>(self, _: bool) -> Result<$value, E> {
-            let ($this, $kind) = (self, Kind::Bool);
-            Ok($not)
-        }
-        fn visit_i64<E>(self, _: i64) -> Result<$value, E> {
-            let ($this, $kind) = (self, Kind::Number);
-            Ok($not)
-        }
-        fn visit_u64<E>(self, _: u64) -> Result<$value, E> {
-            let ($this, $kind) = (self, Kind::Number);
-            Ok($not)
-        }
-        fn visit_f64<E>(self, _: f64) -> Result<$value, E> {
-            let ($this, $kind) = (self, Kind::Number);
-            Ok($not)
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("any JSON value")
         }
         fn visit_unit<E>(self) -> Result<$value, E> {
             let ($this, $kind) = (self, Kind::Null);
             Ok($not)
         }
+        wrong_scalars!(@each $value, |$this, $kind| $not, [
+            visit_bool: bool => Bool,
+            visit_i64: i64 => Number,
+            visit_u64: u64 => Number,
+            visit_f64: f64 => Number
+        ]);
+    };
+    (@each $value:ty, |$this:pat, $kind:ident| $not:expr, [$($visit:ident: $arg:ty => $is:ident),*]) => {
+        $(
+            fn $visit<E>(self, _: $arg) -> Result<$value, E> {
+                let ($this, $kind) = (self, Kind::$is);
+                Ok($not)
+            }
+        )*
     };
 }
 
 /// Reads a document's top level; each list is validated as it streams by.
-struct DocSeed<'p> {
+#[derive(Clone, Copy)]
+struct DocSeed<'p, 'de> {
     want: Want,
     ports: &'p PortSet,
     skip_invalid: bool,
     interner: &'p RefCell<Interner>,
+    /// Where the first half of a split read leaves what it read (see `read_split`).
+    half: Option<&'p Half<'de>>,
 }
 
-impl<'de> DeserializeSeed<'de> for DocSeed<'_> {
-    type Value = Top<'de>;
+any_value_seed!('de, DocSeed<'_, 'de>, Top<'de>);
 
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Top<'de>, D::Error> {
-        d.deserialize_any(self)
+impl<'de> DocSeed<'_, 'de> {
+    /// A list's value through `seed`. When the input ran out between two of its items (the
+    /// cut of a split read), the top level read so far is left for the split read.
+    fn list<A: MapAccess<'de>>(
+        self,
+        map: &mut A,
+        seed: ListSeed,
+        doc: &mut Doc<'de>,
+    ) -> Result<Read, A::Error> {
+        map.next_value_seed(seed).inspect_err(|_| {
+            if let Some(half) = self.half.filter(|h| h.reached.borrow().is_some()) {
+                *half.doc.borrow_mut() = Some(std::mem::take(doc));
+            }
+        })
     }
 }
 
-impl<'de> Visitor<'de> for DocSeed<'_> {
+impl<'de> Visitor<'de> for DocSeed<'_, 'de> {
     type Value = Top<'de>;
-
-    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        f.write_str("any JSON value")
-    }
 
     wrong_scalars!(Top<'de>, |_, kind| Top::Not(kind));
     fn visit_str<E>(self, _: &str) -> Result<Top<'de>, E> {
@@ -571,6 +822,7 @@ impl<'de> Visitor<'de> for DocSeed<'_> {
                 how,
                 skip_invalid: self.skip_invalid,
                 interner: self.interner,
+                cut: self.half.map(|h| &h.reached),
             };
             match key.as_ref() {
                 "errcode" => doc.errcode = Some(map.next_value()?),
@@ -579,7 +831,8 @@ impl<'de> Visitor<'de> for DocSeed<'_> {
                 // A plain list's answer has no domain_list: only whether one is there counts.
                 "domain_list" => {
                     let how = if plain { How::Skip } else { How::Server };
-                    doc.domain = Some(map.next_value_seed(list(ListKind::Domain, how))?);
+                    let read = self.list(&mut map, list(ListKind::Domain, how), &mut doc)?;
+                    doc.domain = Some(read);
                 }
                 "ip_list" => {
                     let how = match self.want {
@@ -593,7 +846,8 @@ impl<'de> Visitor<'de> for DocSeed<'_> {
                         },
                         Want::Any => How::Any { ports: self.ports },
                     };
-                    doc.ip = Some(map.next_value_seed(list(ListKind::Ip, how))?);
+                    let read = self.list(&mut map, list(ListKind::Ip, how), &mut doc)?;
+                    doc.ip = Some(read);
                 }
                 _ => {
                     map.next_value::<UniqueKeys>()?;
@@ -652,22 +906,51 @@ struct ListSeed<'p> {
     how: How<'p>,
     skip_invalid: bool,
     interner: &'p RefCell<Interner>,
+    /// Where to leave what was read when the input runs out between two items (the first half
+    /// of a split read).
+    cut: Option<&'p RefCell<Option<Reached>>>,
 }
 
-impl<'de> DeserializeSeed<'de> for ListSeed<'_> {
-    type Value = Read;
+any_value_seed!('de, ListSeed<'_>, Read);
 
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Read, D::Error> {
-        d.deserialize_any(self)
+impl ListSeed<'_> {
+    /// `next`, an item or the list's end. A failure before any item was asked for came
+    /// between two items: if the input was cut there, what was read is left at the cut.
+    fn at_cut<T, E>(
+        &self,
+        next: Result<Option<T>, E>,
+        asked: &Cell<bool>,
+        read: &mut Read,
+        items: usize,
+        how: How,
+    ) -> Result<Option<T>, E> {
+        if let Some(cut) = self.cut.filter(|_| next.is_err() && !asked.get()) {
+            *cut.borrow_mut() = Some(Reached {
+                list: self.list,
+                read: std::mem::take(read),
+                items,
+                server: matches!(how, How::Server),
+            });
+        }
+        asked.set(false);
+        next
+    }
+}
+
+/// A seed that notes that it was asked for a value.
+struct Noted<'c, S>(&'c Cell<bool>, S);
+
+impl<'de, S: DeserializeSeed<'de>> DeserializeSeed<'de> for Noted<'_, S> {
+    type Value = S::Value;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<S::Value, D::Error> {
+        self.0.set(true);
+        self.1.deserialize(d)
     }
 }
 
 impl<'de> Visitor<'de> for ListSeed<'_> {
     type Value = Read;
-
-    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        f.write_str("any JSON value")
-    }
 
     wrong_scalars!(Read, |_, kind| Read::not(kind));
     fn visit_str<E>(self, _: &str) -> Result<Read, E> {
@@ -682,6 +965,7 @@ impl<'de> Visitor<'de> for ListSeed<'_> {
         let mut read = Read::not(Kind::List);
         let mut how = self.how;
         let mut index = 0;
+        let asked = Cell::new(false);
         while !matches!(how, How::Skip) && (read.error.is_none() || self.skip_invalid) {
             let seed = ItemSeed {
                 list: self.list,
@@ -690,7 +974,8 @@ impl<'de> Visitor<'de> for ListSeed<'_> {
                 how,
                 interner: self.interner,
             };
-            let Some((kind, entry)) = seq.next_element_seed(seed)? else {
+            let next = seq.next_element_seed(Noted(&asked, seed));
+            let Some((kind, entry)) = self.at_cut(next, &asked, &mut read, index, how)? else {
                 return Ok(read);
             };
             if index == 0 {
@@ -709,8 +994,13 @@ impl<'de> Visitor<'de> for ListSeed<'_> {
             read.take(entry, self.skip_invalid);
             index += 1;
         }
-        while seq.next_element::<UniqueKeys>()?.is_some() {}
-        Ok(read)
+        loop {
+            let next = seq.next_element_seed(Noted(&asked, PhantomData::<UniqueKeys>));
+            if self.at_cut(next, &asked, &mut read, index, how)?.is_none() {
+                return Ok(read);
+            }
+            index += 1;
+        }
     }
 }
 
@@ -777,20 +1067,10 @@ impl ItemSeed<'_> {
     }
 }
 
-impl<'de> DeserializeSeed<'de> for ItemSeed<'_> {
-    type Value = Checked;
-
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Checked, D::Error> {
-        d.deserialize_any(self)
-    }
-}
+any_value_seed!('de, ItemSeed<'_>, Checked);
 
 impl<'de> Visitor<'de> for ItemSeed<'_> {
     type Value = Checked;
-
-    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        f.write_str("any JSON value")
-    }
 
     wrong_scalars!(Checked, |this, kind| this.wrong(kind));
     fn visit_str<E>(self, s: &str) -> Result<Checked, E> {
@@ -1567,57 +1847,34 @@ mod tests {
             );
             assert!(m.contains(says), "{m}");
         }
-        for (bad, field) in [
-            (
-                r#""ip":"1.2.3.4","protocol":"ICMP","port":[1],"is_necessary":1"#,
-                "protocol",
-            ),
-            (
-                r#""ip":"1.2.3.4","protocol":"TCP","port":[0],"is_necessary":1"#,
-                "port",
-            ),
-            (
-                r#""ip":"1.2.3.4","protocol":"TCP","port":[65536],"is_necessary":1"#,
-                "port",
-            ),
-            (
-                r#""ip":"1.2.3.4","protocol":"TCP","port":["9-8"],"is_necessary":1"#,
-                "port",
-            ),
-            (
-                r#""ip":"1.2.3.4","protocol":"TCP","port":[" 80"],"is_necessary":1"#,
-                "port",
-            ),
-            (
-                r#""ip":"1.2.3.4","protocol":"TCP","port":[80.5],"is_necessary":1"#,
-                "port",
-            ),
-            (
-                r#""ip":"1.2.3.4","protocol":"TCP","port":[],"is_necessary":1"#,
-                "port",
-            ),
-            (
-                r#""ip":"1.2.3.4","protocol":"TCP","port":[1],"is_necessary":2"#,
-                "is_necessary",
-            ),
-            (
-                r#""ip":"1.2.3.4","protocol":"TCP","port":[1]"#,
-                "is_necessary",
-            ),
-            (
-                r#""ip":"1.2.3.4 ","protocol":"TCP","port":[1],"is_necessary":1"#,
-                "ip",
-            ),
-            (
-                r#""ip":"1.2.3","protocol":"TCP","port":[1],"is_necessary":1"#,
-                "ip",
-            ),
-            (
-                r#""ip":"1.2.3.4","protocol":"TCP","port":[1],"is_necessary":1,"description":7"#,
-                "description",
-            ),
+        // A good entry with one field given the value (`None`: left out).
+        for (field, value) in [
+            ("protocol", Some(r#""ICMP""#)),
+            ("port", Some("[0]")),
+            ("port", Some("[65536]")),
+            ("port", Some(r#"["9-8"]"#)),
+            ("port", Some(r#"[" 80"]"#)),
+            ("port", Some("[80.5]")),
+            ("port", Some("[]")),
+            ("is_necessary", Some("2")),
+            ("is_necessary", None),
+            ("ip", Some(r#""1.2.3.4 ""#)),
+            ("ip", Some(r#""1.2.3""#)),
+            ("description", Some("7")),
         ] {
-            let m = err(&format!("{{{bad}}}"));
+            let good = [
+                ("ip", r#""1.2.3.4""#),
+                ("protocol", r#""TCP""#),
+                ("port", "[1]"),
+                ("is_necessary", "1"),
+            ];
+            let fields: Vec<String> = good
+                .into_iter()
+                .filter(|(key, _)| *key != field)
+                .chain(value.map(|v| (field, v)))
+                .map(|(key, v)| format!(r#""{key}":{v}"#))
+                .collect();
+            let m = err(&format!("{{{}}}", fields.join(",")));
             assert!(m.starts_with(&format!("ip_list[0].{field}: ")), "{m}");
         }
     }
@@ -1897,5 +2154,225 @@ mod tests {
             let e = parse(doc.as_bytes(), false).unwrap_err();
             assert_eq!(e.exit_code(), 2, "{doc}: {e}");
         }
+    }
+}
+
+/// A split read (see `read_split`) against the one pass, at every place a document could be
+/// cut: the same entries, skipped lines and error, or no split at all.
+#[cfg(test)]
+mod split_tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn seed<'p, 'de>(
+        want: Want,
+        ports: &'p PortSet,
+        skip_invalid: bool,
+        interner: &'p RefCell<Interner>,
+    ) -> DocSeed<'p, 'de> {
+        DocSeed {
+            want,
+            ports,
+            skip_invalid,
+            interner,
+            half: None,
+        }
+    }
+
+    fn one_pass(text: &str, want: Want, skip_invalid: bool) -> String {
+        let (ports, interner) = (api_ports(), RefCell::default());
+        let seed = seed(want, &ports, skip_invalid, &interner);
+        let r = read_all(serde_json::Deserializer::from_str(text), seed)
+            .map_err(not_json)
+            .and_then(|top| finish(top, want));
+        format!("{r:?}")
+    }
+
+    fn split(text: &str, cut: Cut, want: Want, skip_invalid: bool) -> Option<String> {
+        let (ports, interner) = (api_ports(), RefCell::default());
+        let top = read_split(text, cut, seed(want, &ports, skip_invalid, &interner))?;
+        Some(format!("{:?}", finish(top, want)))
+    }
+
+    /// Compares the split read at each cut `cut_at` finds (and with the other list guessed)
+    /// with the one pass; returns how many cuts were read split.
+    fn check(text: &str) -> usize {
+        let mut split_reads = 0;
+        for next in memchr::memchr_iter(b'{', text.as_bytes()) {
+            let Some(cut) = cut_at(text.as_bytes(), next) else {
+                continue;
+            };
+            for list in [ListKind::Ip, ListKind::Domain] {
+                for want in [Want::Is(ListName::Server), Want::Any] {
+                    for skip_invalid in [false, true] {
+                        let cut = Cut { list, ..cut };
+                        if let Some(got) = split(text, cut, want, skip_invalid) {
+                            let one = one_pass(text, want, skip_invalid);
+                            assert_eq!(got, one, "{cut:?} {want:?} {skip_invalid}\n{text}");
+                            split_reads += 1;
+                        }
+                    }
+                }
+            }
+        }
+        split_reads
+    }
+
+    const GOOD: &str = r#"{"ip":"1.2.3.4","protocol":"TCP","port":[443],"is_necessary":1}"#;
+
+    /// Items that make a document hard to cut: commas between objects inside strings and
+    /// inner lists, escapes, bad entries, a key twice, items that are no object.
+    fn item() -> impl Strategy<Value = String> {
+        let description = prop_oneof![
+            Just("plain"),
+            Just("a},{b"),
+            Just(r#"q\"},{\"r"#),
+            Just(r"back\\},{"),
+            Just(r"\u007d,{x"),
+            Just("é ünï"),
+        ];
+        let necessary = prop_oneof![Just("1"), Just("0"), Just("2")];
+        let ip = prop_oneof![
+            Just("10.0.0.1"),
+            Just("10.0.1.0/24"),
+            Just("2001:db8::/32"),
+            Just("x"),
+            Just("10.0.0.1/8"),
+        ];
+        let object = (ip, description, necessary, 0..6u8).prop_map(|(ip, d, n, extra)| {
+            let more = match extra {
+                0 => r#","x":[{"a":1},{"b":2}]"#,
+                1 => r#","ip":"10.9.9.9""#,
+                2 => r#","y":{"a":1,"a":2}"#,
+                3 => r#","\u0070ort":[1]"#,
+                _ => "",
+            };
+            format!(
+                r#"{{"ip":"{ip}","protocol":"TCP","port":[443,"80"],"is_necessary":{n},"description":"{d}"{more}}}"#
+            )
+        });
+        prop_oneof![
+            6 => object,
+            1 => Just(GOOD.to_string()),
+            1 => Just("7".to_string()),
+            1 => Just(r#""1.2.3.4""#.to_string()),
+            1 => Just("[{},{}]".to_string()),
+        ]
+    }
+
+    /// A document around `items`: the list at the end or not, the other list before or after
+    /// it, a key after the list (or the list's own key again), whitespace, and maybe one byte
+    /// taken out anywhere.
+    fn document() -> impl Strategy<Value = String> {
+        let items = prop::collection::vec(item(), 0..8);
+        let seps = prop::collection::vec(
+            prop_oneof![Just(","), Just(", "), Just(",\n  "), Just(" ,")],
+            8,
+        );
+        (items, seps, 0..4u8, 0..5u8, prop::option::of(any::<prop::sample::Index>()))
+            .prop_map(|(items, seps, before, after, cut_out)| {
+                let mut list = String::from("[");
+                for (i, item) in items.iter().enumerate() {
+                    if i > 0 {
+                        list.push_str(seps[i]);
+                    }
+                    list.push_str(item);
+                }
+                list.push(']');
+                let domains = r#"[{"domain":"a.example.com","protocol":"TCP","port":[443],"is_necessary":1},{"domain":"com"}]"#;
+                let head = match before {
+                    0 => String::from(r#"{"errcode":0,"errmsg":"ok","domain_list":[],"#),
+                    1 => format!(r#"{{"domain_list":{domains},"#),
+                    2 => String::from(r#"{"errcode":45009,"#),
+                    _ => String::from("{ "),
+                };
+                let tail = match after {
+                    0 => "}",
+                    1 => "}\n",
+                    2 => r#","list":"server"}"#,
+                    3 => r#","ip_list":[]}"#,
+                    _ => "} x",
+                };
+                let mut doc = format!(r#"{head}"ip_list":{list}{tail}"#);
+                if let Some(at) = cut_out {
+                    let at = at.index(doc.len());
+                    if doc.is_char_boundary(at) && doc.is_char_boundary(at + 1) {
+                        doc.remove(at);
+                    }
+                }
+                doc
+            })
+    }
+
+    proptest! {
+        #[test]
+        fn a_split_read_is_the_one_pass(doc in document()) {
+            check(&doc);
+        }
+    }
+
+    /// A domain_list as the last value is cut as well.
+    #[test]
+    fn a_domain_list_at_the_end_is_cut() {
+        let domain = r#"{"domain":"a.example.com","protocol":"TCP","port":[443],"is_necessary":1}"#;
+        let doc = format!(r#"{{"ip_list":[{GOOD}],"domain_list":[{domain},{domain},{domain}]}}"#);
+        assert_eq!(check(&doc), 2 * 2 * 2);
+    }
+
+    /// The problems a split read must judge as the one pass does, each at every cut: a key
+    /// twice (in either half) wins over a bad entry in the other, the first bad entry wins,
+    /// and the skipped lines of the second half are numbered on from the first's.
+    #[test]
+    fn problems_in_either_half_are_judged_as_in_one_pass() {
+        let bad = r#"{"ip":"x","protocol":"TCP","port":[443],"is_necessary":1}"#;
+        let twice =
+            r#"{"ip":"1.2.3.5","ip":"1.2.3.6","protocol":"TCP","port":[443],"is_necessary":1}"#;
+        let deep = format!(
+            r#"{{"ip":"1.2.3.7","protocol":"TCP","port":[443],"is_necessary":1,"x":{}1{}}}"#,
+            "[".repeat(125),
+            "]".repeat(125)
+        );
+        let no_comma = format!("{GOOD}{GOOD}");
+        // Good in either list, differently.
+        let both = r#"{"ip":"1.2.3.4","domain":"a.example.com","protocol":"TCP","port":[443],"is_necessary":1}"#;
+        for items in [
+            vec![GOOD, bad, GOOD, GOOD, bad, GOOD],
+            vec![bad, GOOD, GOOD, twice, GOOD],
+            vec![GOOD, twice, GOOD, bad, GOOD],
+            vec![GOOD, GOOD, GOOD, "{", GOOD],
+            vec![GOOD, GOOD, GOOD, &deep],
+            vec![GOOD, &no_comma, GOOD, GOOD],
+            vec![both, both, both],
+        ] {
+            let doc = format!(r#"{{"errcode":0,"ip_list":[{}]}}"#, items.join(","));
+            check(&doc);
+        }
+        // A clean list is read split at every cut, whatever it is read as.
+        let doc = format!(r#"{{"errcode":0,"ip_list":[{}]}}"#, [GOOD; 5].join(",\n "));
+        assert_eq!(check(&doc), 4 * 2 * 2);
+    }
+
+    /// The cut is found near the middle of a large document, and a small one is read in one
+    /// pass.
+    #[test]
+    fn only_a_large_list_is_cut() {
+        let doc = format!(
+            r#"{{"errcode":0,"ip_list":[{}]}}"#,
+            [GOOD; 10_000].join(", ")
+        );
+        assert!(doc.len() > SPLIT_MIN);
+        let want = Want::Is(ListName::Server);
+        if std::thread::available_parallelism().map_or(1, |n| n.get()) > 1 {
+            let cut = find_cut(&doc, want).unwrap();
+            assert!(cut.at.abs_diff(doc.len() / 2) < 2 * GOOD.len(), "{cut:?}");
+            assert_eq!(cut.list, ListKind::Ip);
+            assert_eq!(
+                split(&doc, cut, want, false),
+                Some(one_pass(&doc, want, false))
+            );
+        }
+        let small = format!(r#"{{"errcode":0,"ip_list":[{}]}}"#, [GOOD; 10].join(", "));
+        assert_eq!(find_cut(&small, want), None);
+        assert_eq!(find_cut(&doc, Want::Is(ListName::Api)), None);
     }
 }
