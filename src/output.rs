@@ -344,22 +344,37 @@ impl OutFile {
         self.finish()
     }
 
-    /// The file is complete: its temporary file is synced, and the comparison ends.
+    /// The file is complete: the comparison ends, and its temporary file's sync begins, on a
+    /// thread of its own: the disk takes the file while the next ones are made (the sync of
+    /// a 170 MB `source.json` takes about as long as rendering every target). `commit_files`
+    /// waits for it before it renames anything.
     pub fn finish(self) -> Finished {
         let OutFile { path, mut sink } = self;
         // A `Sink` takes every write, so the buffer is empty after this.
         let _ = sink.flush();
         let (mut sink, _) = sink.into_parts();
         sink.compare.end();
+        let mut sync = None;
         if let Some(tmp) = &sink.tmp {
-            if let Err(e) = tmp.as_file().sync_all() {
-                sink.error = Some(e);
-                sink.tmp = None;
+            let background = tmp
+                .as_file()
+                .try_clone()
+                .and_then(|file| std::thread::Builder::new().spawn(move || file.sync_all()));
+            match background {
+                Ok(running) => sync = Some(running),
+                // No thread (or no second handle): synced here.
+                Err(_) => {
+                    if let Err(e) = tmp.as_file().sync_all() {
+                        sink.error = Some(e);
+                        sink.tmp = None;
+                    }
+                }
             }
         }
         Finished {
             path,
             tmp: sink.tmp,
+            sync,
             error: sink.error,
             compare: sink.compare,
         }
@@ -384,6 +399,8 @@ impl Write for OutFile {
 pub struct Finished {
     pub path: PathBuf,
     tmp: Option<NamedTempFile>,
+    /// The sync of `tmp`, under way.
+    sync: Option<std::thread::JoinHandle<std::io::Result<()>>>,
     error: Option<std::io::Error>,
     compare: Compare,
 }
@@ -454,7 +471,12 @@ fn staged(files: Vec<Finished>) -> Result<(Vec<PathBuf>, Vec<NamedTempFile>)> {
     let mut paths = Vec::with_capacity(files.len());
     let mut tmps = Vec::with_capacity(files.len());
     for f in files {
-        match (f.tmp, f.error) {
+        // The write's error, else the sync's (a file not written whole isn't synced).
+        let synced = f.sync.map_or(Ok(()), |sync| {
+            sync.join()
+                .unwrap_or_else(|_| Err(std::io::Error::other("its sync stopped")))
+        });
+        match (f.tmp, f.error.or(synced.err())) {
             (Some(tmp), None) => {
                 paths.push(f.path);
                 tmps.push(tmp);
@@ -1114,6 +1136,33 @@ mod tests {
                 assert!(made.is_err(), "piece {bad}, two threads: {two}");
             }
         }
+    }
+
+    /// A staged file is synced beside what comes next, and the commit waits for the sync: one
+    /// that failed refuses the commit, naming its file, and changes nothing.
+    #[test]
+    fn a_failed_sync_refuses_the_commit() {
+        let (dir, [a, b]) = folder_with(["a.txt", "b.txt"]);
+        fs::write(&a, "old a").unwrap();
+        let first = OutFile::stage(a.clone(), true).with(b"new a");
+        let mut second = OutFile::stage(b.clone(), true).with(b"new b");
+        assert!(first.sync.is_some() && second.sync.is_some());
+        second.sync = Some(std::thread::spawn(|| {
+            Err(std::io::Error::other("the disk is gone"))
+        }));
+        let err = commit_files(vec![first, second], &[]).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("b.txt") && text.contains("the disk is gone"),
+            "{text}"
+        );
+        assert_eq!(fs::read_to_string(&a).unwrap(), "old a");
+        assert!(!b.exists(), "a new file stayed");
+        assert_eq!(
+            fs::read_dir(dir.path()).unwrap().count(),
+            1,
+            "temporary files left"
+        );
     }
 
     #[test]
