@@ -1172,7 +1172,25 @@ pub struct Templates {
 
 impl Templates {
     pub fn new(overrides: Option<&Path>) -> Result<Templates> {
-        let mut env = Environment::new();
+        // A user's template may use any of minijinja's filters, tests and functions; the
+        // built-in ones use a few, and making all the others would cost more than a small
+        // render.
+        let mut env = match overrides {
+            Some(_) => Environment::new(),
+            None => {
+                use minijinja::filters;
+                let mut env = Environment::empty();
+                env.add_filter("join", filters::join);
+                env.add_filter("length", filters::length);
+                env.add_filter("list", filters::list);
+                env.add_filter("replace", filters::replace);
+                env.add_filter("selectattr", filters::selectattr);
+                env.add_filter("unique", filters::unique);
+                env.add_test("eq", minijinja::tests::is_eq);
+                env.add_test("endingwith", minijinja::tests::is_endingwith);
+                env
+            }
+        };
         env.set_undefined_behavior(UndefinedBehavior::Strict);
         env.set_trim_blocks(true);
         env.set_lstrip_blocks(true);
@@ -1402,6 +1420,64 @@ mod tests {
             .expect("squid renders");
         let loaded: Vec<&str> = templates.env.templates().map(|(n, _)| n).collect();
         assert_eq!(loaded, ["squid.conf"]);
+    }
+
+    /// The built-in templates run in an environment that has only the filters and tests they
+    /// use: every filter (`|name`) and test (`is name`, `selectattr(attr, "name", ...)`) a
+    /// built-in template names must be there, as in minijinja's full environment.
+    #[test]
+    fn every_filter_and_test_the_built_in_templates_name_is_there() {
+        let templates = Templates::new(None).expect("built-in templates");
+        let ident = |s: &str| -> String {
+            s.trim_start()
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect()
+        };
+        let (mut filters, mut tests) = (BTreeSet::new(), BTreeSet::new());
+        for (name, source) in TEMPLATES {
+            // The code of the template: what stands between {{ }} and between {% %}.
+            for (open, close) in [("{{", "}}"), ("{%", "%}")] {
+                for block in source.split(open).skip(1) {
+                    let code = block.split(close).next().unwrap_or_default();
+                    for call in code.split("selectattr(").skip(1) {
+                        let quoted: Vec<&str> = call.split('"').collect();
+                        if quoted.len() > 4 && quoted[2].trim() == "," {
+                            tests.insert((quoted[3].to_owned(), *name));
+                        }
+                    }
+                    // Outside string literals, which may hold `|`.
+                    let bare: String = code.split('"').step_by(2).collect();
+                    for after in bare.split('|').skip(1) {
+                        filters.insert((ident(after), *name));
+                    }
+                    for after in bare.split(" is ").skip(1) {
+                        let after = after.trim_start();
+                        tests.insert((ident(after.strip_prefix("not ").unwrap_or(after)), *name));
+                    }
+                }
+            }
+        }
+        assert!(
+            filters.iter().any(|(f, _)| f == "selectattr"),
+            "{filters:?}"
+        );
+        assert!(tests.iter().any(|(t, _)| t == "eq"), "{tests:?}");
+        let uses = filters
+            .iter()
+            .map(|(f, t)| ("filter", format!("none|{f}"), ErrorKind::UnknownFilter, t))
+            .chain(
+                tests
+                    .iter()
+                    .map(|(f, t)| ("test", format!("none is {f}"), ErrorKind::UnknownTest, t)),
+            );
+        for (what, expr, unknown, template) in uses {
+            let tried = templates.env.render_str(&format!("{{{{ {expr} }}}}"), ());
+            assert!(
+                !tried.is_err_and(|e| e.kind() == unknown),
+                "{template} uses the {what} in `{expr}`, which the environment lacks"
+            );
+        }
     }
 
     /// `render_to` writes exactly what `render` returns, for every target.
