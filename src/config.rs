@@ -166,7 +166,9 @@ pub struct Config {
 
 impl Default for Config {
     fn default() -> Self {
-        Config::parse("").unwrap_or_else(|e| unreachable!("the empty config is valid: {e}"))
+        // What an empty file gives, without reading TOML: every section has its default.
+        Config::from_file(File::default())
+            .unwrap_or_else(|e| unreachable!("the empty config is valid: {e}"))
     }
 }
 
@@ -199,7 +201,10 @@ impl Config {
     }
 
     pub fn parse(text: &str) -> Result<Config> {
-        let file: File = toml::from_str(text).map_err(|e| Error::Config(e.to_string()))?;
+        Config::from_file(toml::from_str(text).map_err(|e| Error::Config(e.to_string()))?)
+    }
+
+    fn from_file(file: File) -> Result<Config> {
         let mut names = Names::default();
         let set = |slot: &mut String, value: Option<String>| {
             if let Some(v) = value {
@@ -440,6 +445,13 @@ mod tests {
         ] {
             refused(text, needle);
         }
+    }
+
+    /// The defaults, made without reading TOML, are what an empty file gives.
+    #[test]
+    fn the_default_config_is_the_empty_file() {
+        let empty = Config::parse("").unwrap();
+        assert_eq!(format!("{:?}", Config::default()), format!("{empty:?}"));
     }
 
     #[test]
