@@ -35,6 +35,13 @@ credentials; 4 a safety guard refused; 70 an internal template error (a bug)."
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+    #[command(flatten)]
+    pub log: LogArgs,
+}
+
+/// `-v`, on its own so that `parse` can build the top command without every subcommand.
+#[derive(Debug, Args)]
+pub struct LogArgs {
     /// Log on standard error: -v what the fetch does, -vv every request. Only fetching logs:
     /// for diff, targets, completions, man, and render, build or explain with --input, it adds
     /// nothing.
@@ -47,21 +54,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Render one target to standard output or to a file.
-    Render {
-        /// The target to render (see `wecom-allowlist targets`).
-        #[arg(value_enum)]
-        target: Target,
-        #[command(flatten)]
-        source: SourceArgs,
-        /// Write to FILE atomically instead of standard output; on any error FILE is left as it was.
-        #[arg(short, long, value_name = "FILE")]
-        output: Option<PathBuf>,
-        /// Print the JSON context the target's template receives instead of rendering it.
-        #[arg(long)]
-        dump_context: bool,
-        #[command(flatten)]
-        policy: PolicyArgs,
-    },
+    Render(RenderArgs),
     /// Render every target (or those named) and source.json into a folder; on any error no file
     /// there changes. A second build into the same folder waits for the first.
     #[command(mut_args(target_help(
@@ -69,67 +62,20 @@ pub enum Command {
 them with commas: squid,nftables). Default: all that apply to the list. Refused (exit 4) when \
 another target's file in DIR would then cite another source.json"
     )))]
-    Build {
-        #[command(flatten)]
-        source: SourceArgs,
-        /// The folder to write iptables.rules, ip6tables.rules, nftables.nft, pfsense.xml,
-        /// squid.conf, dnsmasq.conf, ipset.rules and source.json into (created if missing); the
-        /// api and callback lists write only the targets that apply to them (the callback list
-        /// nginx.conf too), each list into a folder of its own.
-        #[arg(long, value_name = "DIR")]
-        out_dir: PathBuf,
-        #[command(flatten)]
-        targets: TargetArgs,
-        /// Write nothing: exit 0 when DIR is up to date, 1 with a unified diff of each file that
-        /// would change and a summary of the list's changes when it is not. A changed
-        /// description alone is a change (it is a comment in the files), as it is for `diff`.
-        #[arg(long)]
-        check: bool,
-        /// Refuse (exit 4) when the new list takes away more than PCT percent of what DIR's
-        /// previous source.json allowed: each of its (destination, protocol) pairs weighs the
-        /// same and counts by the share of its ports no longer allowed (a wider network or a
-        /// wildcard that covers it counts as allowed); 100 turns the guard off.
-        #[arg(long, value_name = "PCT", default_value_t = 50, value_parser = clap::value_parser!(u8).range(0..=100))]
-        max_shrink: u8,
-        /// Don't list on standard error which files were written and which were unchanged.
-        /// Warnings (such as removed leftovers of an interrupted run) and errors still show.
-        #[arg(short, long)]
-        quiet: bool,
-        #[command(flatten)]
-        policy: PolicyArgs,
-    },
+    Build(BuildArgs),
     /// Show which domains and IPs were added, removed or changed between two lists (responses
     /// or source.json files). Exit 0 when nothing changed, 1 when something did. A changed
     /// description alone is a change, listed with the old and new text, as it is for
     /// `build --check` (descriptions are comments in the files).
-    Diff {
-        /// The older list.
-        old: PathBuf,
-        /// The newer list.
-        new: PathBuf,
-        /// How to print the changes: text for a terminal, markdown for a pull request, json for
-        /// programs.
-        #[arg(long, value_enum, default_value = "text")]
-        format: Format,
-    },
+    Diff(DiffArgs),
     /// List the targets, each with its file name and what it holds.
     Targets,
     /// Fetch the list from the WeCom API, check it as `render` would, and save it as received
     /// (pretty JSON); an invalid or error answer is never saved.
-    Fetch {
-        #[command(flatten)]
-        fetch: FetchArgs,
-        /// Write to FILE atomically instead of standard output; on any error FILE is left as it was.
-        #[arg(short, long, value_name = "FILE")]
-        output: Option<PathBuf>,
-    },
+    Fetch(FetchCommandArgs),
     /// Print a completion script for SHELL on standard output, e.g.
     /// `source <(wecom-allowlist completions bash)`.
-    Completions {
-        /// The shell to complete in.
-        #[arg(value_enum)]
-        shell: clap_complete::Shell,
-    },
+    Completions(CompletionsArgs),
     /// Print the manual page (roff) on standard output, e.g. `wecom-allowlist man | man -l -`.
     Man,
     /// Say whether each target allows a destination, by which group, and which entries of the
@@ -142,19 +88,101 @@ another target's file in DIR would then cite another source.json"
         "Only these targets (repeat the option, or separate \
 them with commas). Default: all; dnsmasq and ipset only fill sets, so they never apply"
     )))]
-    Explain {
-        /// An address, a CIDR or a name (`*.example.com`: the name and every name below it),
-        /// with a port and a protocol if wanted: 1.2.3.4:443/tcp, [2001:db8::1]:443,
-        /// a.example.com:80. Without PORT any port will do, without PROTO either protocol.
-        #[arg(value_name = "DEST[:PORT[/PROTO]]", value_parser = crate::explain::parse_query)]
-        query: crate::explain::Query,
-        #[command(flatten)]
-        source: SourceArgs,
-        #[command(flatten)]
-        targets: TargetArgs,
-        #[command(flatten)]
-        policy: PolicyArgs,
-    },
+    Explain(ExplainArgs),
+}
+
+// The options of each command, each in a struct of its own so that `parse` can build one
+// command without the others. Their help is their command's (the variant's doc comment).
+
+#[derive(Debug, Args)]
+pub struct RenderArgs {
+    /// The target to render (see `wecom-allowlist targets`).
+    #[arg(value_enum)]
+    target: Target,
+    #[command(flatten)]
+    source: SourceArgs,
+    /// Write to FILE atomically instead of standard output; on any error FILE is left as it was.
+    #[arg(short, long, value_name = "FILE")]
+    output: Option<PathBuf>,
+    /// Print the JSON context the target's template receives instead of rendering it.
+    #[arg(long)]
+    dump_context: bool,
+    #[command(flatten)]
+    policy: PolicyArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct BuildArgs {
+    #[command(flatten)]
+    source: SourceArgs,
+    /// The folder to write iptables.rules, ip6tables.rules, nftables.nft, pfsense.xml,
+    /// squid.conf, dnsmasq.conf, ipset.rules and source.json into (created if missing); the
+    /// api and callback lists write only the targets that apply to them (the callback list
+    /// nginx.conf too), each list into a folder of its own.
+    #[arg(long, value_name = "DIR")]
+    out_dir: PathBuf,
+    #[command(flatten)]
+    targets: TargetArgs,
+    /// Write nothing: exit 0 when DIR is up to date, 1 with a unified diff of each file that
+    /// would change and a summary of the list's changes when it is not. A changed
+    /// description alone is a change (it is a comment in the files), as it is for `diff`.
+    #[arg(long)]
+    check: bool,
+    /// Refuse (exit 4) when the new list takes away more than PCT percent of what DIR's
+    /// previous source.json allowed: each of its (destination, protocol) pairs weighs the
+    /// same and counts by the share of its ports no longer allowed (a wider network or a
+    /// wildcard that covers it counts as allowed); 100 turns the guard off.
+    #[arg(long, value_name = "PCT", default_value_t = 50, value_parser = clap::value_parser!(u8).range(0..=100))]
+    max_shrink: u8,
+    /// Don't list on standard error which files were written and which were unchanged.
+    /// Warnings (such as removed leftovers of an interrupted run) and errors still show.
+    #[arg(short, long)]
+    quiet: bool,
+    #[command(flatten)]
+    policy: PolicyArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct DiffArgs {
+    /// The older list.
+    old: PathBuf,
+    /// The newer list.
+    new: PathBuf,
+    /// How to print the changes: text for a terminal, markdown for a pull request, json for
+    /// programs.
+    #[arg(long, value_enum, default_value = "text")]
+    format: Format,
+}
+
+#[derive(Debug, Args)]
+pub struct FetchCommandArgs {
+    #[command(flatten)]
+    fetch: FetchArgs,
+    /// Write to FILE atomically instead of standard output; on any error FILE is left as it was.
+    #[arg(short, long, value_name = "FILE")]
+    output: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell to complete in.
+    #[arg(value_enum)]
+    shell: clap_complete::Shell,
+}
+
+#[derive(Debug, Args)]
+pub struct ExplainArgs {
+    /// An address, a CIDR or a name (`*.example.com`: the name and every name below it),
+    /// with a port and a protocol if wanted: 1.2.3.4:443/tcp, [2001:db8::1]:443,
+    /// a.example.com:80. Without PORT any port will do, without PROTO either protocol.
+    #[arg(value_name = "DEST[:PORT[/PROTO]]", value_parser = crate::explain::parse_query)]
+    query: crate::explain::Query,
+    #[command(flatten)]
+    source: SourceArgs,
+    #[command(flatten)]
+    targets: TargetArgs,
+    #[command(flatten)]
+    policy: PolicyArgs,
 }
 
 /// `--target`, for the commands that work on several targets; each says in its own help what
@@ -392,8 +420,19 @@ impl PolicyArgs {
         Ok((config, list))
     }
 
-    fn templates(&self) -> Result<Templates> {
-        Templates::new(self.templates.as_deref())
+    /// What render, build and explain start from, made in the order their errors are reported:
+    /// the config, the templates, what `check` makes of the list's name (the targets), and the
+    /// prepared list of `source`.
+    fn setup<T>(
+        &self,
+        source: &SourceArgs,
+        check: impl FnOnce(ListName) -> Result<T>,
+    ) -> Result<(Config, Templates, T, crate::Prepared)> {
+        let (config, list) = self.config(source.fetch.list)?;
+        let templates = Templates::new(self.templates.as_deref())?;
+        let checked = check(list)?;
+        let prepared = prepare(source, &config, list)?;
+        Ok((config, templates, checked, prepared))
     }
 }
 
@@ -539,6 +578,14 @@ fn print(text: &str) -> Result<()> {
             source: e,
         }),
         _ => Ok(()),
+    }
+}
+
+/// A command's whole output: into FILE atomically (`-o`), else on standard output.
+fn emit(output: Option<&Path>, text: &str) -> Result<()> {
+    match output {
+        Some(path) => write_file(path, text.as_bytes()),
+        None => print(text),
     }
 }
 
@@ -1040,7 +1087,7 @@ pub fn run(cli: Cli) -> Result<Outcome> {
                 .collect();
             print(&text)?;
         }
-        Command::Fetch { fetch, output } => {
+        Command::Fetch(FetchCommandArgs { fetch, output }) => {
             let list = fetch.list.unwrap_or_default();
             let mut doc = fetch_live(&fetch, list)?;
             wecom::validate_as(&doc, list, &wecom::api_ports(), false)?;
@@ -1058,28 +1105,24 @@ pub fn run(cli: Cli) -> Result<Outcome> {
             let mut text = serde_json::to_string_pretty(&doc)
                 .map_err(|e| Error::Input(format!("cannot write the answer as JSON: {e}")))?;
             text.push('\n');
-            match output {
-                Some(path) => write_file(&path, text.as_bytes())?,
-                None => print(&text)?,
-            }
+            emit(output.as_deref(), &text)?;
         }
-        Command::Render {
+        Command::Render(RenderArgs {
             target,
             source,
             output,
             dump_context,
             policy,
-        } => {
-            let (config, list) = policy.config(source.fetch.list)?;
-            let templates = policy.templates()?;
-            if let Some(why) = target.refuses(list) {
-                return Err(Error::Option(format!(
-                    "{} doesn't apply to {}: {why}",
-                    target.name(),
-                    list.describe()
-                )));
-            }
-            let prepared = prepare(&source, &config, list)?;
+        }) => {
+            let (_, templates, (), prepared) = policy.setup(&source, |list| {
+                target.refuses(list).map_or(Ok(()), |why| {
+                    Err(Error::Option(format!(
+                        "{} doesn't apply to {}: {why}",
+                        target.name(),
+                        list.describe()
+                    )))
+                })
+            })?;
             if let (Some(path), false) = (&output, dump_context) {
                 let mut out = OutFile::stage(path.clone(), false);
                 prepared.render_to(target, &templates, &mut out)?;
@@ -1091,12 +1134,9 @@ pub fn run(cli: Cli) -> Result<Outcome> {
             } else {
                 prepared.render(target, &templates)?
             };
-            match output {
-                Some(path) => write_file(&path, text.as_bytes())?,
-                None => print(&text)?,
-            }
+            emit(output.as_deref(), &text)?;
         }
-        Command::Build {
+        Command::Build(BuildArgs {
             source,
             out_dir,
             targets,
@@ -1104,11 +1144,9 @@ pub fn run(cli: Cli) -> Result<Outcome> {
             max_shrink,
             quiet,
             policy,
-        } => {
-            let (config, list) = policy.config(source.fetch.list)?;
-            let templates = policy.templates()?;
-            let targets = targets_for(targets, list)?;
-            let prepared = prepare(&source, &config, list)?;
+        }) => {
+            let (config, templates, targets, prepared) =
+                policy.setup(&source, |list| targets_for(targets, list))?;
             let exact_domains = config.options.exact_domains;
             let build = move |out_dir: &Path| {
                 build_into(
@@ -1163,36 +1201,8 @@ pub fn run(cli: Cli) -> Result<Outcome> {
             }
             return result;
         }
-        Command::Explain {
-            query,
-            source,
-            targets,
-            policy,
-        } => {
-            let (config, list) = policy.config(source.fetch.list)?;
-            // Checked as render checks them, though explain renders nothing.
-            policy.templates()?;
-            let targets = targets_for(targets, list)?;
-            let prepared = prepare(&source, &config, list)?;
-            let answers = prepared.explain(&query, &targets)?;
-            let text: String = answers.iter().map(crate::explain::Answer::text).collect();
-            print(&text)?;
-            let applies = answers
-                .iter()
-                .filter(|a| !matches!(a.verdict, crate::explain::Verdict::DoesNotApply(_)));
-            let mut any = false;
-            for a in applies {
-                any = true;
-                if a.verdict != crate::explain::Verdict::Allowed {
-                    return Ok(Outcome::Changed);
-                }
-            }
-            // No target that applies can't allow it.
-            if !any {
-                return Ok(Outcome::Changed);
-            }
-        }
-        Command::Completions { shell } => {
+        Command::Explain(explain) => return explain.run(),
+        Command::Completions(CompletionsArgs { shell }) => {
             let mut script = Vec::new();
             clap_complete::generate(shell, &mut Cli::command(), BIN, &mut script);
             print(&String::from_utf8_lossy(&script))?;
@@ -1204,7 +1214,7 @@ pub fn run(cli: Cli) -> Result<Outcome> {
             })?;
             print(&page)?;
         }
-        Command::Diff { old, new, format } => {
+        Command::Diff(DiffArgs { old, new, format }) => {
             let ((old_found, old), (new_found, new)) = (load_list(&old)?, load_list(&new)?);
             if !same_list(old_found, new_found) {
                 return Err(Error::Input(format!(
@@ -1221,6 +1231,37 @@ pub fn run(cli: Cli) -> Result<Outcome> {
         }
     }
     Ok(Outcome::Done)
+}
+
+impl ExplainArgs {
+    /// `explain`: the answers on standard output; `Changed` unless every target that applies
+    /// allows all of the query (and one does).
+    fn run(self) -> Result<Outcome> {
+        let ExplainArgs {
+            query,
+            source,
+            targets,
+            policy,
+        } = self;
+        // The templates are checked as render checks them, though explain renders nothing.
+        let (_, _, targets, prepared) = policy.setup(&source, |list| targets_for(targets, list))?;
+        let answers = prepared.explain(&query, &targets)?;
+        let text: String = answers.iter().map(crate::explain::Answer::text).collect();
+        print(&text)?;
+        let mut applies = answers
+            .iter()
+            .filter(|a| !matches!(a.verdict, crate::explain::Verdict::DoesNotApply(_)))
+            .peekable();
+        // No target that applies can't allow it.
+        if applies.peek().is_none() {
+            return Ok(Outcome::Changed);
+        }
+        if applies.all(|a| a.verdict == crate::explain::Verdict::Allowed) {
+            Ok(Outcome::Done)
+        } else {
+            Ok(Outcome::Changed)
+        }
+    }
 }
 
 /// One man page for the whole tool: the top command's sections, then a section per command
@@ -1313,11 +1354,11 @@ pub fn main() -> ExitCode {
     if std::env::var_os(CONFIG_ENV).is_some_and(|v| v.is_empty()) {
         std::env::remove_var(CONFIG_ENV);
     }
-    let cli = match Cli::try_parse() {
+    let cli = match parse(std::env::args_os().collect()) {
         Ok(cli) => cli,
         Err(e) => return usage_error(&e),
     };
-    init_logging(cli.verbose);
+    init_logging(cli.log.verbose);
     match run(cli) {
         Ok(Outcome::Done) => ExitCode::SUCCESS,
         Ok(Outcome::Changed) => ExitCode::from(1),
@@ -1326,6 +1367,39 @@ pub fn main() -> ExitCode {
             ExitCode::from(e.exit_code())
         }
     }
+}
+
+/// The command line, as `Cli::try_parse_from` reads it. Building every command's options costs
+/// more than running a small one, so a command line that starts with a command's name is
+/// first parsed by a tree that has only that command (with the same options); anything it
+/// refuses, help and usage errors included, is parsed again by the whole tree, whose messages
+/// list every command.
+pub fn parse(args: Vec<std::ffi::OsString>) -> std::result::Result<Cli, clap::Error> {
+    if let Some(cli) = parse_one(&args) {
+        return Ok(cli);
+    }
+    Cli::try_parse_from(args)
+}
+
+/// `args` parsed by a tree of the top command's options and the one command `args[1]` names;
+/// `None` for another first word, or anything that tree refuses.
+fn parse_one(args: &[std::ffi::OsString]) -> Option<Cli> {
+    use clap::Command as C;
+    use clap::FromArgMatches;
+    let sub = match args.get(1)?.to_str()? {
+        "render" => RenderArgs::augment_args(C::new("render")),
+        "build" => BuildArgs::augment_args(C::new("build")),
+        "diff" => DiffArgs::augment_args(C::new("diff")),
+        "fetch" => FetchCommandArgs::augment_args(C::new("fetch")),
+        "completions" => CompletionsArgs::augment_args(C::new("completions")),
+        "explain" => ExplainArgs::augment_args(C::new("explain")),
+        "targets" => C::new("targets"),
+        "man" => C::new("man"),
+        _ => return None,
+    };
+    let top = LogArgs::augment_args(C::new(BIN)).subcommand(sub);
+    let mut matches = top.try_get_matches_from(args).ok()?;
+    Cli::from_arg_matches_mut(&mut matches).ok()
 }
 
 /// Clap's own output: help and version as clap prints them, and its errors with the same
@@ -1346,4 +1420,164 @@ fn usage_error(e: &clap::Error) -> ExitCode {
     let text = text.strip_prefix("error: ").unwrap_or(&text);
     eprint!("{BIN}: error: {text}");
     ExitCode::from(2)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Command lines of every command: valid ones, and ones clap refuses or answers with help.
+    fn command_lines() -> Vec<Vec<&'static str>> {
+        let seed = "tests/fixtures/seed.json";
+        let lines: &[&[&str]] = &[
+            &["render", "nftables", "--input", seed],
+            &[
+                "render",
+                "-v",
+                "nftables",
+                "-i",
+                seed,
+                "--nft-counter",
+                "-vv",
+            ],
+            &[
+                "render",
+                "squid",
+                "--squid-clients",
+                "10.0.0.0/8,fd00::/8",
+                "-o",
+                "x",
+            ],
+            &[
+                "render",
+                "iptables",
+                "--list",
+                "callback",
+                "--callback-port",
+                "8443,443",
+            ],
+            &[
+                "render",
+                "nftables",
+                "--input",
+                seed,
+                "--dump-context",
+                "--config",
+                "c.toml",
+            ],
+            &[
+                "render",
+                "pfsense",
+                "--pfsense-source",
+                "lan",
+                "--interface",
+                "opt1",
+            ],
+            &[
+                "render",
+                "nftables",
+                "--timeout",
+                "5",
+                "--api-base",
+                "http://x",
+                "--corp-id",
+                "i",
+            ],
+            &[
+                "build",
+                "--out-dir",
+                "o",
+                "--target",
+                "squid,nftables",
+                "--target",
+                "ipset",
+            ],
+            &[
+                "build",
+                "-i",
+                "-",
+                "--out-dir",
+                "o",
+                "--check",
+                "--max-shrink",
+                "100",
+                "-q",
+            ],
+            &[
+                "explain",
+                "1.2.3.4:443/tcp",
+                "--input",
+                seed,
+                "--target",
+                "squid",
+            ],
+            &[
+                "explain",
+                "*.example.com",
+                "--exact-domains",
+                "--allow-broad",
+            ],
+            &["diff", "a.json", "b.json", "--format", "json"],
+            &[
+                "fetch",
+                "--list",
+                "api",
+                "-o",
+                "f.json",
+                "--token-cache",
+                "t",
+            ],
+            &["completions", "zsh"],
+            &["targets"],
+            &["man"],
+            &["render"],
+            &["render", "nft"],
+            &["render", "nftables", "--bogus"],
+            &["render", "nftables", "--timeout", "0"],
+            &["render", "--help"],
+            &["build"],
+            &["build", "-h"],
+            &["explain", "bad::"],
+            &["diff", "a.json"],
+            &["targets", "extra"],
+            &["man", "--version"],
+            &["completions", "tcsh"],
+            &["fetch", "--corp-secret-file"],
+            &["-v", "render", "nftables"],
+            &["help", "render"],
+            &["rendr"],
+            &["--version"],
+            &[],
+        ];
+        lines.iter().map(|l| l.to_vec()).collect()
+    }
+
+    /// The tree of one command reads every command line it accepts as the whole tree does, and
+    /// accepts every valid line that starts with a command's name.
+    #[test]
+    fn one_command_parses_as_the_whole_tree() {
+        let mut fast = std::collections::BTreeSet::new();
+        for line in command_lines() {
+            let args: Vec<std::ffi::OsString> = std::iter::once(BIN)
+                .chain(line.clone())
+                .map(Into::into)
+                .collect();
+            let whole = Cli::try_parse_from(&args);
+            match (parse_one(&args), &whole) {
+                (Some(one), Ok(whole)) => {
+                    assert_eq!(format!("{one:?}"), format!("{whole:?}"), "{line:?}");
+                    fast.insert(line[0]);
+                }
+                (Some(one), Err(e)) => panic!("{line:?}: {one:?}, but the whole tree says {e}"),
+                (None, Ok(_)) if line[0] != "-v" => panic!("{line:?} is parsed twice"),
+                (None, _) => {}
+            }
+        }
+        let mut all: Vec<String> = Cli::command()
+            .get_subcommands()
+            .map(|c| c.get_name().to_owned())
+            .collect();
+        all.sort();
+        assert_eq!(fast.into_iter().collect::<Vec<_>>(), all);
+    }
 }
