@@ -39,6 +39,20 @@ pub struct Cli {
     pub log: LogArgs,
 }
 
+impl Cli {
+    /// Whether the command can log: only fetching (any command without --input, and `fetch`)
+    /// and writing files (`build`, `-o`) do. Setting up the logger costs more than a small
+    /// render, so the others go without.
+    fn logs(&self) -> bool {
+        match &self.command {
+            Command::Render(a) => a.source.input.is_none() || a.output.is_some(),
+            Command::Explain(a) => a.source.input.is_none(),
+            Command::Build(_) | Command::Fetch(_) => true,
+            Command::Diff(_) | Command::Targets | Command::Completions(_) | Command::Man => false,
+        }
+    }
+}
+
 /// `-v`, on its own so that `parse` can build the top command without every subcommand.
 #[derive(Debug, Args)]
 pub struct LogArgs {
@@ -1305,7 +1319,8 @@ fn man_page() -> std::io::Result<String> {
 /// (retries, an unusable token cache) always show, whatever RUST_LOG says about other crates,
 /// unless RUST_LOG names this crate itself (and no -v overrides it). Records of crates that log
 /// through `log` (reqwest) are bridged in, and every line is scrubbed of the credentials.
-fn init_logging(verbose: u8) {
+/// A command that can't log (`Cli::logs`) only has RUST_LOG checked, as every command does.
+fn init_logging(verbose: u8, logs: bool) {
     use tracing_subscriber::filter::{LevelFilter, Targets};
     use tracing_subscriber::prelude::*;
 
@@ -1328,6 +1343,9 @@ fn init_logging(verbose: u8) {
             Err(e) => eprintln!("wecom-allowlist: warning: RUST_LOG ignored: {e}"),
         },
         _ => {}
+    }
+    if !logs {
+        return;
     }
     if !named {
         filter = filter.with_target(crate_name, ours);
@@ -1358,7 +1376,7 @@ pub fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => return usage_error(&e),
     };
-    init_logging(cli.log.verbose);
+    init_logging(cli.log.verbose, cli.logs());
     match run(cli) {
         Ok(Outcome::Done) => ExitCode::SUCCESS,
         Ok(Outcome::Changed) => ExitCode::from(1),
