@@ -42,8 +42,10 @@ use render::{Settings, Templates};
 /// caller can refuse to write anything when any target fails. It is shared by the threads
 /// that render targets side by side.
 pub struct Prepared {
-    /// `None` once `release_entries` let them go: no policy can be made any more.
-    entries: Option<Vec<Entry>>,
+    /// `None` once `release_entries` let them go: no policy can be made any more. Behind a
+    /// lock so that `build` lets go of them on the thread that made the policies, while
+    /// `source.json` is still written on the other.
+    entries: std::sync::Mutex<Option<Vec<Entry>>>,
     options: normalize::Options,
     pub list: List,
     /// How the files are made, but for the digest of `source.json`, which waits for it.
@@ -110,7 +112,7 @@ pub fn prepare_list(
         callback_ports: config.callback_ports.ranges().to_vec(),
     };
     Ok(Prepared {
-        entries: Some(entries),
+        entries: std::sync::Mutex::new(Some(entries)),
         options,
         list,
         base,
@@ -181,7 +183,12 @@ impl Prepared {
         if let Some(policy) = cell.get() {
             return Ok(policy);
         }
-        let Some(entries) = &self.entries else {
+        let entries = self.entries();
+        // Another thread may have made it meanwhile.
+        if let Some(policy) = cell.get() {
+            return Ok(policy);
+        }
+        let Some(entries) = entries.as_deref() else {
             return Err(Error::Option(
                 "internal error: a policy was asked for after the entries were let go".into(),
             ));
@@ -190,11 +197,20 @@ impl Prepared {
         Ok(cell.get_or_init(|| policy))
     }
 
+    fn entries(&self) -> std::sync::MutexGuard<'_, Option<Vec<Entry>>> {
+        // Nothing panics halfway through a change of the entries: they are only read, or
+        // taken whole.
+        self.entries
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     /// Lets go of the entries once every policy a build needs is made (`check_policies`, and
     /// `lists`): the rendering that comes next can use their memory. `explain` and a policy
     /// not made by then need them.
-    pub fn release_entries(&mut self) {
-        self.entries = None;
+    pub fn release_entries(&self) {
+        let entries = self.entries().take();
+        drop(entries);
     }
 
     /// `policy`, borrowed from the one its capability shares.
@@ -266,20 +282,26 @@ impl Prepared {
         query: &explain::Query,
         targets: &[Target],
     ) -> Result<Vec<explain::Answer>> {
+        // Every policy first: making one takes the entries' lock, which `cx` holds.
+        let policies = targets
+            .iter()
+            .map(|&t| self.shared_policy(t))
+            .collect::<Result<Vec<_>>>()?;
+        let entries = self.entries();
         let cx = explain::Context {
-            entries: self.entries.as_deref().unwrap_or_default(),
+            entries: entries.as_deref().unwrap_or_default(),
             exact_domains: self.options.exact_domains,
             dns_sets: self.base.dnsmasq.sets,
             pfsense_source_family: self.base.rules.pfsense_source.family,
         };
-        targets
+        Ok(targets
             .iter()
-            .map(|&t| {
-                let policy = self.shared_policy(t)?;
+            .zip(policies)
+            .map(|(&t, policy)| {
                 let slugs = render::target_slugs(t, policy, &self.base);
-                Ok(explain::explain(t, policy, &slugs, query, &cx))
+                explain::explain(t, policy, &slugs, query, &cx)
             })
-            .collect()
+            .collect())
     }
 
     /// What `target`'s template receives, as JSON, for writing custom templates.
