@@ -960,13 +960,70 @@ pub fn read_input(path: &Path) -> Result<Vec<u8>> {
         std::io::Read::read_to_end(&mut std::io::stdin(), &mut buf).map_err(err)?;
         Ok(buf)
     } else {
-        fs::read(path).map_err(err)
+        read_file(path).map_err(err)
     }
+}
+
+/// Files smaller than this are read in one piece: a thread costs more than it saves.
+const HALVES_MIN: u64 = 4 << 20;
+
+/// A file's bytes. A large one is read in two halves at once, each on a core of its own: most
+/// of such a read is the kernel copying into pages it first has to provide. A file that
+/// turns out shorter than it was is read again in one piece, as `fs::read` reads it.
+#[cfg(unix)]
+fn read_file(path: &Path) -> std::io::Result<Vec<u8>> {
+    use std::io::{Read, Seek, SeekFrom};
+    use std::os::unix::fs::FileExt;
+    let mut file = fs::File::open(path)?;
+    let size = file.metadata()?.len();
+    let halves = size >= HALVES_MIN
+        && std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get) > 1;
+    let Some(size) = usize::try_from(size).ok().filter(|_| halves) else {
+        return fs::read(path);
+    };
+    // Zeroed by the kernel as it hands out the pages, not written here.
+    let mut bytes = vec![0; size];
+    let mid = size / 2;
+    let (a, b) = bytes.split_at_mut(mid);
+    let (a, b) = std::thread::scope(|s| {
+        let b = s.spawn(|| file.read_exact_at(b, mid as u64));
+        let a = file.read_exact_at(a, 0);
+        (
+            a,
+            b.join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+        )
+    });
+    match a.and(b) {
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return fs::read(path),
+        other => other?,
+    }
+    // And whatever was added since.
+    file.seek(SeekFrom::Start(size as u64))?;
+    file.read_to_end(&mut bytes)?;
+    Ok(bytes)
+}
+
+#[cfg(not(unix))]
+fn read_file(path: &Path) -> std::io::Result<Vec<u8>> {
+    fs::read(path)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A large file, read in halves, is read whole and in order, and so is a small one.
+    #[test]
+    fn a_large_input_is_read_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        for size in [0, 1, 4 << 20, (4 << 20) + 7] {
+            let path = dir.path().join(format!("in-{size}"));
+            let bytes: Vec<u8> = (0..size as u32).map(|i| (i % 251) as u8).collect();
+            fs::write(&path, &bytes).unwrap();
+            assert!(read_input(&path).unwrap() == bytes, "{size}");
+        }
+    }
 
     #[test]
     fn a_failed_stage_changes_nothing() {
