@@ -824,7 +824,8 @@ fn build_into(
         || {
             prepared.check_policies(targets)?;
             if prepared.check_lists() {
-                prepared.release_entries();
+                let entries = prepared.release_entries().unwrap_or_default();
+                drop_aside(entries.len() >= LARGE, entries);
             }
             Ok::<_, Error>(())
         },
@@ -837,7 +838,7 @@ fn build_into(
         previous
     } else {
         let list = std::mem::take(&mut prepared.list);
-        drop_aside((list, previous));
+        drop_aside(list.len() + previous.len() >= LARGE, (list, previous));
         List::default()
     };
     let prepared = &prepared;
@@ -882,14 +883,16 @@ fn build_into(
     written
 }
 
-/// Drops `lists` on a thread of its own when they are large: freeing a million entries' catalog
-/// takes tens of milliseconds.
-fn drop_aside(lists: (List, List)) {
-    if lists.0.len() + lists.1.len() < 100_000 {
-        return;
+/// How many entries make a list whose memory is freed on a thread of its own.
+const LARGE: usize = 100_000;
+
+/// Drops `garbage` on a thread of its own when it is `large`: freeing a million entries, or
+/// their catalog, takes tens of milliseconds, which the next stage needn't wait for.
+fn drop_aside<T: Send + 'static>(large: bool, garbage: T) {
+    if large {
+        // Without a thread, it is dropped here.
+        let _ = std::thread::Builder::new().spawn(move || drop(garbage));
     }
-    // Without a thread, they are dropped here.
-    let _ = std::thread::Builder::new().spawn(move || drop(lists));
 }
 
 /// Runs `a` and `b` side by side (`b` on a thread of its own, if there is a core for it).

@@ -207,10 +207,10 @@ impl Prepared {
 
     /// Lets go of the entries once every policy a build needs is made (`check_policies`, and
     /// `lists`): the rendering that comes next can use their memory. `explain` and a policy
-    /// not made by then need them.
-    pub fn release_entries(&self) {
-        let entries = self.entries().take();
-        drop(entries);
+    /// not made by then need them. They are returned, for the caller to drop where it
+    /// costs least.
+    pub fn release_entries(&self) -> Option<Vec<Entry>> {
+        self.entries().take()
     }
 
     /// `policy`, borrowed from the one its capability shares.
