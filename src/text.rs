@@ -55,18 +55,26 @@ fn is_unsafe(c: char) -> bool {
 /// into one, and the ends are trimmed.
 pub fn sanitize_line(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
+    // Whether a space is owed before the next character: none at the start or the end.
+    let mut gap = false;
     for c in s.chars() {
-        let c = if is_unsafe(c) { ' ' } else { c };
-        if c.is_whitespace() {
-            if !out.is_empty() && !out.ends_with(' ') {
-                out.push(' ');
-            }
+        // An ASCII character is a space here when it is one or a control: the only ASCII
+        // white space that is not a control is ' ', and every control is unsafe.
+        let space = if c.is_ascii() {
+            c == ' ' || c.is_ascii_control()
         } else {
+            is_unsafe(c) || c.is_whitespace()
+        };
+        if space {
+            gap = !out.is_empty();
+        } else {
+            if gap {
+                out.push(' ');
+                gap = false;
+            }
             out.push(c);
         }
     }
-    let trimmed = out.trim_end().len();
-    out.truncate(trimmed);
     out
 }
 
@@ -137,6 +145,44 @@ mod tests {
         }
         // Visible text, CJK and emoji included, is kept.
         assert_eq!(sanitize_line("企业微信 😀 é"), "企业微信 😀 é");
+    }
+
+    /// The line is what replacing each unsafe character with a space, folding white space and
+    /// trimming gives, for every pair of ASCII characters and for the white space and unsafe
+    /// characters beyond ASCII.
+    #[test]
+    fn sanitize_is_replace_fold_and_trim() {
+        let fold = |s: &str| -> String {
+            let spaced: String = s
+                .chars()
+                .map(|c| if is_unsafe(c) { ' ' } else { c })
+                .collect();
+            spaced.split_whitespace().collect::<Vec<_>>().join(" ")
+        };
+        let mut chars: Vec<char> = (0..128u8).map(char::from).collect();
+        chars.extend([
+            '\u{85}',
+            '\u{A0}',
+            '\u{AD}',
+            '\u{1680}',
+            '\u{2000}',
+            '\u{200B}',
+            '\u{2028}',
+            '\u{202F}',
+            '\u{205F}',
+            '\u{3000}',
+            '\u{FEFF}',
+            '\u{E0041}',
+            '企',
+            'é',
+        ]);
+        for &a in &chars {
+            for &b in &chars {
+                for s in [format!("{a}{b}"), format!(" {a}x{b}{b}y ")] {
+                    assert_eq!(sanitize_line(&s), fold(&s), "{s:?}");
+                }
+            }
+        }
     }
 
     #[test]
