@@ -51,12 +51,33 @@ impl NoteText {
     }
 }
 
+/// A member's destination, in 8 bytes: an IPv4 network (most of a large list) as it is,
+/// anything else by its place in `MemberData::others`. Each target's view copies its groups'
+/// destinations, so at a million members their size is the copy's cost.
+#[derive(Debug, Clone, Copy)]
+enum Slot {
+    V4(ipnet::Ipv4Net),
+    Other(u32),
+}
+
 /// The members of one group: destinations, and per member the index of its note.
 #[derive(Debug)]
 struct MemberData {
-    dests: Vec<Dest>,
+    dests: Vec<Slot>,
+    /// The destinations that are not IPv4 networks.
+    others: Vec<Dest>,
     note_ids: Vec<u32>,
     notes: Vec<NoteText>,
+}
+
+impl MemberData {
+    /// The `i`th member's destination.
+    fn dest(&self, i: usize) -> std::borrow::Cow<'_, Dest> {
+        match self.dests[i] {
+            Slot::V4(n) => std::borrow::Cow::Owned(Dest::Net(IpNet::V4(n))),
+            Slot::Other(k) => std::borrow::Cow::Borrowed(&self.others[k as usize]),
+        }
+    }
 }
 
 /// `g.members`, or a part of it (`chunks`): a sequence of member views.
@@ -70,6 +91,7 @@ pub struct Members {
 impl Members {
     pub fn new(members: &[Member]) -> Members {
         let mut dests = Vec::with_capacity(members.len());
+        let mut others = Vec::new();
         let mut note_ids = Vec::with_capacity(members.len());
         let mut notes = Vec::new();
         // By the set's identity: members share their set of notes (see `Notes`), and an
@@ -90,13 +112,21 @@ impl Members {
                     id
                 }
             };
-            dests.push(m.dest.clone());
+            dests.push(match &m.dest {
+                Dest::Net(IpNet::V4(n)) => Slot::V4(*n),
+                other => {
+                    others.push(other.clone());
+                    // A group holds far fewer than 2^32 members.
+                    Slot::Other(u32::try_from(others.len() - 1).unwrap_or(u32::MAX))
+                }
+            });
             note_ids.push(id);
         }
         let end = dests.len();
         Members {
             data: Arc::new(MemberData {
                 dests,
+                others,
                 note_ids,
                 notes,
             }),
@@ -164,7 +194,7 @@ impl Object for MemberView {
     }
 
     fn get_value_by_str(self: &Arc<Self>, key: &str) -> Option<Value> {
-        let dest = &self.members.data.dests[self.index];
+        let dest = &*self.members.data.dest(self.index);
         let mut text = String::new();
         Some(match key {
             // `1.2.3.4/32`, `2001:db8::/32`, `i.work.weixin.qq.com` or `.work.weixin.qq.com`.
@@ -289,7 +319,7 @@ impl Lines {
             match piece {
                 Piece::Text(t) => out.push_str(t),
                 Piece::Value | Piece::Short => {
-                    let dest = &data.dests[i];
+                    let dest = &*data.dest(i);
                     match dest {
                         // An address or network is digits, hex letters, '.', ':' and '/',
                         // which no target's escaping changes.
