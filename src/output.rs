@@ -978,9 +978,22 @@ fn read_file(path: &Path) -> std::io::Result<Vec<u8>> {
     let size = file.metadata()?.len();
     let halves = size >= HALVES_MIN
         && std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get) > 1;
-    let Some(size) = usize::try_from(size).ok().filter(|_| halves) else {
-        return fs::read(path);
+    // Room for the file, refused as `fs::read` refuses it (rather than aborting) when there is
+    // none.
+    let room = |size| {
+        let mut bytes = Vec::new();
+        bytes
+            .try_reserve_exact(size)
+            .map_err(|_| std::io::ErrorKind::OutOfMemory)?;
+        Ok::<_, std::io::Error>(bytes)
     };
+    let Some(size) = usize::try_from(size).ok().filter(|_| halves) else {
+        let mut bytes = room(usize::try_from(size).unwrap_or(0))?;
+        // Through `take`: `File::read_to_end` would ask the file's size again.
+        file.take(u64::MAX).read_to_end(&mut bytes)?;
+        return Ok(bytes);
+    };
+    drop(room(size)?);
     // Zeroed by the kernel as it hands out the pages, not written here.
     let mut bytes = vec![0; size];
     let mid = size / 2;
