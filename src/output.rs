@@ -152,6 +152,28 @@ pub fn write_and_remove(files: &[(PathBuf, Vec<u8>)], remove: &[PathBuf]) -> Res
 /// the old file: few writes, and little memory beside files of hundreds of megabytes.
 const CHUNK: usize = 256 * 1024;
 
+/// How many bytes of a file are written before the disk is asked to start taking them.
+const WRITEBACK: u64 = 8 << 20;
+
+/// Asks the kernel to start writing `len` bytes of `file` from `offset` to disk, without
+/// waiting for them: the sync before the rename then finds most of a large file on disk
+/// already, instead of all of it at the end of the build (at a million entries, about 0.3 s
+/// of 300 MB). Only a hint: whatever fails here fails again in that sync, which reports it.
+#[cfg(target_os = "linux")]
+fn start_writeback(file: &fs::File, offset: u64, len: u64) {
+    use std::os::fd::AsRawFd;
+    let (Ok(offset), Ok(len)) = (i64::try_from(offset), i64::try_from(len)) else {
+        return;
+    };
+    // SAFETY: sync_file_range only reads the descriptor, which `file` keeps open.
+    unsafe {
+        libc::sync_file_range(file.as_raw_fd(), offset, len, libc::SYNC_FILE_RANGE_WRITE);
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn start_writeback(_: &fs::File, _: u64, _: u64) {}
+
 /// What a new file is, beside what is on disk in its place.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum State {
@@ -270,6 +292,9 @@ struct Sink {
     tmp: Option<NamedTempFile>,
     error: Option<std::io::Error>,
     compare: Compare,
+    /// Bytes written to `tmp`, and how many of them the disk was asked to take.
+    written: u64,
+    handed: u64,
 }
 
 impl Write for Sink {
@@ -279,6 +304,12 @@ impl Write for Sink {
                 self.error = Some(e);
                 // Dropped, and so removed.
                 self.tmp = None;
+            } else {
+                self.written += buf.len() as u64;
+                if self.written - self.handed >= WRITEBACK {
+                    start_writeback(tmp.as_file(), self.handed, self.written - self.handed);
+                    self.handed = self.written;
+                }
             }
         }
         self.compare.feed(buf);
@@ -330,6 +361,8 @@ impl OutFile {
             tmp,
             error,
             compare,
+            written: 0,
+            handed: 0,
         };
         OutFile {
             path,
