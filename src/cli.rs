@@ -797,7 +797,7 @@ fn build_into(
     // Every guard that can refuse runs before the (costly) rendering, in this order. The
     // policies (with their guards) are made meanwhile, on another core.
     let source_path = out_dir.join(SOURCE_FILE);
-    let (guarded, policies) = side_by_side(
+    let (guarded, policies) = crate::side_by_side(
         || -> Result<_> {
             let previous = previous_list(&source_path, prepared.list_name())?;
             shrink_guard(
@@ -893,21 +893,6 @@ fn drop_aside<T: Send + 'static>(large: bool, garbage: T) {
         // Without a thread, it is dropped here.
         let _ = std::thread::Builder::new().spawn(move || drop(garbage));
     }
-}
-
-/// Runs `a` and `b` side by side (`b` on a thread of its own, if there is a core for it).
-fn side_by_side<A, B: Send>(a: impl FnOnce() -> A, b: impl FnOnce() -> B + Send) -> (A, B) {
-    if std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get) < 2 {
-        return (a(), b());
-    }
-    std::thread::scope(|scope| {
-        let b = scope.spawn(b);
-        let a = a();
-        match b.join() {
-            Ok(b) => (a, b),
-            Err(panic) => std::panic::resume_unwind(panic),
-        }
-    })
 }
 
 /// What a job of `build_into` made.

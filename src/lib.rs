@@ -88,19 +88,17 @@ pub fn prepare_list(
     let unused_exclusions = normalize::unused_exclusions(&entries, &options.exclude);
     let entries = normalize::select(entries, &options)?;
     let one_policy = !normalize::wildcards_matter(&entries, &options);
-    let list = if name == ListName::Server {
-        List::from_entries(&entries)
-    } else {
-        let api_ports = wecom::api_ports();
-        let canonical: Vec<Entry> = entries
-            .iter()
-            .map(|e| Entry {
-                ports: api_ports.clone(),
-                ..e.clone()
-            })
-            .collect();
-        List::from_entries(&canonical)
-    };
+    // A large list that has one policy whatever the targets gets it made beside its catalog,
+    // on the other core, rather than after it. An error is left for when the policy is asked
+    // for, so that it is reported where it always was.
+    let (list, early) = side_by_side(
+        || catalog(&entries, name),
+        || {
+            (one_policy && entries.len() >= EARLY_POLICY_MIN)
+                .then(|| normalize::normalize(&entries, &options, false).ok())
+                .flatten()
+        },
+    );
     let base = Settings {
         names: config.names_for(name).clone(),
         necessary_only: options.necessary_only,
@@ -118,8 +116,49 @@ pub fn prepare_list(
         base,
         settings: OnceLock::new(),
         unused_exclusions,
-        policies: Default::default(),
+        policies: [
+            early.map_or_else(OnceLock::new, OnceLock::from),
+            OnceLock::new(),
+        ],
         one_policy,
+    })
+}
+
+/// From this many entries, a list's one policy is made beside its catalog (`prepare_list`).
+const EARLY_POLICY_MIN: usize = 50_000;
+
+/// The catalog of a list's entries. A plain list's counts every address on TCP 443, as
+/// reading its `source.json` back does.
+fn catalog(entries: &[Entry], name: ListName) -> List {
+    if name == ListName::Server {
+        return List::from_entries(entries);
+    }
+    let api_ports = wecom::api_ports();
+    let canonical: Vec<Entry> = entries
+        .iter()
+        .map(|e| Entry {
+            ports: api_ports.clone(),
+            ..e.clone()
+        })
+        .collect();
+    List::from_entries(&canonical)
+}
+
+/// Runs `a` and `b` side by side (`b` on a thread of its own, if there is a core for it).
+pub(crate) fn side_by_side<A, B: Send>(
+    a: impl FnOnce() -> A,
+    b: impl FnOnce() -> B + Send,
+) -> (A, B) {
+    if std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get) < 2 {
+        return (a(), b());
+    }
+    std::thread::scope(|scope| {
+        let b = scope.spawn(b);
+        let a = a();
+        match b.join() {
+            Ok(b) => (a, b),
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
     })
 }
 
@@ -351,6 +390,33 @@ mod tests {
             assert_eq!(std::ptr::eq(with, without), shared, "{doc}");
             assert_eq!(with == without, shared, "{doc}");
         }
+    }
+
+    /// A large list's one policy is made beside its catalog, in the slot asking for it later
+    /// reads, and is the policy asking would make.
+    #[test]
+    fn a_large_lists_policy_made_early_is_the_one_made_when_asked() {
+        let ips: Vec<String> = (0..EARLY_POLICY_MIN)
+            .map(|i| {
+                format!(
+                    r#"{{"ip": "101.{}.{}.{}", "protocol": "TCP", "port": [443], "is_necessary": 1}}"#,
+                    i >> 16,
+                    (i >> 8) & 255,
+                    i & 255
+                )
+            })
+            .collect();
+        let doc = format!(r#"{{"errcode": 0, "ip_list": [{}]}}"#, ips.join(","));
+        let config = Config::default();
+        let read = || wecom::parse(doc.as_bytes(), false).unwrap();
+        let early = prepare(read(), &config).unwrap();
+        assert!(early.policies[0].get().is_some(), "not made early");
+        let mut late = prepare(read(), &config).unwrap();
+        late.policies = Default::default();
+        assert_eq!(
+            early.capability_policy(false).unwrap(),
+            late.capability_policy(false).unwrap()
+        );
     }
 
     /// `build` checks the lists' policy while `source.json` is written on another core: the
