@@ -955,9 +955,7 @@ fn build_lists(prepared: &crate::Prepared, lists_dir: &Path, check: bool) -> Res
 /// order of the jobs, so the output and the error reported don't depend on which finished
 /// first.
 fn in_parallel<T: Send>(n: usize, job: impl Fn(usize) -> T + Sync) -> Vec<T> {
-    let threads = std::thread::available_parallelism()
-        .map_or(1, std::num::NonZeroUsize::get)
-        .min(n);
+    let threads = crate::cores().min(n);
     if threads <= 1 {
         return (0..n).map(job).collect();
     }

@@ -144,12 +144,17 @@ fn catalog(entries: &[Entry], name: ListName) -> List {
     List::from_entries(&canonical)
 }
 
+/// How many threads can run at once here (1 when that can't be known).
+pub(crate) fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+}
+
 /// Runs `a` and `b` side by side (`b` on a thread of its own, if there is a core for it).
 pub(crate) fn side_by_side<A, B: Send>(
     a: impl FnOnce() -> A,
     b: impl FnOnce() -> B + Send,
 ) -> (A, B) {
-    if std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get) < 2 {
+    if cores() < 2 {
         return (a(), b());
     }
     std::thread::scope(|scope| {

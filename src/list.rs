@@ -194,8 +194,7 @@ fn entry_order(a: &Entry, b: &Entry) -> Ordering {
 /// same IPv4 network, or the IPv6 networks and names of one list) are then ordered among
 /// themselves by the whole order.
 fn catalog_order(entries: &[Entry]) -> Vec<usize> {
-    let halves = entries.len() >= HALVES_MIN
-        && std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get) > 1;
+    let halves = entries.len() >= HALVES_MIN && crate::cores() > 1;
     let words = sorted_words(entries, halves);
     let mut order: Vec<usize> = words.iter().map(|&w| w as u64 as usize).collect();
     let mut start = 0;
@@ -237,14 +236,7 @@ fn sorted_words(entries: &[Entry], halves: bool) -> Vec<u128> {
         return words(0, entries);
     }
     let mid = entries.len() / 2;
-    let (a, b) = std::thread::scope(|s| {
-        let b = s.spawn(|| words(mid, &entries[mid..]));
-        let a = words(0, &entries[..mid]);
-        match b.join() {
-            Ok(b) => (a, b),
-            Err(panic) => std::panic::resume_unwind(panic),
-        }
-    });
+    let (a, b) = crate::side_by_side(|| words(0, &entries[..mid]), || words(mid, &entries[mid..]));
     merge(&a, &b)
 }
 

@@ -813,8 +813,7 @@ pub fn pieces_in_order(
     make: impl Fn(usize, &mut Vec<u8>) -> std::io::Result<()> + Sync,
     take: impl FnMut(usize, &[u8]) -> std::io::Result<()>,
 ) -> std::io::Result<()> {
-    let two = n >= min.max(2)
-        && std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get) >= 2;
+    let two = n >= min.max(2) && crate::cores() >= 2;
     pieces_with(two, n, &make, take)
 }
 
@@ -1009,8 +1008,7 @@ fn read_file(path: &Path) -> std::io::Result<Vec<u8>> {
     use std::os::unix::fs::FileExt;
     let mut file = fs::File::open(path)?;
     let size = file.metadata()?.len();
-    let halves = size >= HALVES_MIN
-        && std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get) > 1;
+    let halves = size >= HALVES_MIN && crate::cores() > 1;
     // Room for the file, refused as `fs::read` refuses it (rather than aborting) when there is
     // none.
     let room = |size| {
@@ -1031,15 +1029,10 @@ fn read_file(path: &Path) -> std::io::Result<Vec<u8>> {
     let mut bytes = vec![0; size];
     let mid = size / 2;
     let (a, b) = bytes.split_at_mut(mid);
-    let (a, b) = std::thread::scope(|s| {
-        let b = s.spawn(|| file.read_exact_at(b, mid as u64));
-        let a = file.read_exact_at(a, 0);
-        (
-            a,
-            b.join()
-                .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
-        )
-    });
+    let (a, b) = crate::side_by_side(
+        || file.read_exact_at(a, 0),
+        || file.read_exact_at(b, mid as u64),
+    );
     match a.and(b) {
         Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return fs::read(path),
         other => other?,

@@ -456,7 +456,7 @@ fn find_cut(text: &str, want: Want) -> Option<Cut> {
     if bytes[end] != b'}' || before_ws(bytes, end).map(|b| bytes[b]) != Some(b']') {
         return None;
     }
-    if std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get) < 2 {
+    if crate::cores() < 2 {
         return None;
     }
     let mid = bytes.len() / 2;
@@ -502,8 +502,7 @@ fn before_ws(bytes: &[u8], end: usize) -> Option<usize> {
 fn read_split<'de>(text: &'de str, cut: Cut, seed: DocSeed<'_, 'de>) -> Option<Top<'de>> {
     let stop = AtomicBool::new(false);
     let skip_invalid = seed.skip_invalid;
-    std::thread::scope(|s| {
-        let rest = s.spawn(|| read_rest(text, cut.next, cut.list, skip_invalid, &stop));
+    let first = || {
         let half = Half::default();
         let first = read_all(
             serde_json::Deserializer::from_str(&text[..cut.at]),
@@ -512,24 +511,22 @@ fn read_split<'de>(text: &'de str, cut: Cut, seed: DocSeed<'_, 'de>) -> Option<T
                 ..seed
             },
         );
-        let reached = half.reached.into_inner();
-        let doc = half.doc.into_inner();
-        let reached = match (first, reached, doc) {
+        match (first, half.reached.into_inner(), half.doc.into_inner()) {
             (Err(e), Some(r), Some(doc))
                 if e.is_eof() && r.list == cut.list && r.server && r.items > 0 =>
             {
-                (r, doc)
+                Some((r, doc))
             }
             _ => {
                 stop.store(true, Ordering::Relaxed);
-                return None;
+                None
             }
-        };
-        let rest = rest
-            .join()
-            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))?;
-        join_halves(reached, rest).map(|doc| Top::Object(Box::new(doc)))
-    })
+        }
+    };
+    let (reached, rest) = crate::side_by_side(first, || {
+        read_rest(text, cut.next, cut.list, skip_invalid, &stop)
+    });
+    join_halves(reached?, rest?).map(|doc| Top::Object(Box::new(doc)))
 }
 
 /// The top level of a split read: the first half's, with its list's items followed by the
@@ -2362,7 +2359,7 @@ mod split_tests {
         );
         assert!(doc.len() > SPLIT_MIN);
         let want = Want::Is(ListName::Server);
-        if std::thread::available_parallelism().map_or(1, |n| n.get()) > 1 {
+        if crate::cores() > 1 {
             let cut = find_cut(&doc, want).unwrap();
             assert!(cut.at.abs_diff(doc.len() / 2) < 2 * GOOD.len(), "{cut:?}");
             assert_eq!(cut.list, ListKind::Ip);
