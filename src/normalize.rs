@@ -1145,13 +1145,7 @@ fn net_runs<A: ranges::Addr>(
 
 /// The last address of the network at `start` with prefix length `len`.
 fn last_address<A: ranges::Addr>(start: A, len: u8) -> u128 {
-    let host = A::BITS - u32::from(len);
-    let start = start.widen();
-    if host >= 128 {
-        u128::MAX
-    } else {
-        start | ((1u128 << host) - 1)
-    }
+    ranges::block_end(start.widen(), A::BITS - u32::from(len))
 }
 
 /// One group's members from its runs (in address order): the runs' networks aggregated, each
@@ -1172,7 +1166,7 @@ fn aggregate_runs<A: ranges::Addr>(table: &mut Interned<'_>, key: &NetRuns<A>) -
         let mut end = last_address(start, len);
         let mut j = i + 1;
         while let Some(&(next, len, _)) = runs.get(j) {
-            if end != u128::MAX && next.widen() > end + 1 {
+            if !ranges::joins(end, next.widen()) {
                 break;
             }
             end = end.max(last_address(next, len));

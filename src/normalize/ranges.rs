@@ -54,8 +54,17 @@ addr!(u128, V6, Ipv6Net, Ipv6Addr);
 
 /// True when a range that ends at `end` and one that starts at `start` (not before the first's
 /// start) overlap or touch, so that they merge into one.
-fn joins<A: Addr>(end: A, start: A) -> bool {
+pub(crate) fn joins<A: Addr>(end: A, start: A) -> bool {
     end.next().is_none_or(|after| start <= after)
+}
+
+/// The last address of the block of `2^host` addresses that starts at the aligned `start`.
+pub(crate) fn block_end(start: u128, host: u32) -> u128 {
+    if host >= 128 {
+        u128::MAX
+    } else {
+        start | ((1u128 << host) - 1)
+    }
 }
 
 /// Addresses of one family as sorted, disjoint, non-adjacent inclusive ranges: equal sets have
@@ -216,11 +225,7 @@ impl<A: Addr> Iterator for Prefixes<A> {
             127 - (left + 1).leading_zeros()
         };
         let host = aligned.min(fits);
-        let last = if host == 128 {
-            u128::MAX
-        } else {
-            start + ((1u128 << host) - 1)
-        };
+        let last = block_end(start, host);
         self.next = (last < self.end).then(|| last + 1);
         // `host <= BITS <= 128`, so the length fits a u8.
         Some(A::narrow(start).net((A::BITS - host) as u8))
