@@ -144,9 +144,12 @@ fn catalog(entries: &[Entry], name: ListName) -> List {
     List::from_entries(&canonical)
 }
 
-/// How many threads can run at once here (1 when that can't be known).
+/// How many threads can run at once here (1 when that can't be known). Asked once: the
+/// answer takes a system call and reading cgroup files, and every large stage asks.
 pub(crate) fn cores() -> usize {
-    std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+    static CORES: OnceLock<usize> = OnceLock::new();
+    *CORES
+        .get_or_init(|| std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get))
 }
 
 /// Runs `a` and `b` side by side (`b` on a thread of its own, if there is a core for it).
