@@ -393,14 +393,17 @@ impl List {
         let close = |w: &mut io::BufWriter<_>, any: bool| -> io::Result<()> {
             w.write_all(if any { b"\n  ]" } else { b"]" })
         };
+        let to_ip_list = |w: &mut io::BufWriter<_>, any: bool| -> io::Result<()> {
+            close(w, any)?;
+            w.write_all(b",\n  \"ip_list\": [")
+        };
         output::pieces_in_order(
             pieces.len(),
             4,
             |i, buf| self.write_rows(buf, pieces[i].1.clone()),
             |i, rows| {
                 if pieces[i].0 != at {
-                    close(&mut w, any)?;
-                    w.write_all(b",\n  \"ip_list\": [")?;
+                    to_ip_list(&mut w, any)?;
                     (at, any) = (pieces[i].0, false);
                 }
                 if !rows.is_empty() {
@@ -414,8 +417,7 @@ impl List {
             },
         )?;
         if at == 0 {
-            close(&mut w, any)?;
-            w.write_all(b",\n  \"ip_list\": [")?;
+            to_ip_list(&mut w, any)?;
             any = false;
         }
         close(&mut w, any)?;
@@ -429,7 +431,8 @@ impl List {
     fn write_rows(&self, w: &mut Vec<u8>, range: std::ops::Range<usize>) -> io::Result<()> {
         let mut first = true;
         // The last description and its JSON: neighbours mostly share one.
-        let mut described: Option<(&Text, Vec<u8>)> = None;
+        let mut described: Option<&Text> = None;
+        let mut description = Vec::new();
         let mut dest = Vec::new();
         for i in range {
             let key = &self.keys[i];
@@ -452,15 +455,11 @@ impl List {
                 json_str(&mut dest, u.as_str())?;
             }
             for (note, services) in self.record(i).by_note {
-                if described
-                    .as_ref()
-                    .is_none_or(|(text, _)| *text != &note.description)
-                {
-                    let mut json = Vec::new();
-                    json_str(&mut json, &note.description)?;
-                    described = Some((&note.description, json));
+                if described != Some(&note.description) {
+                    description.clear();
+                    json_str(&mut description, &note.description)?;
+                    described = Some(&note.description);
                 }
-                let description = described.as_ref().map_or(&[][..], |(_, json)| json);
                 for (ports, protocol) in services.api_rows() {
                     if !first {
                         w.push(b',');
@@ -489,7 +488,7 @@ impl List {
                     w.extend_from_slice(b"\n      ],\n      \"is_necessary\": ");
                     w.push(if note.necessary { b'1' } else { b'0' });
                     w.extend_from_slice(b",\n      \"description\": ");
-                    w.extend_from_slice(description);
+                    w.extend_from_slice(&description);
                     w.extend_from_slice(b"\n    }");
                 }
             }
