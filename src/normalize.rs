@@ -836,7 +836,6 @@ pub fn normalize(entries: &[Entry], opts: &Options, wildcards: bool) -> Result<P
         notes.extend(rows.iter().map(|&i| table.note_of[i]));
         let ports: Vec<u32> = rows.iter().map(|&i| table.port_of[i]).collect();
         runs.push(Run {
-            family: Family::Dns,
             protocol,
             ports: table.union(ports.into_iter()),
             dest,
@@ -859,7 +858,7 @@ pub fn normalize(entries: &[Entry], opts: &Options, wildcards: bool) -> Result<P
     let mut key_index: HashMap<(Family, Protocol, u32), usize> = HashMap::new();
     let mut last: Option<usize> = None;
     for r in &runs {
-        let key = (r.family, r.protocol, r.ports);
+        let key = (Family::Dns, r.protocol, r.ports);
         let k = match last {
             Some(k) if keys[k] == key => k,
             _ => *key_index.entry(key).or_insert_with(|| {
@@ -873,20 +872,17 @@ pub fn normalize(entries: &[Entry], opts: &Options, wildcards: bool) -> Result<P
         }
         last = Some(k);
     }
-    let mut order: Vec<usize> = (0..keys.len()).collect();
-    order.sort_unstable_by_key(|&k| {
-        let (family, protocol, ports) = keys[k];
-        (family, protocol, &table.sets[ports as usize])
+    let mut keyed: Vec<_> = keys.into_iter().zip(bodies).collect();
+    keyed.sort_unstable_by(|((fa, pa, sa), _), ((fb, pb, sb), _)| {
+        (fa, pa, &table.sets[*sa as usize]).cmp(&(fb, pb, &table.sets[*sb as usize]))
     });
 
     // Step 3: inside each group, aggregate addresses and drop names a wildcard covers.
-    let mut groups: Vec<Group> = Vec::with_capacity(keys.len());
+    let mut groups: Vec<Group> = Vec::with_capacity(keyed.len());
     let mut scratch = Vec::new();
-    let mut bodies: Vec<Option<Body<'_, '_>>> = bodies.into_iter().map(Some).collect();
-    for k in order {
-        let (family, protocol, ports) = keys[k];
-        let members = match bodies[k].take() {
-            Some(Body::Names(same)) => drop_covered_names(
+    for ((family, protocol, ports), body) in keyed {
+        let members = match body {
+            Body::Names(same) => drop_covered_names(
                 same.iter()
                     .map(|r| Member {
                         dest: r.dest.clone().into_owned(),
@@ -894,9 +890,8 @@ pub fn normalize(entries: &[Entry], opts: &Options, wildcards: bool) -> Result<P
                     })
                     .collect(),
             ),
-            Some(Body::V4(runs)) => aggregate_runs(&mut table, &runs),
-            Some(Body::V6(runs)) => aggregate_runs(&mut table, &runs),
-            None => Vec::new(),
+            Body::V4(runs) => aggregate_runs(&mut table, &runs),
+            Body::V6(runs) => aggregate_runs(&mut table, &runs),
         };
         groups.push(Group {
             family,
@@ -928,10 +923,9 @@ pub fn normalize(entries: &[Entry], opts: &Options, wildcards: bool) -> Result<P
     })
 }
 
-/// One (family, protocol, destination), its port set (the union of its entries'), and where
+/// One (protocol, name), its port set (the union of its entries'), and where
 /// its entries' notes are in the list of all runs' notes.
 struct Run<'a> {
-    family: Family,
     protocol: Protocol,
     ports: u32,
     dest: Cow<'a, Dest>,
