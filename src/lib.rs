@@ -90,15 +90,16 @@ pub fn prepare_list(
     let one_policy = !normalize::wildcards_matter(&entries, &options);
     // A large list that has one policy whatever the targets gets it made beside its catalog,
     // on the other core, rather than after it. An error is left for when the policy is asked
-    // for, so that it is reported where it always was.
-    let (list, early) = side_by_side(
-        || catalog(&entries, name),
-        || {
-            (one_policy && entries.len() >= EARLY_POLICY_MIN)
-                .then(|| normalize::normalize(&entries, &options, false).ok())
-                .flatten()
-        },
-    );
+    // for, so that it is reported where it always was. A small list starts no thread: that
+    // would cost more than the policy.
+    let (list, early) = if one_policy && entries.len() >= EARLY_POLICY_MIN {
+        side_by_side(
+            || catalog(&entries, name),
+            || normalize::normalize(&entries, &options, false).ok(),
+        )
+    } else {
+        (catalog(&entries, name), None)
+    };
     let base = Settings {
         names: config.names_for(name).clone(),
         necessary_only: options.necessary_only,
