@@ -318,54 +318,93 @@ pub struct PolicyArgs {
     /// link-local, documentation ...). The config's extra entries never need it.
     #[arg(long)]
     pub allow_nonpublic: bool,
-    /// iptables/ip6tables: the chain that holds the rules (default WECOM_ALLOW; never a
-    /// built-in chain).
-    #[arg(long, value_name = "NAME")]
-    pub chain: Option<String>,
-    /// nftables: the table that holds the chain and the sets (default filter); your own chain
-    /// that jumps to the allowlist must be in the same table.
-    #[arg(long, value_name = "NAME")]
-    pub nft_table: Option<String>,
-    /// nftables: the regular chain that holds the rules (default wecom_allow).
-    #[arg(long, value_name = "NAME")]
-    pub nft_chain: Option<String>,
-    /// nftables: a `counter` on every rule, so that `nft list chain` shows what each one
-    /// passed (iptables and ip6tables count every rule anyway).
-    #[arg(long)]
-    pub nft_counter: bool,
-    /// iptables and ip6tables: one rule per address group, matching a `hash:net` set that
-    /// ipset.rules fills (and swaps in on a reload), instead of one rule per address.
-    #[arg(long)]
-    pub ipset: bool,
-    /// pfSense: the interface the pass rules go on (internal name: lan, opt1 ...; default lan).
-    #[arg(long, value_name = "NAME")]
-    pub interface: Option<String>,
-    /// pfSense: where the pass rules take traffic from: any (the default), an interface's
-    /// subnet (lan, opt1 ...) or address (lanip ...), an IPv4 or IPv6 address or network, or
-    /// the name of an alias on the firewall.
-    #[arg(long, value_name = "SOURCE")]
-    pub pfsense_source: Option<String>,
-    /// pfSense: log what each pass rule passes (Status > System Logs > Firewall).
-    #[arg(long)]
-    pub pfsense_log: bool,
-    /// Squid: serve only these sources (addresses or CIDRs, repeated or comma-separated): each
-    /// http_access allow line gets a src ACL. Replaces the config's [squid] clients.
-    #[arg(long, value_name = "CIDR", value_delimiter = ',', value_parser = client_net)]
-    pub squid_clients: Vec<ipnet::IpNet>,
-    /// dnsmasq.conf: fill the nftables sets of nftables.nft (nftset, the default) or the
-    /// ipset sets of ipset.rules, which iptables.rules and ip6tables.rules match (ipset).
-    #[arg(long, value_enum, value_name = "SETS")]
-    pub dnsmasq_sets: Option<DnsSets>,
+    #[command(flatten)]
+    pub iptables: IptablesFlags,
+    #[command(flatten)]
+    pub nft: NftFlags,
+    #[command(flatten)]
+    pub pfsense: PfsenseFlags,
+    #[command(flatten)]
+    pub squid: SquidFlags,
+    #[command(flatten)]
+    pub dnsmasq: DnsmasqFlags,
     /// The callback list: the port(s) your callback URL listens on, which the rules open to
     /// WeCom's sources (repeat the option, or separate with commas; default 443, or the
     /// config's [callback] ports).
     #[arg(
+        help_heading = "Callback list options",
         long = "callback-port",
         value_name = "PORT",
         value_delimiter = ',',
         value_parser = clap::value_parser!(u16).range(1..)
     )]
     pub callback_ports: Vec<u16>,
+}
+
+// Each target's flags, under a heading of the target's in the help. The config file's
+// section of the same target sets the same (see `PolicyArgs::config`).
+
+#[derive(Debug, Args)]
+#[command(next_help_heading = "iptables and ip6tables options")]
+pub struct IptablesFlags {
+    /// iptables/ip6tables: the chain that holds the rules (default WECOM_ALLOW; never a
+    /// built-in chain).
+    #[arg(long, value_name = "NAME")]
+    pub chain: Option<String>,
+    /// iptables and ip6tables: one rule per address group, matching a `hash:net` set that
+    /// ipset.rules fills (and swaps in on a reload), instead of one rule per address.
+    #[arg(long)]
+    pub ipset: bool,
+}
+
+#[derive(Debug, Args)]
+#[command(next_help_heading = "nftables options")]
+pub struct NftFlags {
+    /// nftables: the table that holds the chain and the sets (default filter); your own chain
+    /// that jumps to the allowlist must be in the same table.
+    #[arg(long = "nft-table", value_name = "NAME")]
+    pub table: Option<String>,
+    /// nftables: the regular chain that holds the rules (default wecom_allow).
+    #[arg(id = "nft_chain", long = "nft-chain", value_name = "NAME")]
+    pub chain: Option<String>,
+    /// nftables: a `counter` on every rule, so that `nft list chain` shows what each one
+    /// passed (iptables and ip6tables count every rule anyway).
+    #[arg(long = "nft-counter")]
+    pub counter: bool,
+}
+
+#[derive(Debug, Args)]
+#[command(next_help_heading = "pfSense options")]
+pub struct PfsenseFlags {
+    /// pfSense: the interface the pass rules go on (internal name: lan, opt1 ...; default lan).
+    #[arg(long, value_name = "NAME")]
+    pub interface: Option<String>,
+    /// pfSense: where the pass rules take traffic from: any (the default), an interface's
+    /// subnet (lan, opt1 ...) or address (lanip ...), an IPv4 or IPv6 address or network, or
+    /// the name of an alias on the firewall.
+    #[arg(long = "pfsense-source", value_name = "SOURCE")]
+    pub source: Option<String>,
+    /// pfSense: log what each pass rule passes (Status > System Logs > Firewall).
+    #[arg(long = "pfsense-log")]
+    pub log: bool,
+}
+
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Squid options")]
+pub struct SquidFlags {
+    /// Squid: serve only these sources (addresses or CIDRs, repeated or comma-separated): each
+    /// http_access allow line gets a src ACL. Replaces the config's [squid] clients.
+    #[arg(long = "squid-clients", value_name = "CIDR", value_delimiter = ',', value_parser = client_net)]
+    pub clients: Vec<ipnet::IpNet>,
+}
+
+#[derive(Debug, Args)]
+#[command(next_help_heading = "dnsmasq options")]
+pub struct DnsmasqFlags {
+    /// dnsmasq.conf: fill the nftables sets of nftables.nft (nftset, the default) or the
+    /// ipset sets of ipset.rules, which iptables.rules and ip6tables.rules match (ipset).
+    #[arg(long = "dnsmasq-sets", value_enum, value_name = "SETS")]
+    pub sets: Option<DnsSets>,
 }
 
 impl PolicyArgs {
@@ -396,22 +435,22 @@ impl PolicyArgs {
         o.allow_nonpublic |= self.allow_nonpublic;
         let n = config.names_for_mut(list);
         for (slot, flag) in [
-            (&mut n.iptables_chain, &self.chain),
-            (&mut n.nft_table, &self.nft_table),
-            (&mut n.nft_chain, &self.nft_chain),
-            (&mut n.pfsense_interface, &self.interface),
+            (&mut n.iptables_chain, &self.iptables.chain),
+            (&mut n.nft_table, &self.nft.table),
+            (&mut n.nft_chain, &self.nft.chain),
+            (&mut n.pfsense_interface, &self.pfsense.interface),
         ] {
             if let Some(v) = flag {
                 slot.clone_from(v);
             }
         }
-        if !self.squid_clients.is_empty() {
-            n.squid_clients = crate::render::squid_clients(&self.squid_clients);
+        if !self.squid.clients.is_empty() {
+            n.squid_clients = crate::render::squid_clients(&self.squid.clients);
         }
         n.validate()?;
-        config.rules.nft_counter |= self.nft_counter;
-        config.rules.pfsense_log |= self.pfsense_log;
-        if let Some(raw) = &self.pfsense_source {
+        config.rules.nft_counter |= self.nft.counter;
+        config.rules.pfsense_log |= self.pfsense.log;
+        if let Some(raw) = &self.pfsense.source {
             if list == ListName::Callback {
                 return Err(Error::Option(
                     "--pfsense-source doesn't apply to the callback list: its rules take WeCom's callback servers (their alias) as the source".into(),
@@ -419,7 +458,7 @@ impl PolicyArgs {
             }
             config.rules.pfsense_source = crate::render::PfSource::parse(raw)?;
         }
-        config.rules.ipset |= self.ipset;
+        config.rules.ipset |= self.iptables.ipset;
         if config.rules.ipset && list != ListName::Server {
             // Only the server list has ipset.rules, which would hold the sets.
             return Err(Error::Option(format!(
@@ -428,7 +467,7 @@ impl PolicyArgs {
                 list.name()
             )));
         }
-        if let Some(sets) = self.dnsmasq_sets {
+        if let Some(sets) = self.dnsmasq.sets {
             config.dnsmasq.sets = sets;
         }
         Ok((config, list))
