@@ -371,7 +371,9 @@ impl Object for Lines {
 
     fn render(self: &Arc<Self>, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let (start, end) = (self.members.start, self.members.end);
-        let mut out = String::with_capacity(1 << 17);
+        // Room for the pieces below, or for a few members' lines: a small render asking for
+        // 128 KiB gets it from mmap, and gives it back, with a page fault for each page used.
+        let mut out = String::with_capacity((end - start).saturating_mul(64).min(1 << 17));
         match &self.line {
             None => self.push_members(&mut out, f, start, end)?,
             Some((size, line)) => {
