@@ -112,18 +112,19 @@ impl<A: Addr> RangeSet<A> {
         self.ranges.partition_point(|r| r.1 < a)
     }
 
+    /// The one range that can hold `start`, or any address from it on that the set holds.
+    fn holder(&self, start: A) -> Option<(A, A)> {
+        self.ranges.get(self.first_ending_from(start)).copied()
+    }
+
     /// True when every address of `start..=end` is in the set.
     pub fn covers(&self, start: A, end: A) -> bool {
-        self.ranges
-            .get(self.first_ending_from(start))
-            .is_some_and(|r| r.0 <= start && end <= r.1)
+        covered((start, end), self.holder(start))
     }
 
     /// True when some address of `start..=end` is in the set.
     pub fn intersects(&self, start: A, end: A) -> bool {
-        self.ranges
-            .get(self.first_ending_from(start))
-            .is_some_and(|r| r.0 <= end)
+        touched((start, end), self.holder(start))
     }
 
     /// Every address in either set: one merge of the two sorted lists.
@@ -252,6 +253,17 @@ pub fn span(n: &IpNet) -> (u128, u128) {
     }
 }
 
+/// Whether `held`, the one range that can hold `span`'s first address, holds all of `span`.
+fn covered<T: Ord>((start, end): (T, T), held: Option<(T, T)>) -> bool {
+    held.is_some_and(|r| r.0 <= start && end <= r.1)
+}
+
+/// Whether `held`, the one range that can hold an address of `span` from its first on, holds
+/// one: it ends at or after the first, so it need only start by the last.
+fn touched<T: Ord>((_, end): (T, T), held: Option<(T, T)>) -> bool {
+    held.is_some_and(|r| r.0 <= end)
+}
+
 /// Addresses of both families.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AddrSet {
@@ -282,28 +294,24 @@ impl AddrSet {
 
     /// True when every address of `n` is in the set.
     pub fn covers(&self, n: &IpNet) -> bool {
-        let ((start, end), held) = self.holder(n);
-        held.is_some_and(|r| r.0 <= start && end <= r.1)
+        covered(span(n), self.holder(n))
     }
 
     /// True when some address of `n` is in the set.
     pub fn intersects(&self, n: &IpNet) -> bool {
-        let ((_, end), held) = self.holder(n);
-        held.is_some_and(|r| r.0 <= end)
+        touched(span(n), self.holder(n))
     }
 
-    /// `n`'s first and last address, and the one range of its family that can hold the first
-    /// (see `first_ending_from`), all widened: both families answer with one comparison.
-    fn holder(&self, n: &IpNet) -> ((u128, u128), Option<(u128, u128)>) {
+    /// The one range of `n`'s family that can hold its first address (`RangeSet::holder`),
+    /// widened: both families answer with one comparison.
+    fn holder(&self, n: &IpNet) -> Option<(u128, u128)> {
         fn widened<A: Addr>(set: &RangeSet<A>, start: A) -> Option<(u128, u128)> {
-            let r = set.ranges.get(set.first_ending_from(start))?;
-            Some((r.0.widen(), r.1.widen()))
+            set.holder(start).map(|r| (r.0.widen(), r.1.widen()))
         }
-        let held = match n {
+        match n {
             IpNet::V4(n) => widened(&self.v4, v4_span(n).0),
             IpNet::V6(n) => widened(&self.v6, v6_span(n).0),
-        };
-        (span(n), held)
+        }
     }
 
     pub fn subtract(&self, other: &AddrSet) -> AddrSet {
