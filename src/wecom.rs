@@ -541,11 +541,16 @@ fn join_halves<'de>((first, mut doc): (Reached, Doc<'de>), rest: Rest) -> Option
             crate::model::location(list, false, offset + index)
         ))
     };
+    // Every index of the joined list fits: the second half's move up without a check each.
     u32::try_from(offset.checked_add(rest.items)?).ok()?;
-    read.entries.reserve(rest.entries.len());
-    for mut entry in rest.entries {
-        entry.index = u32::try_from(offset + entry.index as usize).ok()?;
-        read.entries.push(entry);
+    let shift = u32::try_from(offset).ok()?;
+    // A list with an error gives no entries (`finish`): the second half's needn't join.
+    if read.error.is_none() {
+        read.entries
+            .extend(rest.entries.into_iter().map(|mut entry| {
+                entry.index += shift;
+                entry
+            }));
     }
     for skipped in rest.skipped {
         read.skipped.push(renumber(skipped)?);
