@@ -281,8 +281,7 @@ fn wildcard_scope(e: &Entry, opts: &Options) -> Result<()> {
             return Err(public("domain", format!("*.{w}"), w));
         }
     }
-    // With exact domains the universal domain is ignored, so it opens nothing.
-    let Some(u) = e.universal.as_ref().filter(|_| !opts.exact_domains) else {
+    let Some(u) = universal(e, opts) else {
         return Ok(());
     };
     if is_public_suffix(u) {
@@ -310,11 +309,7 @@ pub const MAX_PORTS: u32 = 1024;
 fn too_many_ports(entries: &[Entry], opts: &Options) -> Result<()> {
     let mut union: BTreeMap<(Protocol, Dest), PortSet> = BTreeMap::new();
     for e in entries {
-        let universal = e
-            .universal
-            .iter()
-            .filter(|_| !opts.exact_domains)
-            .map(|u| Dest::Wildcard(u.clone()));
+        let universal = universal(e, opts).map(|u| Dest::Wildcard(u.clone()));
         for dest in std::iter::once(e.dest.clone()).chain(universal) {
             for p in e.protocols {
                 let ports = match union.get(&(p, dest.clone())) {
@@ -630,12 +625,9 @@ fn exclude(e: &mut Entry, opts: &Options, nets: &AddrSet) -> Result<Option<Vec<I
             Ok(Some(rest))
         }
         Dest::Exact(_) | Dest::Wildcard(_) => {
-            let universal = match (&e.universal, opts.exact_domains) {
-                (Some(u), false) => {
-                    Some(exclude_wildcard(u, &ex.names).map_err(|x| carve_error(&x, u, true))?)
-                }
-                _ => None,
-            };
+            let universal = universal(e, opts)
+                .map(|u| exclude_wildcard(u, &ex.names).map_err(|x| carve_error(&x, u, true)))
+                .transpose()?;
             let kept = match &e.dest {
                 Dest::Wildcard(h) => exclude_wildcard(h, &ex.names)
                     .map_err(|x| carve_error(&x, h, false))?
@@ -732,13 +724,19 @@ fn is_broad(net: &IpNet) -> bool {
     }
 }
 
+/// The universal domain of `e` that makes a wildcard: none with exact domains, which ignore
+/// it, so that it opens nothing.
+fn universal<'e>(e: &'e Entry, opts: &Options) -> Option<&'e Hostname> {
+    e.universal.as_ref().filter(|_| !opts.exact_domains)
+}
+
 /// Whether the policies with and without wildcards may differ for `entries` (selected, under
 /// `opts`): only a wildcard tells them apart, the entry's own or its universal domain's.
 /// Without one, both are the same, and a caller needs to make only one.
 pub fn wildcards_matter(entries: &[Entry], opts: &Options) -> bool {
-    entries.iter().any(|e| {
-        matches!(e.dest, Dest::Wildcard(_)) || (e.universal.is_some() && !opts.exact_domains)
-    })
+    entries
+        .iter()
+        .any(|e| matches!(e.dest, Dest::Wildcard(_)) || universal(e, opts).is_some())
 }
 
 /// Builds the policy for a target. `wildcards` says whether the target can match a name and
@@ -759,7 +757,7 @@ pub fn normalize(entries: &[Entry], opts: &Options, wildcards: bool) -> Result<P
     let mut v6: Vec<(Protocol, u128, u8, u32, u32)> = Vec::new();
     let mut names: Vec<(Protocol, Cow<'_, Dest>, usize)> = Vec::new();
     for (i, e) in entries.iter().enumerate() {
-        let universal = e.universal.as_ref().filter(|_| !opts.exact_domains);
+        let universal = universal(e, opts);
         if !wildcards {
             if let Dest::Wildcard(h) = &e.dest {
                 inexpressible_wildcard(h);
