@@ -739,6 +739,20 @@ pub fn wildcards_matter(entries: &[Entry], opts: &Options) -> bool {
         .any(|e| matches!(e.dest, Dest::Wildcard(_)) || universal(e, opts).is_some())
 }
 
+/// An IPv4 row's sort key, one integer: protocol, network and prefix length, in that order.
+fn v4_key(protocol: Protocol, n: &ipnet::Ipv4Net) -> u64 {
+    (protocol as u64) << 40 | u64::from(u32::from(n.network())) << 8 | u64::from(n.prefix_len())
+}
+
+/// What `v4_key` put in. `Protocol::ALL` is in the order of the numbers `as` gives.
+fn v4_unkey(key: u64) -> (Protocol, u32, u8) {
+    (
+        Protocol::ALL[(key >> 40) as usize],
+        (key >> 8) as u32,
+        key as u8,
+    )
+}
+
 /// Builds the policy for a target. `wildcards` says whether the target can match a name and
 /// all its subdomains; where it can't, no exact name may be dropped in favour of a wildcard.
 pub fn normalize(entries: &[Entry], opts: &Options, wildcards: bool) -> Result<Policy> {
@@ -775,10 +789,7 @@ pub fn normalize(entries: &[Entry], opts: &Options, wildcards: bool) -> Result<P
                     if v4.capacity() == 0 {
                         v4.reserve(entries.len());
                     }
-                    let key = (protocol as u64) << 40
-                        | u64::from(u32::from(n.network())) << 8
-                        | u64::from(n.prefix_len());
-                    v4.push((key, table.port_of[i], table.note_of[i]));
+                    v4.push((v4_key(protocol, n), table.port_of[i], table.note_of[i]));
                 }
                 Dest::Net(IpNet::V6(n)) => v6.push((
                     protocol,
@@ -801,23 +812,11 @@ pub fn normalize(entries: &[Entry], opts: &Options, wildcards: bool) -> Result<P
 
     // Step 2: one port set per (family, protocol, destination), from each run of equal keys,
     // and the runs of each (family, protocol, ports), in address order.
-    let protocol_of = |bits: u64| {
-        if bits & 1 == 0 {
-            Protocol::Tcp
-        } else {
-            Protocol::Udp
-        }
-    };
     let v4 = net_runs(
         &mut table,
         v4.into_iter().map(|(key, port, note)| {
-            (
-                protocol_of(key >> 40),
-                (key >> 8) as u32,
-                key as u8,
-                port,
-                note,
-            )
+            let (protocol, network, len) = v4_unkey(key);
+            (protocol, network, len, port, note)
         }),
     );
     let v6 = net_runs(&mut table, v6.into_iter());
@@ -1326,6 +1325,23 @@ mod tests {
     use crate::wecom::Response;
     use proptest::prelude::*;
     use std::net::Ipv4Addr;
+
+    #[test]
+    fn an_ipv4_key_gives_back_what_went_in() {
+        for protocol in [Protocol::Udp, Protocol::Tcp] {
+            for (addr, len) in [
+                ([0, 0, 0, 0], 0),
+                ([255, 255, 255, 255], 32),
+                ([10, 1, 0, 0], 16),
+            ] {
+                let n = ipnet::Ipv4Net::new(Ipv4Addr::from(addr), len).unwrap();
+                assert_eq!(
+                    v4_unkey(v4_key(protocol, &n)),
+                    (protocol, u32::from(n.network()), len)
+                );
+            }
+        }
+    }
 
     /// `select`'s error for `entries`, which must say `says`.
     fn refusal(entries: Vec<Entry>, opts: &Options, says: &str) -> Error {
