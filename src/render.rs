@@ -22,7 +22,7 @@ use crate::model::{join_ranges, Dest, Family, PortRange, PortSet, Protocol};
 use crate::normalize::{Group, Member, Policy};
 use crate::target::{Syntax, Target};
 use crate::text::{quote, truncate_bytes};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 /// Built-in templates by file name.
 pub const TEMPLATES: &[(&str, &str)] = &[
@@ -718,6 +718,9 @@ fn shown_groups<'a>(
                 .all(|(x, y)| x.dest == y.dest)
     };
     let mut merged = BTreeSet::new();
+    // The union of each pair of note sets, made once and shared by the members that have
+    // that pair, as the policy's members share their sets.
+    let mut unions: HashMap<(usize, usize), crate::normalize::Notes> = HashMap::new();
     let mut left_out = None;
     let mut shown = Vec::with_capacity(policy.groups.len());
     for (i, g) in policy.groups.iter().enumerate() {
@@ -749,7 +752,10 @@ fn shown_groups<'a>(
                             .zip(&h.members)
                             .map(|(a, b)| Member {
                                 dest: a.dest.clone(),
-                                notes: a.notes.union(&b.notes),
+                                notes: unions
+                                    .entry((a.notes.id(), b.notes.id()))
+                                    .or_insert_with(|| a.notes.union(&b.notes))
+                                    .clone(),
                             })
                             .collect(),
                     ),
@@ -1696,6 +1702,46 @@ mod tests {
                 })
                 .collect(),
         }
+    }
+
+    /// A pfSense `tcp/udp` group's members that have the same TCP and UDP notes share one
+    /// set of both, as the policy's members share theirs.
+    #[test]
+    fn merged_members_with_the_same_notes_share_them() {
+        let notes = |text: &str| -> crate::normalize::Notes {
+            std::iter::once(crate::model::Note {
+                necessary: true,
+                description: text.into(),
+            })
+            .collect()
+        };
+        let (tcp_notes, udp_notes) = (notes("signalling"), notes("media"));
+        let group = |protocol, notes: &crate::normalize::Notes| {
+            let mut g = name_group(Family::Ipv4, &[443], 0);
+            g.protocol = protocol;
+            g.members = ["10.0.0.1/32", "10.0.0.2/32", "10.0.0.3/32"]
+                .iter()
+                .map(|n| Member {
+                    dest: Dest::Net(n.parse().unwrap()),
+                    notes: notes.clone(),
+                })
+                .collect();
+            g
+        };
+        let policy = Policy {
+            groups: vec![
+                group(Protocol::Tcp, &tcp_notes),
+                group(Protocol::Udp, &udp_notes),
+            ],
+            inexpressible: vec![],
+        };
+        let (shown, _) = shown_groups(Target::Pfsense, &policy, &Settings::default());
+        let [merged] = &shown[..] else {
+            panic!("{} groups shown", shown.len())
+        };
+        let first = &merged.members[0].notes;
+        assert_eq!(first.len(), 2);
+        assert!(merged.members.iter().all(|m| m.notes.same(first)));
     }
 
     fn pf_trackers(groups: Vec<Group>) -> BTreeMap<String, Vec<u64>> {
