@@ -17,7 +17,8 @@ initial namespace may enlarge the socket buffer for it (SO_SNDBUFFORCE): in a us
 transaction must fit the default buffer (net.core.wmem_default, 208 KiB), however it is split.
 It also times `render nftables` of tests/fixtures/seed.json (the seed example), `targets` (the
 start-up cost) and /bin/true (what starting any process costs on this machine): median wall
-time, median CPU time (user + system, from wait4) and median page faults over --seed-runs runs.
+time, median CPU time (user + system, from wait4) and median page faults over --seed-runs runs,
+the three taking turns, after the large sizes' files are deleted and synced.
 On a busy machine the wall time also counts waiting for a core; the CPU time doesn't.
 Every run is of an installed copy of the binary (see install_copy), not of the file the linker
 wrote. Each time is the median wall time over the runs, each process spawned directly; the peak RSS
@@ -51,22 +52,27 @@ def wall(argv):
     return took
 
 
-def startup(runs, argv):
-    """Median wall ms, CPU ms (user + system) and minor page faults of `runs` direct runs, each
-    measured by wait4 on the process itself; exits on a non-zero status."""
-    walls, cpus, faults = [], [], []
+def startup(runs, argvs):
+    """For each of `argvs`: median wall ms, CPU ms (user + system) and minor page faults of
+    `runs` direct runs, each measured by wait4 on the process itself; exits on a non-zero
+    status. The commands take turns, so that a change in the machine's pace over the runs
+    weighs on each alike."""
+    walls, cpus, faults = ([[] for _ in argvs] for _ in range(3))
     with open(os.devnull, "wb") as null:
         for _ in range(runs):
-            start = time.perf_counter()
-            pid = os.posix_spawn(argv[0], argv, os.environ,
-                                 file_actions=[(os.POSIX_SPAWN_DUP2, null.fileno(), 1)])
-            _, status, usage = os.wait4(pid, 0)
-            walls.append((time.perf_counter() - start) * 1e3)
-            if os.waitstatus_to_exitcode(status) != 0:
-                raise SystemExit(f"{' '.join(argv)} exited {os.waitstatus_to_exitcode(status)}")
-            cpus.append((usage.ru_utime + usage.ru_stime) * 1e3)
-            faults.append(usage.ru_minflt)
-    return statistics.median(walls), statistics.median(cpus), statistics.median(faults)
+            for i, argv in enumerate(argvs):
+                start = time.perf_counter()
+                pid = os.posix_spawn(argv[0], argv, os.environ,
+                                     file_actions=[(os.POSIX_SPAWN_DUP2, null.fileno(), 1)])
+                _, status, usage = os.wait4(pid, 0)
+                walls[i].append((time.perf_counter() - start) * 1e3)
+                if os.waitstatus_to_exitcode(status) != 0:
+                    raise SystemExit(f"{' '.join(argv)} exited "
+                                     f"{os.waitstatus_to_exitcode(status)}")
+                cpus[i].append((usage.ru_utime + usage.ru_stime) * 1e3)
+                faults[i].append(usage.ru_minflt)
+    return [(statistics.median(w), statistics.median(c), statistics.median(f))
+            for w, c, f in zip(walls, cpus, faults)]
 
 
 def install_copy(binary, folder):
@@ -189,13 +195,18 @@ def main():
             rows.append((n, runs, build, ref, loads))
             print(f"{n}: build {fmt_time(build[0])} {build[1] // 1024} MiB, iprange "
                   f"{fmt_time(ref[0])} {ref[1] // 1024} MiB, nft -f: {loads}", flush=True)
+        # The large builds' files are deleted and on disk first: their writeback and freeing
+        # would otherwise run beside the first small processes.
+        shutil.rmtree(out, ignore_errors=True)
+        os.sync()
         seed = os.path.join(ROOT, "tests", "fixtures", "seed.json")
-        starts = [(name, startup(args.seed_runs, argv)) for name, argv in (
+        names, argvs = zip(*(
             ("`render nftables --input tests/fixtures/seed.json`",
              [binary, "render", "nftables", "--input", seed]),
             ("`targets`", [binary, "targets"]),
             ("`/bin/true` (any process)", ["/bin/true"]),
-        )]
+        ))
+        starts = list(zip(names, startup(args.seed_runs, argvs)))
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
