@@ -112,7 +112,8 @@ impl<A: Addr> RangeSet<A> {
         self.ranges.partition_point(|r| r.1 < a)
     }
 
-    /// The one range that can hold `start`, or any address from it on that the set holds.
+    /// The first range that ends at or after `start`: the only one that can hold `start`, and
+    /// the first to hold an address after it.
     fn holder(&self, start: A) -> Option<(A, A)> {
         self.ranges.get(self.first_ending_from(start)).copied()
     }
