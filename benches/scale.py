@@ -18,7 +18,8 @@ transaction must fit the default buffer (net.core.wmem_default, 208 KiB), howeve
 It also times `render nftables` of tests/fixtures/seed.json (the seed example), `targets` (the
 start-up cost) and /bin/true (what starting any process costs on this machine): median wall
 time, median CPU time (user + system, from wait4) and median page faults over --seed-runs runs,
-the three taking turns, after the large sizes' files are deleted and synced.
+the three taking turns, after the large sizes' files are deleted and synced, and each wall time
+against /bin/true's.
 On a busy machine the wall time also counts waiting for a core; the CPU time doesn't.
 Every run is of an installed copy of the binary (see install_copy), not of the file the linker
 wrote. Each time is the median wall time over the runs, each process spawned directly; the peak RSS
@@ -219,10 +220,14 @@ def main():
     print()
     print(f"seed example and start-up, median of {args.seed_runs} runs:")
     print()
-    print("| process | wall | CPU (user + system) | page faults |")
-    print("|---|---:|---:|---:|")
+    # The machine's pace changes from minute to minute; a process's wall time against
+    # /bin/true's in the same turns changes much less.
+    true_ms = starts[-1][1][0]
+    print("| process | wall | wall / `/bin/true` | CPU (user + system) | page faults |")
+    print("|---|---:|---:|---:|---:|")
     for name, (wall_ms, cpu_ms, faults) in starts:
-        print(f"| {name} | {wall_ms:.2f} ms | {cpu_ms:.2f} ms | {faults:.0f} |")
+        print(f"| {name} | {wall_ms:.2f} ms | {wall_ms / true_ms:.1f}x | {cpu_ms:.2f} ms | "
+              f"{faults:.0f} |")
 
 
 if __name__ == "__main__":
